@@ -1,0 +1,8 @@
+"""Users, API keys, JWT wiring and scopes."""
+
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    name = "accounts"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,49 @@
+"""Authentication by ``X-API-Key`` header and by JWT bearer token."""
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+from rest_framework_simplejwt.authentication import JWTAuthentication
+
+from accounts import crypto
+from accounts.selectors import api_key_by_lookup
+from accounts.services import api_key_touch
+from mlplatform.conf import platform_setting
+
+CHALLENGE = 'Bearer realm="api", ApiKey realm="api" header="X-API-Key"'
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """``X-API-Key: mlp_...``; the key acts for its owner within its scopes."""
+
+    header = "HTTP_X_API_KEY"
+    now = staticmethod(timezone.now)
+
+    def authenticate(self, request):
+        raw = request.META.get(self.header)
+        if raw is None:
+            return None
+        lookup = crypto.parse_lookup(raw.strip())
+        if lookup is None:
+            raise exceptions.AuthenticationFailed("Malformed API key.", code="malformed_api_key")
+        key = api_key_by_lookup(lookup)
+        if key is None or not crypto.key_matches(raw.strip(), key.hashed_key):
+            raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
+        now = self.now()
+        if key.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("This API key was revoked.", code="revoked_api_key")
+        if key.is_expired(now):
+            raise exceptions.AuthenticationFailed("This API key has expired.", code="expired_api_key")
+        if not key.owner.is_active:
+            raise exceptions.AuthenticationFailed("The key's owner is inactive.", code="user_inactive")
+        api_key_touch(key=key, now=now, interval_seconds=platform_setting("API_KEY_TOUCH_SECONDS"))
+        return key.owner, key
+
+    def authenticate_header(self, request) -> str:
+        return CHALLENGE
+
+
+class BearerJWTAuthentication(JWTAuthentication):
+    """simplejwt's bearer tokens, with the platform's challenge header."""
+
+    def authenticate_header(self, request) -> str:
+        return CHALLENGE

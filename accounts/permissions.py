@@ -1,0 +1,42 @@
+"""Permissions: scopes (user permission AND key scope) and user-only operations."""
+
+from rest_framework.permissions import BasePermission
+
+from accounts.models import ApiKey
+from accounts.scopes import user_has_scope
+
+
+class ScopePermission(BasePermission):
+    """The caller holds ``scope``: its user has the permission and its key (if any) the scope."""
+
+    scope = ""
+    code = "missing_scope"
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        key = request.auth if isinstance(request.auth, ApiKey) else None
+        if key is not None and self.scope not in key.scopes:
+            self.message = f"This API key lacks the {self.scope!r} scope."
+            return False
+        if not user_has_scope(user, self.scope):
+            self.message = f"User {user.get_username()!r} lacks the {self.scope!r} scope."
+            return False
+        return True
+
+
+def scope_required(scope: str) -> type[ScopePermission]:
+    return type(f"Has{scope.title()}Scope", (ScopePermission,), {"scope": scope})
+
+
+class UserCredentialsOnly(BasePermission):
+    """Operations on credentials themselves need the user's own login, not an API key."""
+
+    message = "API keys cannot manage API keys; authenticate with a JWT or a session."
+    code = "user_credentials_required"
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated) and not isinstance(
+            request.auth, ApiKey
+        )

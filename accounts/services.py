@@ -1,0 +1,70 @@
+"""Writes of API keys: create, revoke, touch."""
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts import crypto
+from accounts.models import ApiKey, User
+from accounts.scopes import ALL_SCOPES, user_has_scope
+from mlplatform.errors import Forbidden, InvalidInput
+
+
+def api_key_create(
+    *,
+    owner: User,
+    name: str,
+    scopes: Iterable[str],
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key and return it with its raw value, which is never available again."""
+    scopes = list(dict.fromkeys(scopes))
+    if not scopes:
+        raise InvalidInput("scopes: give at least one scope.", code="invalid")
+    unknown = [s for s in scopes if s not in ALL_SCOPES]
+    if unknown:
+        raise InvalidInput(
+            f"scopes: unknown scope {unknown[0]!r}; choose from {', '.join(ALL_SCOPES)}.",
+            code="invalid",
+        )
+    lacking = [s for s in scopes if not user_has_scope(owner, s)]
+    if lacking:
+        raise Forbidden(
+            f"User {owner.get_username()!r} does not hold the {lacking[0]!r} scope, "
+            "so no key of theirs can carry it.",
+            code="scope_not_held",
+        )
+    if expires_at is not None and expires_at <= timezone.now():
+        raise InvalidInput("expires_at: must be in the future.", code="invalid")
+    generated = crypto.generate_key()
+    key = ApiKey.objects.create(
+        owner=owner,
+        name=name,
+        lookup=generated.lookup,
+        hashed_key=generated.hashed,
+        scopes=scopes,
+        expires_at=expires_at,
+    )
+    return key, generated.raw
+
+
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    """Revoke a key for good; revoking twice keeps the first time."""
+    if key.revoked_at is None:
+        now = timezone.now()
+        ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now)
+        key.refresh_from_db(fields=["revoked_at"])
+    return key
+
+
+def api_key_touch(*, key: ApiKey, now: datetime, interval_seconds: float) -> None:
+    """Record use at most once per interval: a busy key must not write on every request."""
+    stale_before = now - timedelta(seconds=interval_seconds)
+    if key.last_used_at is not None and key.last_used_at > stale_before:
+        return
+    ApiKey.objects.filter(pk=key.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale_before)
+    ).update(last_used_at=now)
+    key.last_used_at = now

@@ -1,0 +1,44 @@
+"""A JSON parser on orjson that refuses oversized bodies and non-finite numbers by name."""
+
+import orjson
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import BaseParser
+
+from mlplatform.conf import platform_setting
+from mlplatform.errors import PayloadTooLarge
+
+_NON_FINITE_TOKENS = (b"NaN", b"Infinity", b"-Infinity", b"+Infinity", b"nan", b"inf", b"-inf")
+
+
+def read_limited(stream) -> bytes:
+    """Read the body, refusing it once it passes the configured size (chunked bodies too)."""
+    limit = platform_setting("MAX_BODY_BYTES")
+    data = stream.read(limit + 1) if stream is not None else b""
+    if len(data) > limit:
+        raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+    return data
+
+
+def loads(data: bytes):
+    """Parse JSON, naming NaN, Infinity and out-of-range numbers when they are the problem."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        message = str(exc)
+        at = data[exc.pos : exc.pos + 10].lstrip()
+        if "infinity when parsed" in message or at.startswith(_NON_FINITE_TOKENS):
+            raise ParseError(
+                "Malformed JSON: NaN, Infinity and numbers beyond the float range are not "
+                f"finite numbers ({message})."
+            ) from None
+        raise ParseError(f"Malformed JSON: {message}.") from None
+
+
+class ORJSONParser(BaseParser):
+    media_type = "application/json"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        data = read_limited(stream)
+        if not data.strip():
+            raise ParseError("The request body is empty; send a JSON object.")
+        return loads(data)

@@ -1,0 +1,53 @@
+"""System checks for the platform's own settings."""
+
+from django.conf import settings
+from django.core.checks import Error, register
+
+from mlplatform.conf import DEFAULTS
+
+_POSITIVE_NUMBERS = (
+    "MAX_BODY_BYTES",
+    "MAX_FEATURES",
+    "DEFAULT_TIMEOUT",
+    "MAX_TIMEOUT",
+    "INFERENCE_THREADS",
+    "API_KEY_TOUCH_SECONDS",
+    "PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+)
+
+
+@register()
+def check_platform_settings(app_configs, **kwargs):
+    """Refuse unknown knobs and values of the wrong kind in ``settings.PLATFORM``."""
+    errors = []
+    overrides = getattr(settings, "PLATFORM", {})
+    if not isinstance(overrides, dict):
+        return [Error("settings.PLATFORM must be a dict", id="mlplatform.E001")]
+    for name in overrides:
+        if name not in DEFAULTS:
+            errors.append(
+                Error(
+                    f"settings.PLATFORM has an unknown key {name!r}",
+                    hint=f"Known keys: {', '.join(sorted(DEFAULTS))}",
+                    id="mlplatform.E002",
+                )
+            )
+    merged = {**DEFAULTS, **overrides}
+    for name in _POSITIVE_NUMBERS:
+        value = merged[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            errors.append(
+                Error(f"settings.PLATFORM[{name!r}] must be a positive number", id="mlplatform.E003")
+            )
+    if not isinstance(merged["REGISTRY_REFRESH_SECONDS"], int | float) or (
+        merged["REGISTRY_REFRESH_SECONDS"] < 0
+    ):
+        errors.append(
+            Error("settings.PLATFORM['REGISTRY_REFRESH_SECONDS'] must be >= 0", id="mlplatform.E004")
+        )
+    if not isinstance(merged["DEFAULT_MODEL"], str) or not merged["DEFAULT_MODEL"]:
+        errors.append(
+            Error("settings.PLATFORM['DEFAULT_MODEL'] must be a model name", id="mlplatform.E005")
+        )
+    return errors

@@ -1,0 +1,34 @@
+"""The platform's own settings: one namespaced dict, ``settings.PLATFORM``, with defaults."""
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Model served when a request names none.
+    "DEFAULT_MODEL": "iris",
+    # Largest request body accepted by the JSON API, in bytes (413 beyond it).
+    "MAX_BODY_BYTES": 1024 * 1024,
+    # Most features one row may carry, and most rows one prediction request may carry.
+    "MAX_FEATURES": 4096,
+    # Seconds an inference may take when the request sets no ``timeout``, and the most it may ask.
+    "DEFAULT_TIMEOUT": 30.0,
+    "MAX_TIMEOUT": 300.0,
+    # Threads that run inferences (so a timeout can answer while the computation goes on).
+    "INFERENCE_THREADS": 4,
+    # How often each process asks the database whether the model registry changed.
+    "REGISTRY_REFRESH_SECONDS": 1.0,
+    # ``last_used_at`` of an API key is written at most this often.
+    "API_KEY_TOUCH_SECONDS": 60,
+    # Pagination of lists.
+    "PAGE_SIZE": 50,
+    "MAX_PAGE_SIZE": 500,
+}
+
+
+def platform_setting(name: str) -> Any:
+    """Read one platform knob at call time (never frozen at import)."""
+    overrides = getattr(settings, "PLATFORM", {})
+    if name in overrides:
+        return overrides[name]
+    return DEFAULTS[name]

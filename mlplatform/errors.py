@@ -1,0 +1,46 @@
+"""The one application error type; ``mlplatform.api.exceptions`` maps it to HTTP."""
+
+
+class PlatformError(Exception):
+    """An error the caller can act on: a status, a machine-readable code and a message."""
+
+    status_code = 400
+    code = "invalid"
+
+    def __init__(self, detail: str, *, code: str | None = None, status_code: int | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class InvalidInput(PlatformError):
+    status_code = 400
+    code = "invalid_input"
+
+
+class NotFound(PlatformError):
+    status_code = 404
+    code = "not_found"
+
+
+class Forbidden(PlatformError):
+    status_code = 403
+    code = "permission_denied"
+
+
+class PayloadTooLarge(PlatformError):
+    status_code = 413
+    code = "request_too_large"
+
+
+class InferenceTimeout(PlatformError):
+    status_code = 504
+    code = "inference_timeout"
+
+
+class ServiceUnavailable(PlatformError):
+    status_code = 503
+    code = "service_unavailable"

@@ -1,0 +1,79 @@
+"""Liveness and readiness probes."""
+
+import time
+import uuid
+
+from django.core.cache import cache
+from django.db import connection
+from django.http import JsonResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+from django_q.brokers import get_broker
+
+from predictions.registry import registry
+
+
+@require_GET
+def health(request):
+    """Liveness: the process answers."""
+    return JsonResponse({"status": "healthy", "timestamp": timezone.now().isoformat()})
+
+
+def _check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _check_cache() -> None:
+    key = f"ready:{uuid.uuid4().hex}"
+    cache.set(key, "1", 5)
+    if cache.get(key) != "1":
+        raise RuntimeError("the cache did not return what was written")
+    cache.delete(key)
+
+
+def _check_broker() -> None:
+    if not get_broker().ping():
+        raise RuntimeError("the task broker did not answer")
+
+
+def _check_models() -> None:
+    entries = registry.models()
+    if not any(m.active_versions for m in entries):
+        raise RuntimeError("no model has an active version")
+    for model in entries:
+        for version in model.active_versions:
+            registry.predictor(version)
+
+
+CHECKS = {
+    "database": _check_database,
+    "cache": _check_cache,
+    "broker": _check_broker,
+    "models": _check_models,
+}
+
+
+@require_GET
+def ready(request):
+    """Readiness: database, cache, broker and models all answer; 503 otherwise."""
+    results = {}
+    ok = True
+    for name, check in CHECKS.items():
+        started = time.perf_counter()
+        try:
+            check()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported by name
+            ok = False
+            results[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
+        else:
+            results[name] = {
+                "status": "ok",
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+    body = {
+        "status": "ready" if ok else "not_ready",
+        "timestamp": timezone.now().isoformat(),
+        "checks": results,
+    }
+    return JsonResponse(body, status=200 if ok else 503)

@@ -1,0 +1,51 @@
+"""Request-wide middleware: request ids and the body size limit."""
+
+import re
+import uuid
+
+from django.http import JsonResponse
+
+from mlplatform.conf import platform_setting
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Honour a sane ``X-Request-ID`` or make one; expose it on the request and the response."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        incoming = request.headers.get("X-Request-ID", "")
+        request.request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        response = self.get_response(request)
+        response["X-Request-ID"] = request.request_id
+        return response
+
+
+class BodySizeLimitMiddleware:
+    """Refuse a body whose declared length passes the limit before anything reads it (413)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        limit = platform_setting("MAX_BODY_BYTES")
+        try:
+            too_large = int(declared) > limit
+        except ValueError:
+            return JsonResponse(
+                {"detail": "Content-Length is not a number.", "code": "invalid_header"},
+                status=400,
+            )
+        if too_large:
+            return JsonResponse(
+                {
+                    "detail": f"Request body is larger than the limit of {limit} bytes.",
+                    "code": "request_too_large",
+                },
+                status=413,
+            )
+        return self.get_response(request)

@@ -1,0 +1,62 @@
+"""The landing page and the JSON error pages outside DRF views."""
+
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from predictions.registry import registry
+
+
+def landing(request):
+    return render(request, "landing.html", {"models": registry.models()})
+
+
+def not_found(request, exception=None):
+    return JsonResponse(
+        {"detail": f"No route matches {request.path!r}.", "code": "not_found"}, status=404
+    )
+
+
+def server_error(request):
+    return JsonResponse(
+        {"detail": "Internal server error.", "code": "server_error"},
+        status=500,
+    )
+
+
+def bad_request(request, exception=None):
+    return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)
+
+
+def permission_denied(request, exception=None):
+    return JsonResponse({"detail": "Permission denied.", "code": "permission_denied"}, status=403)
+
+
+class ApiRootView(APIView):
+    """The v1 API's entry points."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(exclude=True)
+    def get(self, request):
+        def link(name: str, **kwargs) -> str:
+            return request.build_absolute_uri(reverse(name, kwargs=kwargs or None))
+
+        return Response(
+            {
+                "predict": link("predict"),
+                "predictions": link("prediction-list"),
+                "models": link("model-list"),
+                "keys": link("apikey-list"),
+                "token": link("token-obtain"),
+                "login": link("login"),
+                "schema": link("schema"),
+                "docs": link("docs"),
+                "health": link("health"),
+                "ready": link("ready"),
+            }
+        )

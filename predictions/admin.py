@@ -1,0 +1,199 @@
+"""Admin: models, versions (artifact upload, activation, weights) and stored predictions."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from mlplatform.errors import PlatformError
+from predictions import services
+from predictions.models import MLModel, ModelVersion, Prediction
+
+
+def _accuracy(version: ModelVersion) -> str:
+    value = version.holdout_accuracy
+    return "—" if value is None else f"{value:.1%}"
+
+
+class ModelVersionInline(admin.TabularInline):
+    model = ModelVersion
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ["label", "status", "traffic_weight", "is_shadow", "holdout", "runtime", "checksum"]
+    readonly_fields = ["label", "holdout", "runtime", "checksum"]
+
+    def has_add_permission(self, request, obj=None):
+        return False  # a version needs an artifact: add it on the version page
+
+    @admin.display(description="hold-out accuracy")
+    def holdout(self, version: ModelVersion) -> str:
+        return _accuracy(version)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("artifact")
+
+
+class MLModelForm(forms.ModelForm):
+    class Meta:
+        model = MLModel
+        fields = ["name", "description", "task", "feature_names", "labels", "default_version",
+                  "cache_ttl"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        versions = ModelVersion.objects.defer("artifact")
+        self.fields["default_version"].queryset = (
+            versions.filter(model=self.instance) if self.instance.pk else versions.none()
+        )
+
+    def clean_feature_names(self):
+        names = self.cleaned_data["feature_names"]
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ValidationError('Give a JSON list of feature names, e.g. ["a", "b"].')
+        if len(set(names)) != len(names):
+            raise ValidationError("Feature names must be unique.")
+        if self.instance.pk and names != self.instance.feature_names and (
+            self.instance.versions.exists()
+        ):
+            raise ValidationError("The features of a model with versions cannot change.")
+        return names
+
+    def clean_labels(self):
+        labels = self.cleaned_data["labels"]
+        if not isinstance(labels, list) or not all(isinstance(n, str) for n in labels):
+            raise ValidationError('Give a JSON list of class names, e.g. ["cat", "dog"].')
+        return labels
+
+
+@admin.register(MLModel)
+class MLModelAdmin(admin.ModelAdmin):
+    form = MLModelForm
+    list_display = ["name", "task", "n_features", "default_version", "version_count", "cache_ttl"]
+    search_fields = ["name", "description"]
+    inlines = [ModelVersionInline]
+
+    @admin.display(description="versions")
+    def version_count(self, model: MLModel) -> int:
+        return model.versions.count()
+
+    def save_model(self, request, obj, form, change):
+        services.model_save(model=obj)
+
+    def save_related(self, request, form, formsets, change):
+        with transaction.atomic():
+            super().save_related(request, form, formsets, change)
+            services.registry_touch()
+
+
+class ModelVersionForm(forms.ModelForm):
+    artifact_file = forms.FileField(
+        required=False,
+        help_text="A .npz dense network (see the artifact format in the README). "
+        "It is validated against the model's features and labels before it is saved.",
+    )
+
+    class Meta:
+        model = ModelVersion
+        fields = ["model", "label", "description", "runtime", "status", "traffic_weight",
+                  "is_shadow"]
+
+    def clean(self):
+        cleaned = super().clean()
+        upload = cleaned.get("artifact_file")
+        if upload is None:
+            if not self.instance.pk:
+                self.add_error("artifact_file", "Upload the version's artifact.")
+            return cleaned
+        model = cleaned.get("model") or getattr(self.instance, "model", None)
+        if model is None:
+            return cleaned
+        data = upload.read()
+        try:
+            services.artifact_validate(model=model, runtime=cleaned.get("runtime"), data=data)
+        except PlatformError as exc:
+            self.add_error("artifact_file", exc.detail)
+        cleaned["artifact_bytes"] = data
+        return cleaned
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    form = ModelVersionForm
+    list_display = ["__str__", "status", "traffic_weight", "is_shadow", "holdout", "runtime",
+                    "created_at"]
+    list_filter = ["model", "status", "runtime", "is_shadow"]
+    list_editable = ["traffic_weight"]
+    readonly_fields = ["checksum", "artifact_name", "metrics", "created_at", "updated_at"]
+    actions = ["activate", "retire", "make_default"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("artifact").select_related("model")
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None:
+            return [*self.readonly_fields, "model", "label", "runtime"]
+        return self.readonly_fields
+
+    @admin.display(description="hold-out accuracy")
+    def holdout(self, version: ModelVersion) -> str:
+        return _accuracy(version)
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data.get("artifact_bytes")
+        name = getattr(form.cleaned_data.get("artifact_file"), "name", "")
+        if not change:
+            created = services.model_version_create(
+                model=obj.model,
+                label=obj.label,
+                artifact=data,
+                runtime=obj.runtime,
+                artifact_name=name,
+                status=obj.status,
+                traffic_weight=obj.traffic_weight,
+                description=obj.description,
+            )
+            obj.pk = created.pk
+            return
+        services.model_version_save(version=obj)
+        if data is not None:
+            services.model_version_replace_artifact(version=obj, artifact=data, artifact_name=name)
+
+    @admin.action(description="Activate selected versions")
+    def activate(self, request, queryset):
+        for version in queryset:
+            services.model_version_set_status(version=version, status=ModelVersion.Status.ACTIVE)
+        self.message_user(request, f"Activated {queryset.count()} version(s).", messages.SUCCESS)
+
+    @admin.action(description="Retire selected versions")
+    def retire(self, request, queryset):
+        for version in queryset:
+            services.model_version_set_status(version=version, status=ModelVersion.Status.RETIRED)
+        self.message_user(request, f"Retired {queryset.count()} version(s).", messages.SUCCESS)
+
+    @admin.action(description="Make the selected version its model's default")
+    def make_default(self, request, queryset):
+        for version in queryset:
+            model = version.model
+            model.default_version = version
+            services.model_save(model=model)
+        self.message_user(request, "Default version updated.", messages.SUCCESS)
+
+
+@admin.register(Prediction)
+class PredictionAdmin(admin.ModelAdmin):
+    list_display = ["id", "owner", "model_version", "label", "confidence", "processing_time",
+                    "created_at"]
+    list_filter = ["model_version__model", "model_version", "created_at", "owner"]
+    search_fields = ["id", "request_id", "owner__username"]
+    date_hierarchy = "created_at"
+    list_select_related = ["owner", "model_version__model"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

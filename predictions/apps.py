@@ -1,0 +1,8 @@
+"""The ML domain: registry, runtime, stored predictions."""
+
+from django.apps import AppConfig
+
+
+class PredictionsConfig(AppConfig):
+    name = "predictions"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,105 @@
+"""Seeding the demo: models trained from the shipped data sets, users and a key."""
+
+import functools
+import secrets
+from dataclasses import dataclass, field
+
+from django.contrib.auth.models import Group, Permission
+from django.db import transaction
+
+from accounts.models import ApiKey, User
+from accounts.scopes import ALL_SCOPES, permission_codename
+from accounts.services import api_key_create, api_key_revoke
+from predictions import services
+from predictions.models import MLModel, ModelVersion
+from predictions.runtime.artifacts import checksum
+from predictions.runtime.training import train_demo_models
+
+API_USERS_GROUP = "API users"
+DEMO_KEY_NAME = "demo"
+# The iris versions share its traffic; v2 (the MLP) serves requests that name no version.
+TRAFFIC = {("iris", "v1"): 50.0, ("iris", "v2"): 50.0}
+DEFAULTS = {"iris": "v2"}
+# Training is deterministic: one run per process is enough.
+_trained = functools.cache(train_demo_models)
+
+
+@dataclass
+class SeedReport:
+    models: dict[str, list[str]] = field(default_factory=dict)
+    created_versions: list[str] = field(default_factory=list)
+    passwords: dict[str, str] = field(default_factory=dict)
+    api_key: str = ""
+
+
+def api_users_group() -> Group:
+    """A group holding every scope permission: add a user to it to let them use the API."""
+    group, _ = Group.objects.get_or_create(name=API_USERS_GROUP)
+    codenames = [permission_codename(s) for s in ALL_SCOPES]
+    group.permissions.add(
+        *Permission.objects.filter(content_type__app_label="accounts", codename__in=codenames)
+    )
+    return group
+
+
+def _user(username: str, *, staff: bool, report: SeedReport) -> User:
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        password = secrets.token_urlsafe(12)
+        if staff:
+            user = User.objects.create_superuser(username, password=password)
+        else:
+            user = User.objects.create_user(username, password=password)
+        report.passwords[username] = password
+    return user
+
+
+@transaction.atomic
+def demo_seed(*, issue_key: bool = True) -> SeedReport:
+    """Create what is missing and leave the rest alone; with ``issue_key``, replace the demo key."""
+    report = SeedReport()
+    for demo in _trained():
+        model, _ = MLModel.objects.get_or_create(
+            name=demo.name,
+            defaults={
+                "description": demo.description,
+                "task": demo.task,
+                "feature_names": list(demo.feature_names),
+                "labels": list(demo.labels),
+            },
+        )
+        for trained in demo.versions:
+            version = model.versions.filter(label=trained.label).defer("artifact").first()
+            if version is None:
+                version = services.model_version_create(
+                    model=model,
+                    label=trained.label,
+                    artifact=trained.artifact,
+                    artifact_name=f"{demo.name}-{trained.label}.npz",
+                    status=ModelVersion.Status.ACTIVE,
+                    traffic_weight=TRAFFIC.get((demo.name, trained.label), 100.0),
+                    description=trained.description,
+                    metrics=trained.metrics,
+                )
+                report.created_versions.append(f"{demo.name}:{trained.label}")
+            elif version.checksum != checksum(trained.artifact):
+                # Same label, different bytes: never overwrite what someone may be serving.
+                pass
+        if model.default_version_id is None:
+            label = DEFAULTS.get(demo.name, demo.versions[0].label)
+            model.default_version = model.versions.get(label=label)
+            services.model_save(model=model)
+        report.models[demo.name] = [v.label for v in demo.versions]
+
+    group = api_users_group()
+    _user("admin", staff=True, report=report)
+    demo_user = _user("demo", staff=False, report=report)
+    demo_user.groups.add(group)
+    if issue_key:
+        demo_user = User.objects.get(pk=demo_user.pk)  # fresh permission cache
+        for old in ApiKey.objects.filter(owner=demo_user, name=DEMO_KEY_NAME, revoked_at=None):
+            api_key_revoke(key=old)
+        _, report.api_key = api_key_create(
+            owner=demo_user, name=DEMO_KEY_NAME, scopes=list(ALL_SCOPES)
+        )
+    return report

@@ -1,0 +1,131 @@
+"""Registered models, their versions, and stored predictions."""
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+
+class MLModel(models.Model):
+    """A named model with a fixed input schema and outputs; it has one or more versions."""
+
+    class Task(models.TextChoices):
+        CLASSIFICATION = "classification"
+        REGRESSION = "regression"
+
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    task = models.CharField(max_length=20, choices=Task.choices, default=Task.CLASSIFICATION)
+    feature_names = models.JSONField(
+        default=list, help_text="Input feature names, in the order a row lists them."
+    )
+    labels = models.JSONField(
+        default=list, blank=True, help_text="Class names in output order (classifiers)."
+    )
+    default_version = models.ForeignKey(
+        "ModelVersion",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Served when a request names no version.",
+    )
+    cache_ttl = models.PositiveIntegerField(
+        default=0, help_text="Seconds a response may be cached (0: never)."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "model"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+
+class ModelVersion(models.Model):
+    """One trained artifact of a model; its bytes live in the database so every host sees them."""
+
+    class Status(models.TextChoices):
+        STAGED = "staged"
+        ACTIVE = "active"
+        RETIRED = "retired"
+
+    class Runtime(models.TextChoices):
+        NUMPY = "numpy", "numpy (.npz dense network)"
+
+    model = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="versions")
+    label = models.SlugField(max_length=50)
+    description = models.TextField(blank=True)
+    runtime = models.CharField(max_length=20, choices=Runtime.choices, default=Runtime.NUMPY)
+    artifact = models.BinaryField(editable=False)
+    artifact_name = models.CharField(max_length=255, blank=True)
+    checksum = models.CharField(max_length=64, editable=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.STAGED)
+    traffic_weight = models.FloatField(
+        default=0,
+        validators=[MinValueValidator(0), MaxValueValidator(1_000_000)],
+        help_text="Relative share of the model's traffic when no version is named.",
+    )
+    is_shadow = models.BooleanField(
+        default=False, help_text="Receives a copy of live traffic; its answers are never returned."
+    )
+    metrics = models.JSONField(default=dict, blank=True, help_text="Metrics from training.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "model version"
+        ordering = ["model__name", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "label"], name="unique_version_label")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model.name}:{self.label}"
+
+    @property
+    def holdout_accuracy(self) -> float | None:
+        return self.metrics.get("holdout_accuracy")
+
+
+class RegistryRevision(models.Model):
+    """One row whose counter goes up on every registry change; processes poll it to reload."""
+
+    revision = models.BigIntegerField(default=0)
+
+
+class Prediction(models.Model):
+    """One answered prediction request, stored before the answer is sent."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="predictions"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="predictions"
+    )
+    input = models.JSONField()
+    output = models.JSONField()
+    label = models.CharField(max_length=200, null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    processing_time = models.FloatField(help_text="Seconds spent on inference.")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    request_id = models.CharField(max_length=128, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self) -> str:
+        return str(self.id)

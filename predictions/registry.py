@@ -1,0 +1,155 @@
+"""The process-local view of the model registry and its loaded predictors.
+
+Each process keeps an immutable snapshot of models and versions plus the predictors it has
+loaded. At most once per ``REGISTRY_REFRESH_SECONDS`` it reads one counter row
+(``RegistryRevision``); when another process changed the registry the counter moved and the
+snapshot is rebuilt, so admin changes reach every process within about a second without a
+query per request.
+"""
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from mlplatform.conf import platform_setting
+from predictions.models import MLModel, ModelVersion, RegistryRevision
+from predictions.runtime.predictors import Predictor, load_predictor
+
+
+@dataclass(frozen=True, slots=True)
+class VersionEntry:
+    id: int
+    label: str
+    runtime: str
+    checksum: str
+    status: str
+    traffic_weight: float
+    is_shadow: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    id: int
+    name: str
+    task: str
+    feature_names: tuple[str, ...]
+    labels: tuple[str, ...]
+    default_version_id: int | None
+    cache_ttl: int
+    versions: dict[str, VersionEntry] = field(default_factory=dict)
+
+    @property
+    def active_versions(self) -> list[VersionEntry]:
+        return [v for v in self.versions.values() if v.status == ModelVersion.Status.ACTIVE]
+
+    @property
+    def latest(self) -> VersionEntry | None:
+        """The newest active version."""
+        return max(self.active_versions, key=lambda v: (v.created_at, v.id), default=None)
+
+    @property
+    def default(self) -> VersionEntry | None:
+        for version in self.active_versions:
+            if version.id == self.default_version_id:
+                return version
+        return None
+
+
+def current_revision() -> int:
+    row = RegistryRevision.objects.filter(pk=1).values_list("revision", flat=True).first()
+    return row or 0
+
+
+class Registry:
+    """Snapshot of the registry plus a cache of predictors keyed by artifact checksum."""
+
+    timer = staticmethod(time.monotonic)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[str, ModelEntry] = {}
+        self._predictors: dict[tuple[int, str], Predictor] = {}
+        self._revision: int | None = None
+        self._checked_at = float("-inf")
+
+    def clear(self) -> None:
+        """Forget everything; the next read reloads from the database."""
+        with self._lock:
+            self._models = {}
+            self._predictors = {}
+            self._revision = None
+            self._checked_at = float("-inf")
+
+    def mark_stale(self) -> None:
+        """Check the revision on the next read (this process changed the registry)."""
+        self._checked_at = float("-inf")
+
+    def model(self, name: str) -> ModelEntry | None:
+        self._refresh_if_due()
+        return self._models.get(name)
+
+    def models(self) -> list[ModelEntry]:
+        self._refresh_if_due()
+        return sorted(self._models.values(), key=lambda m: m.name)
+
+    def predictor(self, version: VersionEntry) -> Predictor:
+        """The loaded predictor of a version, loading its artifact on first use."""
+        key = (version.id, version.checksum)
+        predictor = self._predictors.get(key)
+        if predictor is None:
+            data = (
+                ModelVersion.objects.filter(pk=version.id, checksum=version.checksum)
+                .values_list("artifact", flat=True)
+                .get()
+            )
+            predictor = load_predictor(version.runtime, bytes(data))
+            self._predictors[key] = predictor
+        return predictor
+
+    def _refresh_if_due(self) -> None:
+        now = self.timer()
+        if now - self._checked_at < platform_setting("REGISTRY_REFRESH_SECONDS"):
+            return
+        with self._lock:
+            if now - self._checked_at < platform_setting("REGISTRY_REFRESH_SECONDS"):
+                return
+            revision = current_revision()
+            if revision != self._revision or not self._models:
+                self._models = self._load()
+                live = {(v.id, v.checksum) for m in self._models.values() for v in m.versions.values()}
+                self._predictors = {k: p for k, p in self._predictors.items() if k in live}
+                self._revision = revision
+            self._checked_at = now
+
+    @staticmethod
+    def _load() -> dict[str, ModelEntry]:
+        versions: dict[int, dict[str, VersionEntry]] = {}
+        for v in ModelVersion.objects.defer("artifact").order_by("created_at", "id"):
+            versions.setdefault(v.model_id, {})[v.label] = VersionEntry(
+                id=v.id,
+                label=v.label,
+                runtime=v.runtime,
+                checksum=v.checksum,
+                status=v.status,
+                traffic_weight=v.traffic_weight,
+                is_shadow=v.is_shadow,
+                created_at=v.created_at,
+            )
+        return {
+            m.name: ModelEntry(
+                id=m.id,
+                name=m.name,
+                task=m.task,
+                feature_names=tuple(m.feature_names),
+                labels=tuple(m.labels),
+                default_version_id=m.default_version_id,
+                cache_ttl=m.cache_ttl,
+                versions=versions.get(m.id, {}),
+            )
+            for m in MLModel.objects.all()
+        }
+
+
+registry = Registry()

@@ -1,0 +1,41 @@
+"""Reads of the ML domain: stored predictions, as each principal may see them."""
+
+from datetime import datetime
+
+from django.db.models import QuerySet
+
+from accounts.models import User
+from mlplatform.errors import NotFound
+from predictions.models import Prediction
+
+
+def predictions_for(user: User) -> QuerySet[Prediction]:
+    """The predictions a user may read: their own; staff see everyone's."""
+    queryset = Prediction.objects.select_related("model_version__model")
+    return queryset if user.is_staff else queryset.filter(owner=user)
+
+
+def prediction_get(*, user: User, prediction_id) -> Prediction:
+    prediction = predictions_for(user).filter(pk=prediction_id).first()
+    if prediction is None:
+        raise NotFound(f"No prediction {prediction_id}.", code="prediction_not_found")
+    return prediction
+
+
+def predictions_filter(
+    queryset: QuerySet[Prediction],
+    *,
+    model: str | None = None,
+    version: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> QuerySet[Prediction]:
+    if model:
+        queryset = queryset.filter(model_version__model__name=model)
+    if version:
+        queryset = queryset.filter(model_version__label=version)
+    if created_after:
+        queryset = queryset.filter(created_at__gte=created_after)
+    if created_before:
+        queryset = queryset.filter(created_at__lt=created_before)
+    return queryset

@@ -1,0 +1,132 @@
+"""Request and response shapes of the prediction API."""
+
+from rest_framework import serializers
+
+from mlplatform.conf import platform_setting
+from predictions.models import MLModel, ModelVersion, Prediction
+
+
+class PredictRequestSerializer(serializers.Serializer):
+    input_data = serializers.JSONField(
+        help_text="One row: a list of numbers in feature order, or an object by feature name."
+    )
+    model = serializers.CharField(required=False, help_text="Model name; default: the platform's.")
+    model_version = serializers.CharField(
+        required=False, help_text='A version label, "latest", or absent for the default.'
+    )
+    timeout = serializers.FloatField(
+        required=False, min_value=0.000001, help_text="Seconds inference may take (504 beyond)."
+    )
+
+    def validate_timeout(self, value: float) -> float:
+        limit = platform_setting("MAX_TIMEOUT")
+        if value > limit:
+            raise serializers.ValidationError(f"Ensure this value is at most {limit:g} seconds.")
+        return value
+
+
+def prediction_payload(prediction: Prediction, *, cached: bool = False) -> dict:
+    """The JSON of a stored prediction (hand-built: this is on every predict response)."""
+    model_name = getattr(prediction, "model_name", None)
+    version_label = getattr(prediction, "version_label", None)
+    if model_name is None:
+        model_name = prediction.model_version.model.name
+        version_label = prediction.model_version.label
+    return {
+        "prediction_id": str(prediction.id),
+        "model": model_name,
+        "model_version": version_label,
+        "prediction": prediction.output,
+        "label": prediction.label,
+        "confidence": prediction.confidence,
+        "processing_time": prediction.processing_time,
+        "timestamp": prediction.created_at,
+        "cached": cached,
+        "input_data": prediction.input,
+        "request_id": prediction.request_id,
+    }
+
+
+class PredictionSerializer(serializers.Serializer):
+    """Documents ``prediction_payload``."""
+
+    prediction_id = serializers.UUIDField()
+    model = serializers.CharField()
+    model_version = serializers.CharField()
+    prediction = serializers.ListField(child=serializers.FloatField())
+    label = serializers.CharField(allow_null=True)
+    confidence = serializers.FloatField(allow_null=True)
+    processing_time = serializers.FloatField(help_text="Seconds spent on inference.")
+    timestamp = serializers.DateTimeField()
+    cached = serializers.BooleanField()
+    input_data = serializers.JSONField()
+    request_id = serializers.CharField()
+
+
+class PredictionFilterSerializer(serializers.Serializer):
+    model = serializers.CharField(required=False)
+    version = serializers.CharField(required=False)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    is_default = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "label",
+            "description",
+            "runtime",
+            "status",
+            "traffic_weight",
+            "is_shadow",
+            "checksum",
+            "metrics",
+            "created_at",
+            "is_default",
+        ]
+
+    def get_is_default(self, version: ModelVersion) -> bool:
+        return version.id == version.model.default_version_id
+
+
+class MLModelSerializer(serializers.ModelSerializer):
+    n_features = serializers.IntegerField(read_only=True)
+    default_version = serializers.SlugRelatedField(slug_field="label", read_only=True)
+    latest_version = serializers.SerializerMethodField()
+    versions = ModelVersionSerializer(many=True, read_only=True)
+    input_schema = serializers.SerializerMethodField()
+
+    class Meta:
+        model = MLModel
+        fields = [
+            "name",
+            "description",
+            "task",
+            "n_features",
+            "feature_names",
+            "labels",
+            "input_schema",
+            "default_version",
+            "latest_version",
+            "cache_ttl",
+            "versions",
+        ]
+
+    def get_latest_version(self, model: MLModel) -> str | None:
+        active = [v for v in model.versions.all() if v.status == ModelVersion.Status.ACTIVE]
+        latest = max(active, key=lambda v: (v.created_at, v.id), default=None)
+        return latest.label if latest else None
+
+    def get_input_schema(self, model: MLModel) -> dict:
+        """A JSON Schema of ``input_data`` for this model."""
+        n = model.n_features
+        return {
+            "type": "array",
+            "items": {"type": "number"},
+            "minItems": n,
+            "maxItems": n,
+            "description": f"{n} finite numbers in the order of feature_names.",
+        }

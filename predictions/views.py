@@ -1,0 +1,103 @@
+"""Thin views of the prediction API: validate, call one service or selector, serialize."""
+
+from django.db.models import Prefetch
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import ApiKey
+from accounts.permissions import scope_required
+from mlplatform.errors import NotFound
+from predictions.models import MLModel, ModelVersion
+from predictions.selectors import prediction_get, predictions_filter, predictions_for
+from predictions.serializers import (
+    MLModelSerializer,
+    PredictionFilterSerializer,
+    PredictionSerializer,
+    PredictRequestSerializer,
+    prediction_payload,
+)
+from predictions.services import prediction_create
+
+
+class PredictView(APIView):
+    """Make one prediction; it is stored before the answer is sent."""
+
+    permission_classes = [scope_required("predict")]
+
+    @extend_schema(request=PredictRequestSerializer, responses={200: PredictionSerializer})
+    def post(self, request):
+        serializer = PredictRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        prediction = prediction_create(
+            user=request.user,
+            api_key=request.auth if isinstance(request.auth, ApiKey) else None,
+            input_data=data["input_data"],
+            model_name=data.get("model"),
+            version_label=data.get("model_version"),
+            timeout=data.get("timeout"),
+            request_id=request.request_id,
+        )
+        return Response(prediction_payload(prediction))
+
+
+class PredictionDetailView(APIView):
+    """One stored prediction of yours."""
+
+    permission_classes = [scope_required("read")]
+
+    @extend_schema(responses=PredictionSerializer)
+    def get(self, request, pk):
+        return Response(prediction_payload(prediction_get(user=request.user, prediction_id=pk)))
+
+
+class PredictionListView(APIView):
+    """Your stored predictions, newest first, filtered and paginated."""
+
+    permission_classes = [scope_required("read")]
+
+    @extend_schema(
+        parameters=[
+            PredictionFilterSerializer,
+            OpenApiParameter("page", int),
+            OpenApiParameter("page_size", int),
+        ],
+        responses=PredictionSerializer(many=True),
+    )
+    def get(self, request):
+        filters = PredictionFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        queryset = predictions_filter(predictions_for(request.user), **filters.validated_data)
+        paginator = self.settings.DEFAULT_PAGINATION_CLASS()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response([prediction_payload(p) for p in page])
+
+
+def _models():
+    versions = ModelVersion.objects.defer("artifact").select_related("model")
+    return MLModel.objects.prefetch_related(Prefetch("versions", queryset=versions))
+
+
+class ModelListView(APIView):
+    """Registered models with their versions, input schema, labels and traffic weights."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=MLModelSerializer(many=True))
+    def get(self, request):
+        return Response(MLModelSerializer(_models(), many=True).data)
+
+
+class ModelDetailView(APIView):
+    """One registered model."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=MLModelSerializer)
+    def get(self, request, name: str):
+        model = _models().filter(name=name).first()
+        if model is None:
+            raise NotFound(f"Unknown model {name!r}.", code="model_not_found")
+        return Response(MLModelSerializer(model).data)

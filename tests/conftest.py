@@ -1,0 +1,88 @@
+"""Shared fixtures: users with scopes, API keys, clients and the demo models."""
+
+import pytest
+from django.contrib.auth.models import Group
+from rest_framework.test import APIClient
+
+from accounts.models import User
+from accounts.scopes import ALL_SCOPES
+from accounts.services import api_key_create
+from predictions.registry import registry
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Password hashing is deliberately slow; tests that create users need not wait for it."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    """Each test starts from the database as it is (the test rolls it back afterwards)."""
+    registry.clear()
+    yield
+    registry.clear()
+
+
+@pytest.fixture
+def api_users(db) -> Group:
+    from predictions.demo import api_users_group
+
+    return api_users_group()
+
+
+def _make_user(username: str, group: Group | None, **extra) -> User:
+    user = User.objects.create_user(username, password=f"{username}-pass-123", **extra)
+    if group is not None:
+        user.groups.add(group)
+    return User.objects.get(pk=user.pk)
+
+
+@pytest.fixture
+def user(api_users) -> User:
+    """A user holding every scope through the 'API users' group."""
+    return _make_user("alice", api_users)
+
+
+@pytest.fixture
+def other_user(api_users) -> User:
+    return _make_user("bob", api_users)
+
+
+@pytest.fixture
+def staff(api_users) -> User:
+    return _make_user("carol", api_users, is_staff=True)
+
+
+@pytest.fixture
+def make_key():
+    def make(owner: User, scopes=ALL_SCOPES, **kwargs) -> str:
+        return api_key_create(owner=owner, name=kwargs.pop("name", "test"), scopes=scopes, **kwargs)[1]
+
+    return make
+
+
+@pytest.fixture
+def client_for():
+    """An API client sending the given API key, or none."""
+
+    def make(key: str | None = None) -> APIClient:
+        client = APIClient()
+        if key:
+            client.credentials(HTTP_X_API_KEY=key)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def key_client(user, make_key, client_for) -> APIClient:
+    return client_for(make_key(user))
+
+
+@pytest.fixture
+def demo_models(db):
+    """The demo models (iris v1+v2, breast-cancer, digits), trained once per test run."""
+    from predictions.demo import demo_seed
+
+    demo_seed(issue_key=False)
