@@ -25,3 +25,5 @@ accesslog = os.environ.get("WEB_ACCESS_LOG") or None
 errorlog = "-"
 # Load the application once in the master, then fork: workers start fast and share pages.
 preload_app = _production
+# The control socket lives at one path per user: several servers on a host would share it.
+control_socket_disable = True
