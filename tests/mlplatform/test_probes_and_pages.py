@@ -1,0 +1,94 @@
+"""Health and readiness probes, the landing page, the API root, docs and JSON error pages."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from predictions.models import ModelVersion
+
+
+@pytest.fixture
+def anonymous():
+    return APIClient()
+
+
+def test_health_answers_healthy_with_a_timestamp(anonymous, db):
+    body = anonymous.get("/health").json()
+
+    assert body["status"] == "healthy"
+    assert body["timestamp"].startswith("20")
+
+
+@pytest.mark.usefixtures("demo_models")
+def test_ready_checks_database_cache_broker_and_models(anonymous):
+    response = anonymous.get("/ready")
+
+    assert response.status_code == 200
+    checks = response.json()["checks"]
+    assert set(checks) == {"database", "cache", "broker", "models"}
+    assert all(c["status"] == "ok" for c in checks.values())
+
+
+@pytest.mark.usefixtures("demo_models")
+def test_ready_is_503_when_no_model_can_serve(anonymous):
+    from predictions.services import registry_touch
+
+    ModelVersion.objects.update(status="retired")
+    registry_touch()
+
+    response = anonymous.get("/ready/")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["models"]["status"] == "error"
+    assert "no model has an active version" in response.json()["checks"]["models"]["error"]
+
+
+@pytest.mark.usefixtures("demo_models")
+def test_landing_page_links_everything_and_lists_models(anonymous):
+    html = anonymous.get("/").content.decode()
+
+    for link in ("/api/v1/", "/api/docs/", "/api/schema/", "/admin/", "/health", "/ready",
+                 "/metrics"):
+        assert f'href="{link}' in html
+    assert "<code>digits</code>" in html
+
+
+def test_api_root_lists_the_entry_points(anonymous, db):
+    body = anonymous.get("/api/v1/").json()
+
+    assert body["predict"].endswith("/api/v1/predict")
+    assert body["docs"].endswith("/api/docs/")
+
+
+def test_openapi_schema_documents_the_api_once_per_route_with_security(anonymous, db):
+    response = anonymous.get("/api/schema/", HTTP_ACCEPT="application/json")
+
+    assert response.status_code == 200
+    schema = response.json()
+    paths = schema["paths"]
+    assert "/api/v1/predict" in paths and "/api/v1/predict/" not in paths
+    assert "/api/v1/keys/{id}" in paths
+    assert "/api/v1/predictions" in paths
+    request_body = paths["/api/v1/predict"]["post"]["requestBody"]["content"]
+    assert "application/json" in request_body
+    assert "ApiKeyAuth" in schema["components"]["securitySchemes"]
+
+
+def test_swagger_ui_is_served_from_this_server_without_a_cdn(anonymous, db):
+    html = anonymous.get("/api/docs/").content.decode()
+
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
+    assert "cdn" not in html.lower()
+
+
+def test_unknown_routes_answer_json_404(anonymous, db):
+    response = anonymous.get("/api/v1/nothing-here")
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_metrics_are_exposed_in_prometheus_text(anonymous, db):
+    response = anonymous.get("/metrics")
+
+    assert response.status_code == 200
+    assert b"django_http_requests_before_middlewares_total" in response.content
