@@ -41,12 +41,28 @@ class ApiKeyCreationForm(forms.ModelForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix_display", "owner", "scopes", "status", "expires_at",
-                    "last_used_at", "created_at"]
+    list_display = [
+        "name",
+        "prefix_display",
+        "owner",
+        "scopes",
+        "status",
+        "expires_at",
+        "last_used_at",
+        "created_at",
+    ]
     list_filter = ["revoked_at", "created_at"]
     search_fields = ["name", "lookup", "owner__username"]
-    readonly_fields = ["owner", "name", "prefix_display", "scopes", "created_at", "expires_at",
-                       "revoked_at", "last_used_at"]
+    readonly_fields = [
+        "owner",
+        "name",
+        "prefix_display",
+        "scopes",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+    ]
     actions = ["revoke_selected"]
     autocomplete_fields = ["owner"]
 

@@ -30,11 +30,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
         now = self.now()
         if key.revoked_at is not None:
-            raise exceptions.AuthenticationFailed("This API key was revoked.", code="revoked_api_key")
+            raise exceptions.AuthenticationFailed(
+                "This API key was revoked.", code="revoked_api_key"
+            )
         if key.is_expired(now):
-            raise exceptions.AuthenticationFailed("This API key has expired.", code="expired_api_key")
+            raise exceptions.AuthenticationFailed(
+                "This API key has expired.", code="expired_api_key"
+            )
         if not key.owner.is_active:
-            raise exceptions.AuthenticationFailed("The key's owner is inactive.", code="user_inactive")
+            raise exceptions.AuthenticationFailed(
+                "The key's owner is inactive.", code="user_inactive"
+            )
         api_key_touch(key=key, now=now, interval_seconds=platform_setting("API_KEY_TOUCH_SECONDS"))
         return key.owner, key
 

@@ -66,7 +66,7 @@ def parse_lookup(raw: str) -> str | None:
     match = _KEY_RE.match(raw)
     if match is None:
         return None
-    body = raw[: -CHECKSUM_LENGTH]
+    body = raw[:-CHECKSUM_LENGTH]
     if not hmac.compare_digest(checksum(body), match["checksum"]):
         return None
     return match["lookup"]

@@ -37,8 +37,15 @@ class ModelVersionInline(admin.TabularInline):
 class MLModelForm(forms.ModelForm):
     class Meta:
         model = MLModel
-        fields = ["name", "description", "task", "feature_names", "labels", "default_version",
-                  "cache_ttl"]
+        fields = [
+            "name",
+            "description",
+            "task",
+            "feature_names",
+            "labels",
+            "default_version",
+            "cache_ttl",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -53,8 +60,10 @@ class MLModelForm(forms.ModelForm):
             raise ValidationError('Give a JSON list of feature names, e.g. ["a", "b"].')
         if len(set(names)) != len(names):
             raise ValidationError("Feature names must be unique.")
-        if self.instance.pk and names != self.instance.feature_names and (
-            self.instance.versions.exists()
+        if (
+            self.instance.pk
+            and names != self.instance.feature_names
+            and (self.instance.versions.exists())
         ):
             raise ValidationError("The features of a model with versions cannot change.")
         return names
@@ -95,8 +104,15 @@ class ModelVersionForm(forms.ModelForm):
 
     class Meta:
         model = ModelVersion
-        fields = ["model", "label", "description", "runtime", "status", "traffic_weight",
-                  "is_shadow"]
+        fields = [
+            "model",
+            "label",
+            "description",
+            "runtime",
+            "status",
+            "traffic_weight",
+            "is_shadow",
+        ]
 
     def clean(self):
         cleaned = super().clean()
@@ -120,8 +136,15 @@ class ModelVersionForm(forms.ModelForm):
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     form = ModelVersionForm
-    list_display = ["__str__", "status", "traffic_weight", "is_shadow", "holdout", "runtime",
-                    "created_at"]
+    list_display = [
+        "__str__",
+        "status",
+        "traffic_weight",
+        "is_shadow",
+        "holdout",
+        "runtime",
+        "created_at",
+    ]
     list_filter = ["model", "status", "runtime", "is_shadow"]
     list_editable = ["traffic_weight"]
     readonly_fields = ["checksum", "artifact_name", "metrics", "created_at", "updated_at"]
@@ -182,8 +205,15 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 @admin.register(Prediction)
 class PredictionAdmin(admin.ModelAdmin):
-    list_display = ["id", "owner", "model_version", "label", "confidence", "processing_time",
-                    "created_at"]
+    list_display = [
+        "id",
+        "owner",
+        "model_version",
+        "label",
+        "confidence",
+        "processing_time",
+        "created_at",
+    ]
     list_filter = ["model_version__model", "model_version", "created_at", "owner"]
     search_fields = ["id", "request_id", "owner__username"]
     date_hierarchy = "created_at"

@@ -101,6 +101,9 @@ class RegistryRevision(models.Model):
 
     revision = models.BigIntegerField(default=0)
 
+    def __str__(self) -> str:
+        return f"registry revision {self.revision}"
+
 
 class Prediction(models.Model):
     """One answered prediction request, stored before the answer is sent."""
@@ -117,7 +120,8 @@ class Prediction(models.Model):
     )
     input = models.JSONField()
     output = models.JSONField()
-    label = models.CharField(max_length=200, null=True, blank=True)
+    # NULL, not "", for regressors: the API answers ``"label": null``.
+    label = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     confidence = models.FloatField(null=True, blank=True)
     processing_time = models.FloatField(help_text="Seconds spent on inference.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)

@@ -118,7 +118,9 @@ class Registry:
             revision = current_revision()
             if revision != self._revision or not self._models:
                 self._models = self._load()
-                live = {(v.id, v.checksum) for m in self._models.values() for v in m.versions.values()}
+                live = {
+                    (v.id, v.checksum) for m in self._models.values() for v in m.versions.values()
+                }
                 self._predictors = {k: p for k, p in self._predictors.items() if k in live}
                 self._revision = revision
             self._checked_at = now

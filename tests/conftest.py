@@ -57,7 +57,9 @@ def staff(api_users) -> User:
 @pytest.fixture
 def make_key():
     def make(owner: User, scopes=ALL_SCOPES, **kwargs) -> str:
-        return api_key_create(owner=owner, name=kwargs.pop("name", "test"), scopes=scopes, **kwargs)[1]
+        return api_key_create(
+            owner=owner, name=kwargs.pop("name", "test"), scopes=scopes, **kwargs
+        )[1]
 
     return make
 

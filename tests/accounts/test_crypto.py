@@ -28,7 +28,14 @@ def test_if_one_character_changes_then_the_checksum_refuses_the_key():
 def test_if_key_is_truncated_or_foreign_then_it_is_malformed():
     raw = crypto.generate_key().raw
 
-    for bad in (raw[:-1], raw + "x", "", "Bearer " + raw, raw.replace("mlp_", "sk_"), "mlp_" + "a" * 60):
+    for bad in (
+        raw[:-1],
+        raw + "x",
+        "",
+        "Bearer " + raw,
+        raw.replace("mlp_", "sk_"),
+        "mlp_" + "a" * 60,
+    ):
         assert crypto.parse_lookup(bad) is None
 
 

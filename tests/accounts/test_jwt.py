@@ -35,7 +35,9 @@ def test_refresh_rotates_and_a_used_refresh_token_cannot_be_reused(tokens):
     client = APIClient()
 
     first = client.post("/api/v1/auth/token/refresh", {"refresh": tokens["refresh"]}, format="json")
-    reused = client.post("/api/v1/auth/token/refresh", {"refresh": tokens["refresh"]}, format="json")
+    reused = client.post(
+        "/api/v1/auth/token/refresh", {"refresh": tokens["refresh"]}, format="json"
+    )
 
     assert first.status_code == 200
     assert first.json()["refresh"] != tokens["refresh"]
@@ -47,14 +49,27 @@ def test_verify_accepts_a_good_token_and_refuses_a_tampered_one(tokens):
     client = APIClient()
     tampered = tokens["access"][:-2] + ("AA" if not tokens["access"].endswith("AA") else "BB")
 
-    assert client.post("/api/v1/auth/token/verify", {"token": tokens["access"]}, format="json").status_code == 200
-    assert client.post("/api/v1/auth/token/verify", {"token": tampered}, format="json").status_code == 401
+    assert (
+        client.post(
+            "/api/v1/auth/token/verify", {"token": tokens["access"]}, format="json"
+        ).status_code
+        == 200
+    )
+    assert (
+        client.post("/api/v1/auth/token/verify", {"token": tampered}, format="json").status_code
+        == 401
+    )
 
 
 def test_logout_blacklists_the_refresh_token(tokens):
     client = APIClient()
 
-    assert client.post("/api/v1/auth/logout", {"refresh": tokens["refresh"]}, format="json").status_code == 200
+    assert (
+        client.post(
+            "/api/v1/auth/logout", {"refresh": tokens["refresh"]}, format="json"
+        ).status_code
+        == 200
+    )
     after = client.post("/api/v1/auth/token/refresh", {"refresh": tokens["refresh"]}, format="json")
 
     assert after.status_code == 401

@@ -46,8 +46,15 @@ def test_ready_is_503_when_no_model_can_serve(anonymous):
 def test_landing_page_links_everything_and_lists_models(anonymous):
     html = anonymous.get("/").content.decode()
 
-    for link in ("/api/v1/", "/api/docs/", "/api/schema/", "/admin/", "/health", "/ready",
-                 "/metrics"):
+    for link in (
+        "/api/v1/",
+        "/api/docs/",
+        "/api/schema/",
+        "/admin/",
+        "/health",
+        "/ready",
+        "/metrics",
+    ):
         assert f'href="{link}' in html
     assert "<code>digits</code>" in html
 

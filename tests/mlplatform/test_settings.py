@@ -17,8 +17,11 @@ JWT_KEY = "j" * 40
 
 
 def _start_django(**env) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "SECRET_KEY",
-                                                             "JWT_SIGNING_KEY", "DEBUG"}}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "SECRET_KEY", "JWT_SIGNING_KEY", "DEBUG"}
+    }
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); print('started')"],
         env={**clean, "DJANGO_SETTINGS_MODULE": "mlplatform.settings", **env},

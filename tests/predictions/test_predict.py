@@ -22,8 +22,15 @@ def test_predict_answers_the_documented_fields_and_stores_the_prediction(key_cli
     assert response.status_code == 200
     body = response.json()
     assert set(body) >= {
-        "prediction_id", "model", "model_version", "prediction", "label", "confidence",
-        "processing_time", "timestamp", "cached",
+        "prediction_id",
+        "model",
+        "model_version",
+        "prediction",
+        "label",
+        "confidence",
+        "processing_time",
+        "timestamp",
+        "cached",
     }
     assert body["model"] == "iris" and body["model_version"] == "v1"
     assert body["label"] == "setosa"
@@ -214,9 +221,7 @@ def test_list_filters_by_time_and_refuses_a_bad_date(key_client):
 
 
 def test_every_route_answers_with_or_without_a_trailing_slash(key_client):
-    with_slash = key_client.post(
-        "/api/v1/predict/", {"input_data": IRIS_ROW}, format="json"
-    )
+    with_slash = key_client.post("/api/v1/predict/", {"input_data": IRIS_ROW}, format="json")
     assert with_slash.status_code == 200
     assert key_client.get("/api/v1/predictions/").status_code == 200
     assert key_client.get("/api/v1/models/").status_code == 200

@@ -30,7 +30,9 @@ def _change_default_elsewhere(label: str) -> None:
     model = MLModel.objects.get(name="iris")
     model.default_version = model.versions.get(label=label)
     model.save()
-    RegistryRevision.objects.filter(pk=1).update(revision=RegistryRevision.objects.get().revision + 1)
+    RegistryRevision.objects.filter(pk=1).update(
+        revision=RegistryRevision.objects.get().revision + 1
+    )
 
 
 def test_a_change_elsewhere_is_seen_after_the_refresh_interval(local_registry):

@@ -30,9 +30,7 @@ class Command(BaseCommand):
             raise CommandError(f"No user {username!r}.")
         if expires_in_days is not None and expires_in_days < 1:
             raise CommandError("--expires-in-days must be at least 1.")
-        expires_at = (
-            timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
-        )
+        expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
         try:
             _, raw = api_key_create(
                 owner=user,

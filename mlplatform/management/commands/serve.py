@@ -35,12 +35,22 @@ class Command(BaseCommand):
             env["WEB_CONCURRENCY"] = str(workers)
         if threads:
             env["WEB_THREADS"] = str(threads)
-        web = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--bind", f"{host}:{port}"]
+        web = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(GUNICORN_CONF),
+            "--bind",
+            f"{host}:{port}",
+        ]
         manage = Path(settings.BASE_DIR) / "manage.py"
-        children = [("web", subprocess.Popen(web, env=env, cwd=settings.BASE_DIR))]
+        children = [("web", subprocess.Popen(web, env=env, cwd=settings.BASE_DIR))]  # noqa: S603
         if not no_worker:
             worker = [sys.executable, str(manage), "qcluster"]
-            children.append(("worker", subprocess.Popen(worker, env=env, cwd=settings.BASE_DIR)))
+            children.append(
+                ("worker", subprocess.Popen(worker, env=env, cwd=settings.BASE_DIR))  # noqa: S603
+            )
         self.stdout.write(
             f"Serving on http://{host}:{port}/ (profile: {settings.PROFILE}); Ctrl-C stops."
         )
