@@ -22,11 +22,8 @@ def rows_from_input(
     field: str = "input_data",
     max_rows: int | None = None,
 ) -> np.ndarray:
-    """Return `value` as a float32 array of shape (n_rows, n_features) or raise InputError.
-
-    Accepted: a list of numbers (one row), a list of rows, or an object mapping feature names
-    to numbers (one row); each row of a list of rows may itself be a list or such an object.
-    """
+    """Return a row, a list of rows or named features as float32 (n_rows, n_features)."""
+    # A row is a list of numbers or an object mapping every feature name to a number.
     if type(value) is list:
         if not value:
             raise InputError(f"{field} must not be empty")
@@ -66,7 +63,12 @@ def _is_plain_row(row: list) -> bool:
     """Tell cheaply, in C, whether a row surely holds only ints and floats finite in float32."""
     # NaN or infinity make the sum NaN or infinite and a value beyond float32 makes it too big.
     # A row of huge but valid values fails too; the value-by-value path then accepts it.
-    return set(map(type, row)) <= _PLAIN_NUMBERS and sum(map(abs, row)) <= _FLOAT32_MAX
+    if not set(map(type, row)) <= _PLAIN_NUMBERS:
+        return False
+    try:
+        return sum(map(abs, row)) <= _FLOAT32_MAX
+    except OverflowError:  # a float plus an int too big to become a float
+        return False
 
 
 def _checked_row(

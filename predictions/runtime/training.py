@@ -255,12 +255,11 @@ def _fit_adam(
     n_rows = len(X)
     step = 0
     for _ in range(epochs):
-        order = rng.permutation(n_rows) if batch_size else None
-        batches = (
-            [order[i : i + batch_size] for i in range(0, n_rows, batch_size)]
-            if order is not None and batch_size
-            else [slice(None)]
-        )
+        if batch_size:
+            order = rng.permutation(n_rows)
+            batches = [order[i : i + batch_size] for i in range(0, n_rows, batch_size)]
+        else:
+            batches = [slice(None)]
         for batch in batches:
             grads = _gradients(X[batch], targets[batch], weights, biases, hidden_activation, l2)
             step += 1
