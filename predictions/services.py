@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+import numpy as np
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -198,6 +199,10 @@ def prediction_create(
     outputs, elapsed = _infer(
         predictor, rows, timeout if timeout is not None else platform_setting("DEFAULT_TIMEOUT")
     )
+    if not np.isfinite(outputs).all():
+        raise InvalidInput(
+            "input_data: these values overflow the model (its outputs are not finite numbers)."
+        )
     outcome = describe(outputs, task=model.task, labels=model.labels)[0]
     prediction = Prediction(
         owner=user,

@@ -140,11 +140,14 @@ class DenseNetwork:
         if X.ndim != 2 or X.shape[1] != self.n_inputs:
             raise ValueError(f"expected an array of shape (n_rows, {self.n_inputs}), got {X.shape}")
         h = X
-        for weight, bias, activation in self._layers:
-            # matmul returns a new array, so the in-place steps below never touch the caller's X.
-            h = h @ weight
-            h += bias
-            h = activation(h)
+        # Extreme inputs may overflow to inf/NaN: callers check the outputs with np.isfinite,
+        # so numpy's warnings would only be noise.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for weight, bias, activation in self._layers:
+                # matmul returns a new array: the in-place steps below never touch the caller's X.
+                h = h @ weight
+                h += bias
+                h = activation(h)
         return h
 
 

@@ -225,3 +225,12 @@ def test_every_route_answers_with_or_without_a_trailing_slash(key_client):
     assert with_slash.status_code == 200
     assert key_client.get("/api/v1/predictions/").status_code == 200
     assert key_client.get("/api/v1/models/").status_code == 200
+
+
+def test_values_that_overflow_inside_the_model_are_refused(key_client):
+    huge = 3e38  # finite as float32, but the first layer overflows
+    response = post(key_client, {"input_data": [huge, huge, huge, huge], "model_version": "v1"})
+
+    assert response.status_code == 400
+    assert "overflow" in response.json()["detail"]
+    assert Prediction.objects.count() == 0
