@@ -1,6 +1,8 @@
 """The scopes a credential can carry, and the user permission behind each."""
 
+from django.contrib.auth.models import Permission
 from django.db import models
+from django.db.models import Q
 
 
 class Scope(models.TextChoices):
@@ -11,12 +13,40 @@ class Scope(models.TextChoices):
 
 
 ALL_SCOPES: tuple[str, ...] = tuple(Scope.values)
+_CODENAME_PREFIX = "scope_"
 
 
 def permission_codename(scope: str) -> str:
-    return f"scope_{scope}"
+    return f"{_CODENAME_PREFIX}{scope}"
+
+
+def user_scopes(user) -> frozenset[str]:
+    """The scopes a user holds through permissions (directly or by group; all for superusers).
+
+    One query, remembered on the user object for the rest of the request: this runs on every
+    scoped API call, where Django's ``has_perm`` would load all permissions in two queries.
+    """
+    cached = getattr(user, "_scopes_cache", None)
+    if cached is not None:
+        return cached
+    if not user.is_active:
+        scopes = frozenset()
+    elif user.is_superuser:
+        scopes = frozenset(ALL_SCOPES)
+    else:
+        codenames = (
+            Permission.objects.filter(
+                Q(user=user) | Q(group__user=user),
+                content_type__app_label="accounts",
+                codename__startswith=_CODENAME_PREFIX,
+            )
+            .values_list("codename", flat=True)
+            .distinct()
+        )
+        scopes = frozenset(c.removeprefix(_CODENAME_PREFIX) for c in codenames) & set(ALL_SCOPES)
+    user._scopes_cache = scopes
+    return scopes
 
 
 def user_has_scope(user, scope: str) -> bool:
-    """A user holds a scope through the matching permission (directly, by group, or superuser)."""
-    return bool(user.is_active and user.has_perm(f"accounts.{permission_codename(scope)}"))
+    return scope in user_scopes(user)
