@@ -234,3 +234,40 @@ def test_values_that_overflow_inside_the_model_are_refused(key_client):
     assert response.status_code == 400
     assert "overflow" in response.json()["detail"]
     assert Prediction.objects.count() == 0
+
+
+WEIRD_BODIES = [
+    "1" + "0" * 400,
+    '{"input_data": [' + "1" + "0" * 400 + ", 1, 1, 1]}",
+    '{"input_data": ' + "[" * 5000 + "]" * 5000 + "}",
+    '{"input_data": [1, 2, 3, 4], "model": ["iris"]}',
+    '{"input_data": [1, 2, 3, 4], "model": null}',
+    '{"input_data": [1, 2, 3, 4], "model_version": {"$ne": 1}}',
+    '{"input_data": [1, 2, 3, 4], "timeout": 1e308}',
+    '{"input_data": [1, 2, 3, 4], "timeout": -1}',
+    '{"input_data": {"sepal_length": 1, "sepal_width": 2, "petal_length": 3, "petal_width": 4,'
+    ' "extra": 5}}',
+    '{"input_data": [[1, 2, 3, 4], [1, 2, 3, 4]]}',
+    '{"input_data": [1, 2, 3, 4], "model": "' + "x" * 10000 + '"}',
+    '{"input_data": [1, 2, 3, 4], "model": "../../etc/passwd"}',
+    '{"input_data": [1, 2, 3, 4], "model": "iris\\u0000"}',
+    '{"input_data": [1, 2, 3, 4]',
+    '"just a string"',
+    "true",
+]
+
+
+@pytest.mark.parametrize("raw", WEIRD_BODIES)
+def test_no_body_of_any_kind_produces_a_500(key_client, raw):
+    response = post(key_client, raw)
+
+    assert 400 <= response.status_code < 500, response.content
+    assert response.json()["detail"]
+    assert Prediction.objects.count() == 0
+
+
+def test_a_body_that_is_not_json_is_415(key_client):
+    response = key_client.post("/api/v1/predict", "input_data=1", content_type="text/plain")
+
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
