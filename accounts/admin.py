@@ -102,7 +102,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         except PlatformError as exc:
             self.message_user(request, exc.detail, messages.ERROR)
             return
-        obj.pk = key.pk
+        # The admin goes on with ``obj`` (messages, log entry): make it the saved key.
+        for field in ApiKey._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(key, field.attname))
         self.message_user(
             request,
             format_html(

@@ -30,6 +30,9 @@ def registry_touch() -> None:
     updated = RegistryRevision.objects.filter(pk=1).update(revision=F("revision") + 1)
     if not updated:
         RegistryRevision.objects.get_or_create(pk=1, defaults={"revision": 1})
+    # Now, so this process looks again on its next read; and after commit, so that a read
+    # made before the commit cannot leave it on the old rows until the next refresh.
+    registry.mark_stale()
     transaction.on_commit(registry.mark_stale)
 
 

@@ -1,0 +1,202 @@
+"""A throw-away instance (var dir, database, demo seed) and real ``manage.py serve`` processes.
+
+Embedded profile by default; when ``DATABASE_URL`` is set (production profile) the instance gets
+a fresh PostgreSQL database of its own, dropped at the end. The tests talk HTTP only.
+"""
+
+import contextlib
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import requests
+from django.conf import settings
+
+MANAGE = Path(settings.BASE_DIR) / "manage.py"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+
+
+@dataclass
+class Instance:
+    """A seeded instance: the environment its processes run with and what seeding printed."""
+
+    env: dict[str, str]
+    var_dir: Path
+    passwords: dict[str, str]
+    demo_key: str
+
+    def manage(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run ``manage.py`` in a separate process on this instance; fail with its output."""
+        done = subprocess.run(
+            [sys.executable, str(MANAGE), *args],
+            env=self.env,
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert done.returncode == 0, f"manage.py {' '.join(args)} failed:\n{done.stderr}"
+        return done
+
+
+@dataclass
+class Server:
+    """A running ``manage.py serve`` process, in its own process group (and session)."""
+
+    process: subprocess.Popen
+    base_url: str
+    log: Path
+    _log_file: object = field(repr=False, default=None)
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> int | None:
+        """Ctrl-C, as an operator would; kill whatever is left of the group after a grace time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=STOP_TIMEOUT)
+        with contextlib.suppress(ProcessLookupError):  # nothing left of the group: good
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process.poll() is None:
+            self.process.wait(timeout=10)
+        if self._log_file is not None:
+            self._log_file.close()
+        return self.process.returncode
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(instance: Instance, name: str) -> Server:
+    """Start ``manage.py serve`` on a free port and wait until ``/health`` answers."""
+    port = free_port()
+    log = instance.var_dir / f"serve-{name}-{port}.log"
+    log_file = log.open("w")
+    process = subprocess.Popen(
+        [sys.executable, str(MANAGE), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=instance.env,
+        cwd=settings.BASE_DIR,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = Server(process, f"http://127.0.0.1:{port}", log, log_file)
+    try:
+        wait_until_healthy(server)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def wait_until_healthy(server: Server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if server.process.poll() is not None:
+            pytest.fail(f"serve exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            # A connection may be accepted before the web worker has booted: allow for both.
+            if requests.get(server.url("/health"), timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"serve did not answer /health within {START_TIMEOUT:g} s:\n{server.log_tail()}"
+            )
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def _database_url() -> Iterator[str | None]:
+    """A fresh PostgreSQL database on the production profile (dropped afterwards), else None."""
+    configured = os.environ.get("DATABASE_URL")
+    if not configured:
+        yield None
+        return
+    import psycopg
+
+    parts = urlsplit(configured)
+    name = f"{parts.path.lstrip('/') or 'mlplatform'}_e2e_{secrets.token_hex(4)}"
+    assert re.fullmatch(r"[A-Za-z0-9_]+", name), name
+    maintenance = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(maintenance, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(maintenance, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def instance(tmp_path_factory, _database_url, _servers_stopped) -> Instance:
+    """A migrated and seeded instance in a temporary directory."""
+    var_dir = tmp_path_factory.mktemp("instance")
+    env = {
+        **os.environ,
+        "MLPLATFORM_VAR_DIR": str(var_dir),
+        "DJANGO_SETTINGS_MODULE": "mlplatform.settings",
+        "PYTHONUNBUFFERED": "1",
+        # Separate cache keys: the Redis database may be shared with other runs.
+        "CACHE_KEY_PREFIX": f"mlplatform-e2e-{secrets.token_hex(4)}",
+    }
+    if _database_url:
+        env["DATABASE_URL"] = _database_url
+    instance = Instance(env=env, var_dir=var_dir, passwords={}, demo_key="")
+    instance.manage("migrate", "--noinput")
+    seeded = instance.manage("seed_demo").stdout
+    instance.passwords = dict(re.findall(r"created user '(\w+)' with password (\S+)", seeded))
+    instance.demo_key = seeded.strip().splitlines()[-1]
+    assert set(instance.passwords) == {"admin", "demo"}, seeded
+    assert instance.demo_key.startswith("mlp_"), seeded
+    return instance
+
+
+@pytest.fixture(scope="session")
+def _servers_stopped() -> Iterator[list[Server]]:
+    """Every server started in the session; stopped before the database is dropped."""
+    servers: list[Server] = []
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def serve(instance, _servers_stopped) -> Callable[[str], Server]:
+    """Start another server on the shared instance; it is stopped at the end of the session."""
+
+    def start(name: str = "extra") -> Server:
+        server = start_server(instance, name)
+        _servers_stopped.append(server)
+        return server
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def server(instance, _servers_stopped) -> Iterator[Server]:
+    """One server shared by the tests of a module."""
+    server = start_server(instance, "shared")
+    _servers_stopped.append(server)
+    yield server
+    server.stop()
