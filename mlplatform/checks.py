@@ -7,7 +7,7 @@ from mlplatform.conf import DEFAULTS
 
 _POSITIVE_NUMBERS = (
     "MAX_BODY_BYTES",
-    "MAX_FEATURES",
+    "MAX_ARTIFACT_BYTES",
     "DEFAULT_TIMEOUT",
     "MAX_TIMEOUT",
     "INFERENCE_THREADS",

@@ -9,8 +9,8 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_MODEL": "iris",
     # Largest request body accepted by the JSON API, in bytes (413 beyond it).
     "MAX_BODY_BYTES": 1024 * 1024,
-    # Most features one row may carry, and most rows one prediction request may carry.
-    "MAX_FEATURES": 4096,
+    # Largest artifact the admin accepts, in bytes.
+    "MAX_ARTIFACT_BYTES": 256 * 1024 * 1024,
     # Seconds an inference may take when the request sets no ``timeout``, and the most it may ask.
     "DEFAULT_TIMEOUT": 30.0,
     "MAX_TIMEOUT": 300.0,

@@ -32,7 +32,10 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request):
         declared = request.META.get("CONTENT_LENGTH") or "0"
-        limit = platform_setting("MAX_BODY_BYTES")
+        # The admin takes artifact uploads, which may be far larger than any API request.
+        limit = platform_setting(
+            "MAX_ARTIFACT_BYTES" if request.path.startswith("/admin/") else "MAX_BODY_BYTES"
+        )
         try:
             too_large = int(declared) > limit
         except ValueError:

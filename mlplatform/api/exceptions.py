@@ -17,12 +17,10 @@ logger = logging.getLogger(__name__)
 
 def _first_message(errors, path: str = "") -> str:
     """The first message of a (nested) validation error, prefixed with where it was found."""
-    if isinstance(errors, dict):
-        for key, value in errors.items():
-            where = key if key == "non_field_errors" else (f"{path}.{key}" if path else key)
-            if key == "non_field_errors":
-                where = path
-            return _first_message(value, where)
+    if isinstance(errors, dict) and errors:
+        key, value = next(iter(errors.items()))
+        where = path if key == "non_field_errors" else (f"{path}.{key}" if path else str(key))
+        return _first_message(value, where)
     if isinstance(errors, list) and errors:
         return _first_message(errors[0], path)
     return f"{path}: {errors}" if path else str(errors)

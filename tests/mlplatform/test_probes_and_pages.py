@@ -99,3 +99,16 @@ def test_metrics_are_exposed_in_prometheus_text(anonymous, db):
 
     assert response.status_code == 200
     assert b"django_http_requests_before_middlewares_total" in response.content
+
+
+def test_the_api_body_limit_does_not_apply_to_admin_uploads(settings, client, db):
+    settings.PLATFORM = {**settings.PLATFORM, "MAX_BODY_BYTES": 100, "MAX_ARTIFACT_BYTES": 10_000}
+    body = "x" * 1000
+
+    api = client.post("/api/v1/predict", body, content_type="application/json")
+    admin_ok = client.post("/admin/login/", body, content_type="text/plain")
+    admin_too_large = client.post("/admin/login/", body * 20, content_type="text/plain")
+
+    assert api.status_code == 413
+    assert admin_ok.status_code != 413
+    assert admin_too_large.status_code == 413
