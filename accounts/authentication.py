@@ -5,7 +5,7 @@ from rest_framework import authentication, exceptions
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from accounts import crypto
-from accounts.selectors import api_key_by_lookup
+from accounts.keycache import verified_keys
 from accounts.services import api_key_touch
 from mlplatform.conf import platform_setting
 
@@ -25,7 +25,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         lookup = crypto.parse_lookup(raw.strip())
         if lookup is None:
             raise exceptions.AuthenticationFailed("Malformed API key.", code="malformed_api_key")
-        key = api_key_by_lookup(lookup)
+        key = verified_keys.get(lookup)
         if key is None or not crypto.key_matches(raw.strip(), key.hashed_key):
             raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
         now = self.now()

@@ -7,6 +7,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts import crypto
+from accounts.keycache import verified_keys
 from accounts.models import ApiKey, User
 from accounts.scopes import ALL_SCOPES, user_has_scope
 from mlplatform.errors import Forbidden, InvalidInput
@@ -56,6 +57,7 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
         now = timezone.now()
         ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now)
         key.refresh_from_db(fields=["revoked_at"])
+    verified_keys.forget(key.lookup)
     return key
 
 

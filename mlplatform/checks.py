@@ -42,14 +42,10 @@ def check_platform_settings(app_configs, **kwargs):
                     f"settings.PLATFORM[{name!r}] must be a positive number", id="mlplatform.E003"
                 )
             )
-    if not isinstance(merged["REGISTRY_REFRESH_SECONDS"], int | float) or (
-        merged["REGISTRY_REFRESH_SECONDS"] < 0
-    ):
-        errors.append(
-            Error(
-                "settings.PLATFORM['REGISTRY_REFRESH_SECONDS'] must be >= 0", id="mlplatform.E004"
-            )
-        )
+    for name in ("REGISTRY_REFRESH_SECONDS", "API_KEY_CACHE_SECONDS"):
+        value = merged[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            errors.append(Error(f"settings.PLATFORM[{name!r}] must be >= 0", id="mlplatform.E004"))
     if not isinstance(merged["DEFAULT_MODEL"], str) or not merged["DEFAULT_MODEL"]:
         errors.append(
             Error("settings.PLATFORM['DEFAULT_MODEL'] must be a model name", id="mlplatform.E005")

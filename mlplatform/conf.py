@@ -18,6 +18,8 @@ DEFAULTS: dict[str, Any] = {
     "INFERENCE_THREADS": 4,
     # How often each process asks the database whether the model registry changed.
     "REGISTRY_REFRESH_SECONDS": 1.0,
+    # How long a process may answer for a verified key (and its owner's scopes) from memory.
+    "API_KEY_CACHE_SECONDS": 1.0,
     # ``last_used_at`` of an API key is written at most this often.
     "API_KEY_TOUCH_SECONDS": 60,
     # Pagination of lists.

@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
+from accounts.keycache import verified_keys
 from accounts.models import User
 from accounts.scopes import ALL_SCOPES
 from accounts.services import api_key_create
@@ -20,8 +21,10 @@ def _fast_password_hashing(settings):
 def _fresh_registry():
     """Each test starts from the database as it is (the test rolls it back afterwards)."""
     registry.clear()
+    verified_keys.clear()
     yield
     registry.clear()
+    verified_keys.clear()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 
 from accounts import crypto
 from accounts.authentication import ApiKeyAuthentication
+from accounts.keycache import verified_keys
 from accounts.models import ApiKey, User
 
 IRIS = {"input_data": [5.1, 3.5, 1.4, 0.2]}
@@ -191,3 +192,45 @@ def test_last_used_at_is_written_at_most_once_a_minute(user, make_key, client_fo
     assert first == start
     assert unchanged == start
     assert moved == start + timedelta(seconds=61)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.mark.usefixtures("demo_models")
+def test_a_key_revoked_by_another_process_is_refused_within_the_cache_time(
+    user, make_key, client_for, monkeypatch
+):
+    clock = Clock()
+    monkeypatch.setattr(verified_keys, "timer", clock)
+    client = client_for(make_key(user))
+    assert client.get("/api/v1/models").status_code == 200
+
+    # Another process revokes it: the rows change, this process's memory does not.
+    ApiKey.objects.update(revoked_at=timezone.now())
+    clock.now += 0.5
+    within = client.get("/api/v1/models")
+    clock.now += 0.6
+    after = client.get("/api/v1/models")
+
+    assert within.status_code == 200
+    assert after.status_code == 401
+    assert after.json()["code"] == "revoked_api_key"
+
+
+def test_a_cached_key_still_needs_its_exact_secret(user, make_key, client_for):
+    raw = make_key(user)
+    assert client_for(raw).get("/api/v1/models").status_code == 200
+    lookup = crypto.parse_lookup(raw)
+    body = f"mlp_{lookup}_" + "A" * crypto.SECRET_LENGTH
+    forged = body + crypto.checksum(body)
+
+    response = client_for(forged).get("/api/v1/models")
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_api_key"
