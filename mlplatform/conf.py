@@ -14,8 +14,6 @@ DEFAULTS: dict[str, Any] = {
     # Seconds an inference may take when the request sets no ``timeout``, and the most it may ask.
     "DEFAULT_TIMEOUT": 30.0,
     "MAX_TIMEOUT": 300.0,
-    # Threads that run inferences (so a timeout can answer while the computation goes on).
-    "INFERENCE_THREADS": 4,
     # How often each process asks the database whether the model registry changed.
     "REGISTRY_REFRESH_SECONDS": 1.0,
     # How long a process may answer for a verified key (and its owner's scopes) from memory.

@@ -1,0 +1,1 @@
+"""Load benchmarks of the prediction API."""

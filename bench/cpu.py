@@ -1,0 +1,71 @@
+"""CPU accounting on Linux: the host, a process group, and this process's reaped children."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+QUIET_CORES = 0.3  # host busy cores below which a run may start
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True)
+class Sample:
+    """CPU seconds used so far: host-wide busy time, one process group, and the load generator."""
+
+    host_busy_s: float
+    group_s: float
+    generator_s: float
+
+
+def host_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot (0.0 where /proc is missing)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / TICK
+
+
+def group_seconds(pgid: int | None) -> float:
+    """CPU seconds (user + system) of the live processes in process group pgid."""
+    if pgid is None:
+        return 0.0
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # After the command: state, ppid, pgrp, ..., utime and stime are fields 14 and 15.
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def sample(pgid: int | None) -> Sample:
+    """Take a sample; the generator is this process plus its already-reaped children (wrk)."""
+    t = os.times()
+    return Sample(
+        host_busy_s=host_busy_seconds(),
+        group_s=group_seconds(pgid),
+        generator_s=t.user + t.system + t.children_user + t.children_system,
+    )
+
+
+def wait_for_quiet(
+    max_wait_s: float, busy_cores: float = QUIET_CORES, window_s: float = 1.0
+) -> float:
+    """Wait (at most max_wait_s) until the host is nearly idle; return the last busy cores seen."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        start = host_busy_seconds()
+        time.sleep(window_s)
+        busy = (host_busy_seconds() - start) / window_s
+        if busy <= busy_cores or time.monotonic() >= deadline:
+            return busy

@@ -1,0 +1,75 @@
+"""What a load run is given (target, settings) and what it returns (result)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Target:
+    """One POST endpoint to load: URL, JSON body and headers."""
+
+    url: str
+    body: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How hard and how long to load; identical for every server."""
+
+    connections: int = 16
+    duration_s: float = 10.0
+    warmup_s: float = 2.0
+    threads: int = 1
+    timeout_s: float = 5.0
+    keepalive: bool = True
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What one measured run saw."""
+
+    requests: int
+    duration_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    non200: int
+    socket_errors: int
+    generator: str
+    server_cpu_s: float = 0.0
+    generator_cpu_s: float = 0.0
+    host_busy_s: float = 0.0
+    connection_spread: tuple[int, ...] = ()  # connections per server process, mid-run
+
+    @property
+    def rps(self) -> float:
+        """Completed requests per second (any status)."""
+        return self.requests / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def errors(self) -> int:
+        """Non-200 answers plus connection, read, write and timeout errors."""
+        return self.non200 + self.socket_errors
+
+    @property
+    def server_cpu_ms_per_request(self) -> float:
+        """Server CPU time (all its processes) per completed request."""
+        return 1e3 * self.server_cpu_s / self.requests if self.requests else 0.0
+
+    @property
+    def other_cpu_cores(self) -> float:
+        """Cores busy with anything but the server's processes and the load generator."""
+        other = self.host_busy_s - self.server_cpu_s - self.generator_cpu_s
+        return max(0.0, other) / self.duration_s if self.duration_s else 0.0
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        """Plain dict for JSON output, with the derived figures."""
+        return {
+            **asdict(self),
+            "rps": round(self.rps, 1),
+            "errors": self.errors,
+            "server_cpu_ms_per_request": round(self.server_cpu_ms_per_request, 3),
+            "other_cpu_cores": round(self.other_cpu_cores, 2),
+        }
