@@ -4,9 +4,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.urls import path
 
 from mlplatform.errors import PlatformError
 from predictions import services
+from predictions.admin_views import model_comparison_view
 from predictions.models import MLModel, ModelVersion, Prediction
 
 
@@ -85,6 +87,18 @@ class MLModelAdmin(admin.ModelAdmin):
     @admin.display(description="versions")
     def version_count(self, model: MLModel) -> int:
         return model.versions.count()
+
+    def get_urls(self):
+        compare = path(
+            "<path:object_id>/compare/",
+            self.admin_site.admin_view(self.compare_view),
+            name="predictions_mlmodel_compare",
+        )
+        return [compare, *super().get_urls()]
+
+    def compare_view(self, request, object_id):
+        """Versions side by side: traffic, latency, live accuracy, shadow agreement."""
+        return model_comparison_view(self, request, object_id)
 
     def save_model(self, request, obj, form, change):
         services.model_save(model=obj)

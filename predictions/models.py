@@ -60,6 +60,7 @@ class ModelVersion(models.Model):
 
     class Runtime(models.TextChoices):
         NUMPY = "numpy", "numpy (.npz dense network)"
+        ENSEMBLE = "ensemble", "ensemble (weighted average of other versions)"
 
     model = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="versions")
     label = models.SlugField(max_length=50)
@@ -76,6 +77,11 @@ class ModelVersion(models.Model):
     )
     is_shadow = models.BooleanField(
         default=False, help_text="Receives a copy of live traffic; its answers are never returned."
+    )
+    shadow_share = models.FloatField(
+        default=1.0,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Share of the model's live requests copied to this shadow version (0 to 1).",
     )
     metrics = models.JSONField(default=dict, blank=True, help_text="Metrics from training.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -126,6 +132,10 @@ class Prediction(models.Model):
     processing_time = models.FloatField(help_text="Seconds spent on inference.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     request_id = models.CharField(max_length=128, blank=True, db_index=True)
+    routing = models.CharField(
+        max_length=10, blank=True, help_text="How the version was chosen: explicit, latest, split."
+    )
+    cached = models.BooleanField(default=False, help_text="Answered from the response cache.")
 
     class Meta:
         ordering = ["-created_at"]
@@ -133,3 +143,71 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return str(self.id)
+
+
+class ShadowPrediction(models.Model):
+    """What a shadow version answered to a copy of a live request; never shown to the caller."""
+
+    primary = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="shadows")
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="shadow_predictions"
+    )
+    output = models.JSONField(null=True)
+    label = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    confidence = models.FloatField(null=True, blank=True)
+    processing_time = models.FloatField(null=True)
+    agrees = models.BooleanField(
+        null=True, help_text="Same label as the primary (classifiers); null when it failed."
+    )
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["primary", "model_version"], name="one_shadow_per_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"shadow of {self.primary_id} by {self.model_version_id}"
+
+
+class Feedback(models.Model):
+    """The ground truth for a prediction, sent by its owner."""
+
+    prediction = models.OneToOneField(Prediction, on_delete=models.CASCADE, related_name="feedback")
+    actual_label = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    actual_value = models.FloatField(null=True, blank=True)
+    correct = models.BooleanField(null=True, help_text="Classifiers: the label was right.")
+    absolute_error = models.FloatField(null=True, help_text="Regressors: |predicted - actual|.")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "feedback"
+
+    def __str__(self) -> str:
+        return f"feedback on {self.prediction_id}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a request sent with an ``Idempotency-Key``, replayed for 24 hours."""
+
+    principal = models.CharField(max_length=64, help_text="key:<id> or user:<id>")
+    endpoint = models.CharField(max_length=64)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    response = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["principal", "endpoint", "key"], name="one_answer_per_idempotency_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.principal} {self.endpoint} {self.key}"
