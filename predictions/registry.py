@@ -14,18 +14,22 @@ from datetime import datetime
 
 from mlplatform.conf import platform_setting
 from predictions.models import MLModel, ModelVersion, RegistryRevision
+from predictions.runtime.ensemble import WeightedEnsemble, member_pool, parse_spec
+from predictions.runtime.errors import ArtifactError
 from predictions.runtime.predictors import Predictor, load_predictor
 
 
 @dataclass(frozen=True, slots=True)
 class VersionEntry:
     id: int
+    model_name: str
     label: str
     runtime: str
     checksum: str
     status: str
     traffic_weight: float
     is_shadow: bool
+    shadow_share: float
     created_at: datetime
 
 
@@ -45,16 +49,34 @@ class ModelEntry:
         return [v for v in self.versions.values() if v.status == ModelVersion.Status.ACTIVE]
 
     @property
+    def serving_versions(self) -> list[VersionEntry]:
+        """Active versions that answer callers (shadow versions only listen)."""
+        return [v for v in self.active_versions if not v.is_shadow]
+
+    @property
+    def shadow_versions(self) -> list[VersionEntry]:
+        return [v for v in self.active_versions if v.is_shadow and v.shadow_share > 0]
+
+    @property
     def latest(self) -> VersionEntry | None:
-        """The newest active version."""
-        return max(self.active_versions, key=lambda v: (v.created_at, v.id), default=None)
+        """The newest serving version."""
+        return max(self.serving_versions, key=lambda v: (v.created_at, v.id), default=None)
 
     @property
     def default(self) -> VersionEntry | None:
-        for version in self.active_versions:
+        for version in self.serving_versions:
             if version.id == self.default_version_id:
                 return version
         return None
+
+    @property
+    def split(self) -> list[tuple[VersionEntry, float]]:
+        """Serving versions with a positive traffic weight, in a fixed order."""
+        return [
+            (v, v.traffic_weight)
+            for v in sorted(self.serving_versions, key=lambda v: v.label)
+            if v.traffic_weight > 0
+        ]
 
 
 def current_revision() -> int:
@@ -73,6 +95,7 @@ class Registry:
         self._predictors: dict[tuple[int, str], Predictor] = {}
         self._revision: int | None = None
         self._checked_at = float("-inf")
+        self._member_pool = None
 
     def clear(self) -> None:
         """Forget everything; the next read reloads from the database."""
@@ -104,9 +127,24 @@ class Registry:
                 .values_list("artifact", flat=True)
                 .get()
             )
-            predictor = load_predictor(version.runtime, bytes(data))
+            if version.runtime == ModelVersion.Runtime.ENSEMBLE:
+                predictor = self._ensemble(version, bytes(data))
+            else:
+                predictor = load_predictor(version.runtime, bytes(data))
             self._predictors[key] = predictor
         return predictor
+
+    def _ensemble(self, version: VersionEntry, data: bytes) -> WeightedEnsemble:
+        model = self._models[version.model_name]
+        members = []
+        for label, weight in parse_spec(data).members:
+            member = model.versions.get(label)
+            if member is None or member.runtime == ModelVersion.Runtime.ENSEMBLE:
+                raise ArtifactError(f"ensemble member {label!r} is not a plain version")
+            members.append((self.predictor(member), weight))
+        if self._member_pool is None:
+            self._member_pool = member_pool()
+        return WeightedEnsemble(members, self._member_pool)
 
     def _refresh_if_due(self) -> None:
         now = self.timer()
@@ -128,15 +166,18 @@ class Registry:
     @staticmethod
     def _load() -> dict[str, ModelEntry]:
         versions: dict[int, dict[str, VersionEntry]] = {}
-        for v in ModelVersion.objects.defer("artifact").order_by("created_at", "id"):
+        queryset = ModelVersion.objects.defer("artifact").select_related("model")
+        for v in queryset.order_by("created_at", "id"):
             versions.setdefault(v.model_id, {})[v.label] = VersionEntry(
                 id=v.id,
+                model_name=v.model.name,
                 label=v.label,
                 runtime=v.runtime,
                 checksum=v.checksum,
                 status=v.status,
                 traffic_weight=v.traffic_weight,
                 is_shadow=v.is_shadow,
+                shadow_share=v.shadow_share,
                 created_at=v.created_at,
             )
         return {

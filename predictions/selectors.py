@@ -2,11 +2,11 @@
 
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Avg, Count, Q, QuerySet
 
 from accounts.models import User
 from mlplatform.errors import NotFound
-from predictions.models import Prediction
+from predictions.models import Feedback, Prediction
 
 
 def predictions_for(user: User) -> QuerySet[Prediction]:
@@ -39,3 +39,25 @@ def predictions_filter(
     if created_before:
         queryset = queryset.filter(created_at__lt=created_before)
     return queryset
+
+
+def live_metrics(version_ids) -> dict[int, dict]:
+    """Per version, from feedback: count, accuracy (classifiers) or mean absolute error."""
+    rows = (
+        Feedback.objects.filter(prediction__model_version_id__in=list(version_ids))
+        .values("prediction__model_version_id")
+        .annotate(
+            n_feedback=Count("id"),
+            n_correct=Count("id", filter=Q(correct=True)),
+            n_judged=Count("correct"),
+            mae=Avg("absolute_error"),
+        )
+    )
+    metrics = {}
+    for row in rows:
+        metrics[row["prediction__model_version_id"]] = {
+            "feedback_count": row["n_feedback"],
+            "accuracy": row["n_correct"] / row["n_judged"] if row["n_judged"] else None,
+            "mean_absolute_error": row["mae"],
+        }
+    return metrics

@@ -1,9 +1,10 @@
 """Request and response shapes of the prediction API."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from mlplatform.conf import platform_setting
-from predictions.models import MLModel, ModelVersion, Prediction
+from predictions.models import Feedback, MLModel, ModelVersion, Prediction
 
 
 class PredictRequestSerializer(serializers.Serializer):
@@ -12,7 +13,8 @@ class PredictRequestSerializer(serializers.Serializer):
     )
     model = serializers.CharField(required=False, help_text="Model name; default: the platform's.")
     model_version = serializers.CharField(
-        required=False, help_text='A version label, "latest", or absent for the default.'
+        required=False,
+        help_text='A version label, "latest", or absent for the model\'s traffic split.',
     )
     timeout = serializers.FloatField(
         required=False, min_value=0.000001, help_text="Seconds inference may take (504 beyond)."
@@ -25,7 +27,7 @@ class PredictRequestSerializer(serializers.Serializer):
         return value
 
 
-def prediction_payload(prediction: Prediction, *, cached: bool = False) -> dict:
+def prediction_payload(prediction: Prediction) -> dict:
     """The JSON of a stored prediction (hand-built: this is on every predict response)."""
     model_name = getattr(prediction, "model_name", None)
     version_label = getattr(prediction, "version_label", None)
@@ -41,7 +43,8 @@ def prediction_payload(prediction: Prediction, *, cached: bool = False) -> dict:
         "confidence": prediction.confidence,
         "processing_time": prediction.processing_time,
         "timestamp": prediction.created_at,
-        "cached": cached,
+        "cached": prediction.cached,
+        "routing": prediction.routing,
         "input_data": prediction.input,
         "request_id": prediction.request_id,
     }
@@ -58,7 +61,11 @@ class PredictionSerializer(serializers.Serializer):
     confidence = serializers.FloatField(allow_null=True)
     processing_time = serializers.FloatField(help_text="Seconds spent on inference.")
     timestamp = serializers.DateTimeField()
-    cached = serializers.BooleanField()
+    cached = serializers.BooleanField(help_text="Answered from the model's response cache.")
+    routing = serializers.ChoiceField(
+        choices=["explicit", "latest", "split", "default"],
+        help_text="Why this version served: named, newest, the traffic split, or the default.",
+    )
     input_data = serializers.JSONField()
     request_id = serializers.CharField()
 
@@ -70,8 +77,20 @@ class PredictionFilterSerializer(serializers.Serializer):
     created_before = serializers.DateTimeField(required=False)
 
 
+_NO_FEEDBACK = {"feedback_count": 0, "accuracy": None, "mean_absolute_error": None}
+
+
+class LiveMetricsSerializer(serializers.Serializer):
+    feedback_count = serializers.IntegerField()
+    accuracy = serializers.FloatField(allow_null=True)
+    mean_absolute_error = serializers.FloatField(allow_null=True)
+
+
 class ModelVersionSerializer(serializers.ModelSerializer):
     is_default = serializers.SerializerMethodField()
+    live_metrics = serializers.SerializerMethodField(
+        help_text="From feedback: accuracy (classifiers) or mean absolute error (regressors)."
+    )
 
     class Meta:
         model = ModelVersion
@@ -82,14 +101,20 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "status",
             "traffic_weight",
             "is_shadow",
+            "shadow_share",
             "checksum",
             "metrics",
             "created_at",
             "is_default",
+            "live_metrics",
         ]
 
     def get_is_default(self, version: ModelVersion) -> bool:
         return version.id == version.model.default_version_id
+
+    @extend_schema_field(LiveMetricsSerializer)
+    def get_live_metrics(self, version: ModelVersion) -> dict:
+        return self.context.get("live_metrics", {}).get(version.id, _NO_FEEDBACK)
 
 
 class MLModelSerializer(serializers.ModelSerializer):
@@ -130,3 +155,27 @@ class MLModelSerializer(serializers.ModelSerializer):
             "maxItems": n,
             "description": f"{n} finite numbers in the order of feature_names.",
         }
+
+
+class FeedbackRequestSerializer(serializers.Serializer):
+    actual = serializers.JSONField(
+        help_text="The true class label (classifiers) or value (regressors)."
+    )
+
+
+class FeedbackSerializer(serializers.ModelSerializer):
+    prediction_id = serializers.UUIDField(source="prediction.id")
+    predicted_label = serializers.CharField(source="prediction.label", allow_null=True)
+
+    class Meta:
+        model = Feedback
+        fields = [
+            "prediction_id",
+            "predicted_label",
+            "actual_label",
+            "actual_value",
+            "correct",
+            "absolute_error",
+            "created_at",
+            "updated_at",
+        ]

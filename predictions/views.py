@@ -10,37 +10,88 @@ from accounts.models import ApiKey
 from accounts.permissions import scope_required
 from mlplatform.errors import NotFound
 from predictions.models import MLModel, ModelVersion
-from predictions.selectors import prediction_get, predictions_filter, predictions_for
+from predictions.selectors import (
+    live_metrics,
+    prediction_get,
+    predictions_filter,
+    predictions_for,
+)
 from predictions.serializers import (
+    FeedbackRequestSerializer,
+    FeedbackSerializer,
     MLModelSerializer,
     PredictionFilterSerializer,
     PredictionSerializer,
     PredictRequestSerializer,
     prediction_payload,
 )
-from predictions.services import prediction_create
+from predictions.services import (
+    feedback_submit,
+    fingerprint,
+    idempotent,
+    prediction_create,
+    principal_id,
+)
 
 
 class PredictView(APIView):
     """Make one prediction; it is stored before the answer is sent."""
 
     permission_classes = [scope_required("predict")]
+    split_only = False
+    idempotency_endpoint = "predict"
 
-    @extend_schema(request=PredictRequestSerializer, responses={200: PredictionSerializer})
+    @extend_schema(
+        request=PredictRequestSerializer,
+        responses={200: PredictionSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Replays the first answer for 24 h; another body with it is a 422.",
+            )
+        ],
+    )
     def post(self, request):
         serializer = PredictRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        prediction = prediction_create(
-            user=request.user,
-            api_key=request.auth if isinstance(request.auth, ApiKey) else None,
-            input_data=data["input_data"],
-            model_name=data.get("model"),
-            version_label=data.get("model_version"),
-            timeout=data.get("timeout"),
-            request_id=request.request_id,
+        api_key = request.auth if isinstance(request.auth, ApiKey) else None
+
+        def predict() -> tuple[int, dict]:
+            prediction = prediction_create(
+                user=request.user,
+                api_key=api_key,
+                input_data=data["input_data"],
+                model_name=data.get("model"),
+                version_label=None if self.split_only else data.get("model_version"),
+                timeout=data.get("timeout"),
+                request_id=request.request_id,
+            )
+            return 200, prediction_payload(prediction)
+
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return Response(predict()[1])
+        status_code, body, replayed = idempotent(
+            principal=principal_id(request.user, api_key),
+            endpoint=self.idempotency_endpoint,
+            key=key,
+            request_fingerprint=fingerprint(request.data),
+            run=predict,
         )
-        return Response(prediction_payload(prediction))
+        response = Response(body, status=status_code)
+        if replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+class AbTestPredictView(PredictView):
+    """The tutorial's A/B endpoint: like /predict, always routed by the traffic split."""
+
+    split_only = True
+    idempotency_endpoint = "predict/ab-test"
 
 
 class PredictionDetailView(APIView):
@@ -51,6 +102,21 @@ class PredictionDetailView(APIView):
     @extend_schema(responses=PredictionSerializer)
     def get(self, request, pk):
         return Response(prediction_payload(prediction_get(user=request.user, prediction_id=pk)))
+
+
+class FeedbackView(APIView):
+    """Send the actual label (classifiers) or value (regressors) for one of your predictions."""
+
+    permission_classes = [scope_required("predict")]
+
+    @extend_schema(request=FeedbackRequestSerializer, responses={201: FeedbackSerializer})
+    def post(self, request, pk):
+        serializer = FeedbackRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        feedback = feedback_submit(
+            user=request.user, prediction_id=pk, actual=serializer.validated_data["actual"]
+        )
+        return Response(FeedbackSerializer(feedback).data, status=201)
 
 
 class PredictionListView(APIView):
@@ -87,7 +153,9 @@ class ModelListView(APIView):
 
     @extend_schema(responses=MLModelSerializer(many=True))
     def get(self, request):
-        return Response(MLModelSerializer(_models(), many=True).data)
+        models = list(_models())
+        context = {"live_metrics": live_metrics(v.id for m in models for v in m.versions.all())}
+        return Response(MLModelSerializer(models, many=True, context=context).data)
 
 
 class ModelDetailView(APIView):
@@ -100,4 +168,5 @@ class ModelDetailView(APIView):
         model = _models().filter(name=name).first()
         if model is None:
             raise NotFound(f"Unknown model {name!r}.", code="model_not_found")
-        return Response(MLModelSerializer(model).data)
+        context = {"live_metrics": live_metrics(v.id for v in model.versions.all())}
+        return Response(MLModelSerializer(model, context=context).data)

@@ -86,45 +86,50 @@ def test_a_wrong_password_gets_no_token(server):
 # --- b) Registry changes made by another process ------------------------------------------------
 
 
-def set_iris_default(instance, label: str) -> None:
+def set_iris_weights(instance, v1: float, v2: float) -> None:
+    """Change the traffic weights from another process, as the admin would."""
     instance.manage(
         "shell",
         "-c",
-        "from predictions.models import MLModel; from predictions.services import model_save; "
-        "m = MLModel.objects.get(name='iris'); "
-        f"m.default_version = m.versions.get(label='{label}'); model_save(model=m)",
+        "from predictions.models import ModelVersion; "
+        "from predictions.services import model_version_save; "
+        f"weights = {{'v1': {v1}, 'v2': {v2}}}\n"
+        "for v in ModelVersion.objects.filter(model__name='iris'):\n"
+        "    v.traffic_weight = weights[v.label]; model_version_save(version=v)",
     )
 
 
-def served_default(server, key: str) -> str:
+def served_by_split(server, key: str) -> str:
     response = predict(server, key, model="iris")
     assert response.status_code == 200, response.text
+    assert response.json()["routing"] == "split"
     return response.json()["model_version"]
 
 
-def wait_until_default_is(server, key: str, label: str, within: float) -> float:
+def wait_until_split_serves(server, key: str, label: str, within: float) -> float:
     """Wait until several fresh connections in a row are served ``label``, at most ``within`` s."""
     started = time.monotonic()
     in_a_row = 0
     while in_a_row < 5:
         elapsed = time.monotonic() - started
         assert elapsed < within, f"still not serving {label} after {elapsed:.1f} s"
-        in_a_row = in_a_row + 1 if served_default(server, key) == label else 0
+        in_a_row = in_a_row + 1 if served_by_split(server, key) == label else 0
         if in_a_row == 0:
             time.sleep(0.05)
     return time.monotonic() - started
 
 
-def test_a_registry_change_made_by_another_process_is_served_within_seconds(server, instance):
+def test_a_weight_change_made_by_another_process_is_served_within_seconds(server, instance):
     key = instance.demo_key
-    assert served_default(server, key) == "v2"
     try:
-        set_iris_default(instance, "v1")
+        set_iris_weights(instance, v1=0, v2=100)
+        wait_until_split_serves(server, key, "v2", within=3.0)
 
-        wait_until_default_is(server, key, "v1", within=3.0)
+        set_iris_weights(instance, v1=100, v2=0)
+
+        wait_until_split_serves(server, key, "v1", within=3.0)
     finally:
-        set_iris_default(instance, "v2")
-    wait_until_default_is(server, key, "v2", within=3.0)
+        set_iris_weights(instance, v1=50, v2=50)
 
 
 # --- c) Pages, docs, probes and metrics --------------------------------------------------------

@@ -239,6 +239,8 @@ def test_activating_an_uploaded_version_makes_it_the_latest(admin_client, key_cl
 def test_make_default_action_changes_the_version_serving_requests_that_name_none(
     admin_client, key_client
 ):
+    # The default serves requests that name no version when no weight routes them.
+    ModelVersion.objects.filter(model__name="iris").update(traffic_weight=0)
     assert predict(key_client).json()["model_version"] == "v2"
 
     response = run_action(admin_client, "make_default", iris_version("v1"))

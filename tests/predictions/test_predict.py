@@ -57,11 +57,11 @@ def test_a_stored_prediction_is_readable_at_once_with_get(key_client):
     assert response.json()["model_version"] == created["model_version"]
 
 
-def test_without_model_the_default_model_and_its_default_version_serve(key_client):
+def test_without_model_the_default_model_serves(key_client):
     body = post(key_client, {"input_data": IRIS_ROW}).json()
 
     assert body["model"] == "iris"
-    assert body["model_version"] == "v2"  # the demo's default version of iris
+    assert body["routing"] == "split"
 
 
 def test_latest_is_the_newest_active_version(key_client):

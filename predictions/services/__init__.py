@@ -1,0 +1,38 @@
+"""Services of the ML domain: the functions that write (views and admin call these)."""
+
+from predictions.services.feedback import feedback_submit
+from predictions.services.idempotency import fingerprint, idempotent
+from predictions.services.predict import (
+    Routing,
+    model_resolve,
+    prediction_create,
+    principal_id,
+    version_resolve,
+)
+from predictions.services.versions import (
+    artifact_validate,
+    model_save,
+    model_version_create,
+    model_version_replace_artifact,
+    model_version_save,
+    model_version_set_status,
+    registry_touch,
+)
+
+__all__ = [
+    "Routing",
+    "artifact_validate",
+    "feedback_submit",
+    "fingerprint",
+    "idempotent",
+    "model_resolve",
+    "model_save",
+    "model_version_create",
+    "model_version_replace_artifact",
+    "model_version_save",
+    "model_version_set_status",
+    "prediction_create",
+    "principal_id",
+    "registry_touch",
+    "version_resolve",
+]

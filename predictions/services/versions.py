@@ -1,0 +1,137 @@
+"""Writes to the model registry: versions, their artifacts, status, weights and defaults."""
+
+from django.db import transaction
+from django.db.models import F
+
+from mlplatform.errors import InvalidInput
+from predictions.models import MLModel, ModelVersion, RegistryRevision
+from predictions.registry import registry
+from predictions.runtime.artifacts import checksum as artifact_checksum
+from predictions.runtime.ensemble import WeightedEnsemble, parse_spec
+from predictions.runtime.errors import ArtifactError
+from predictions.runtime.predictors import Predictor, load_predictor
+
+
+def registry_touch() -> None:
+    """Tell every process that the registry changed (they reload within about a second)."""
+    updated = RegistryRevision.objects.filter(pk=1).update(revision=F("revision") + 1)
+    if not updated:
+        RegistryRevision.objects.get_or_create(pk=1, defaults={"revision": 1})
+    # Now, so this process looks again on its next read; and after commit, so that a read
+    # made before the commit cannot leave it on the old rows until the next refresh.
+    registry.mark_stale()
+    transaction.on_commit(registry.mark_stale)
+
+
+def _load(*, model: MLModel, runtime: str, data: bytes) -> Predictor:
+    if runtime != ModelVersion.Runtime.ENSEMBLE:
+        return load_predictor(runtime, data)
+    spec = parse_spec(data)
+    labels = [label for label, _ in spec.members]
+    members = {
+        v.label: v
+        for v in ModelVersion.objects.filter(model=model, label__in=labels).only(
+            "label", "runtime", "artifact"
+        )
+    }
+    predictors = []
+    for label, weight in spec.members:
+        member = members.get(label)
+        if member is None:
+            raise ArtifactError(f"model {model.name!r} has no version {label!r}")
+        if member.runtime == ModelVersion.Runtime.ENSEMBLE:
+            raise ArtifactError(f"member {label!r} is itself an ensemble")
+        predictors.append((load_predictor(member.runtime, bytes(member.artifact)), weight))
+    return WeightedEnsemble(predictors, executor=None)
+
+
+def artifact_validate(*, model: MLModel, runtime: str, data: bytes) -> Predictor:
+    """Load an artifact and check it fits the model's inputs and outputs; InvalidInput if not."""
+    try:
+        predictor = _load(model=model, runtime=runtime, data=data)
+    except ArtifactError as exc:
+        raise InvalidInput(f"The artifact is not a valid {runtime} model: {exc}") from None
+    if predictor.n_inputs != model.n_features:
+        raise InvalidInput(
+            f"The artifact takes {predictor.n_inputs} inputs but model {model.name!r} has "
+            f"{model.n_features} features."
+        )
+    if model.task == MLModel.Task.CLASSIFICATION and predictor.n_outputs != len(model.labels):
+        raise InvalidInput(
+            f"The artifact gives {predictor.n_outputs} outputs but model {model.name!r} has "
+            f"{len(model.labels)} class labels."
+        )
+    return predictor
+
+
+@transaction.atomic
+def model_version_create(
+    *,
+    model: MLModel,
+    label: str,
+    artifact: bytes,
+    runtime: str = ModelVersion.Runtime.NUMPY,
+    artifact_name: str = "",
+    status: str = ModelVersion.Status.STAGED,
+    traffic_weight: float = 0.0,
+    description: str = "",
+    metrics: dict | None = None,
+) -> ModelVersion:
+    """Register a validated artifact as a new version of ``model``."""
+    artifact_validate(model=model, runtime=runtime, data=artifact)
+    if ModelVersion.objects.filter(model=model, label=label).exists():
+        raise InvalidInput(f"Model {model.name!r} already has a version {label!r}.")
+    version = ModelVersion.objects.create(
+        model=model,
+        label=label,
+        runtime=runtime,
+        artifact=artifact,
+        artifact_name=artifact_name,
+        checksum=artifact_checksum(artifact),
+        status=status,
+        traffic_weight=traffic_weight,
+        description=description,
+        metrics=metrics or {},
+    )
+    registry_touch()
+    return version
+
+
+@transaction.atomic
+def model_version_replace_artifact(
+    *, version: ModelVersion, artifact: bytes, artifact_name: str = ""
+) -> ModelVersion:
+    """Swap a version's artifact after validating it (the checksum changes with it)."""
+    artifact_validate(model=version.model, runtime=version.runtime, data=artifact)
+    version.artifact = artifact
+    version.artifact_name = artifact_name
+    version.checksum = artifact_checksum(artifact)
+    version.save()
+    registry_touch()
+    return version
+
+
+@transaction.atomic
+def model_version_set_status(*, version: ModelVersion, status: str) -> ModelVersion:
+    version.status = status
+    version.save(update_fields=["status", "updated_at"])
+    registry_touch()
+    return version
+
+
+@transaction.atomic
+def model_version_save(*, version: ModelVersion) -> ModelVersion:
+    """Save edits to a version's routing fields (status, weight, shadow, description)."""
+    version.save()
+    registry_touch()
+    return version
+
+
+@transaction.atomic
+def model_save(*, model: MLModel) -> MLModel:
+    """Save edits to a model (default version, cache TTL, description)."""
+    if model.default_version_id is not None and model.default_version.model_id != model.id:
+        raise InvalidInput("The default version must be one of the model's own versions.")
+    model.save()
+    registry_touch()
+    return model
