@@ -22,7 +22,16 @@ class ModelVersionInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ["label", "status", "traffic_weight", "is_shadow", "holdout", "runtime", "checksum"]
+    fields = [
+        "label",
+        "status",
+        "traffic_weight",
+        "is_shadow",
+        "shadow_share",
+        "holdout",
+        "runtime",
+        "checksum",
+    ]
     readonly_fields = ["label", "holdout", "runtime", "checksum"]
 
     def has_add_permission(self, request, obj=None):
@@ -112,7 +121,8 @@ class MLModelAdmin(admin.ModelAdmin):
 class ModelVersionForm(forms.ModelForm):
     artifact_file = forms.FileField(
         required=False,
-        help_text="A .npz dense network (see the artifact format in the README). "
+        help_text="numpy runtime: a .npz dense network (see the artifact format in the README); "
+        'ensemble runtime: a JSON file {"members": [{"version": "v1", "weight": 1}, ...]}. '
         "It is validated against the model's features and labels before it is saved.",
     )
 
@@ -126,6 +136,7 @@ class ModelVersionForm(forms.ModelForm):
             "status",
             "traffic_weight",
             "is_shadow",
+            "shadow_share",
         ]
 
     def clean(self):

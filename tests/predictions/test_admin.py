@@ -68,6 +68,7 @@ def add_version(admin_client, *, label: str, artifact: bytes, status: str = "sta
             "runtime": "numpy",
             "status": status,
             "traffic_weight": "0",
+            "shadow_share": "1",
             "artifact_file": SimpleUploadedFile(f"{label}.npz", artifact),
         },
     )
@@ -185,6 +186,7 @@ def test_adding_a_version_without_an_artifact_asks_for_one(admin_client):
             "runtime": "numpy",
             "status": "staged",
             "traffic_weight": "0",
+            "shadow_share": "1",
         },
     )
 

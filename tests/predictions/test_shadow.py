@@ -1,0 +1,76 @@
+"""Shadow traffic: copies answered off the request path, stored, never returned."""
+
+import pytest
+
+from predictions.models import MLModel, ModelVersion, Prediction, ShadowPrediction
+from predictions.services import model_version_create, model_version_save, registry_touch
+from predictions.services.shadow import shadow_runner
+
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+
+
+@pytest.fixture
+def shadow_v3(transactional_db, demo_models):
+    """iris v3 (v2's weights) listening to every request as a shadow."""
+    iris = MLModel.objects.get(name="iris")
+    artifact = bytes(iris.versions.get(label="v2").artifact)
+    version = model_version_create(model=iris, label="v3", artifact=artifact, status="active")
+    version.is_shadow = True
+    version.shadow_share = 1.0
+    model_version_save(version=version)
+    return version
+
+
+def predict(client, row=SETOSA):
+    return client.post("/api/v1/predict", {"input_data": row, "model_version": "v1"}, format="json")
+
+
+def test_a_shadow_answers_a_copy_that_is_stored_and_never_returned(key_client, shadow_v3):
+    response = predict(key_client)
+    shadow_runner.join()
+
+    body = response.json()
+    assert response.status_code == 200
+    assert body["model_version"] == "v1"
+    assert "shadow" not in response.content.decode()
+    shadow = ShadowPrediction.objects.get(primary_id=body["prediction_id"])
+    assert shadow.model_version == shadow_v3
+    assert shadow.label == "setosa" and shadow.agrees is True
+    assert len(shadow.output) == 3
+    assert Prediction.objects.count() == 1  # the copy is not a prediction of the caller's
+
+
+def test_a_failing_shadow_is_recorded_and_never_fails_the_caller(key_client, shadow_v3):
+    # Bytes no runtime can load: only possible behind the admin's back, yet it must not hurt.
+    ModelVersion.objects.filter(pk=shadow_v3.pk).update(artifact=b"not an artifact")
+    registry_touch()
+
+    response = predict(key_client)
+    shadow_runner.join()
+
+    assert response.status_code == 200
+    shadow = ShadowPrediction.objects.get()
+    assert shadow.agrees is None
+    assert "ArtifactError" in shadow.error
+
+
+def test_a_share_of_zero_sends_no_copies(key_client, shadow_v3):
+    shadow_v3.shadow_share = 0
+    model_version_save(version=shadow_v3)
+
+    for _ in range(5):
+        predict(key_client)
+    shadow_runner.join()
+
+    assert ShadowPrediction.objects.count() == 0
+
+
+def test_a_share_sends_about_that_share_of_requests(key_client, shadow_v3):
+    shadow_v3.shadow_share = 0.5
+    model_version_save(version=shadow_v3)
+
+    for _ in range(60):
+        predict(key_client)
+    shadow_runner.join()
+
+    assert 15 <= ShadowPrediction.objects.count() <= 45
