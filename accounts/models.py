@@ -1,5 +1,8 @@
 """Users and their API keys."""
 
+import base64
+import secrets
+
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils import timezone
@@ -8,8 +11,18 @@ from accounts import crypto
 from accounts.scopes import ALL_SCOPES, permission_codename
 
 
+def _webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 class User(AbstractUser):
     """A person or service account; its scope permissions bound what its keys can do."""
+
+    webhook_secret = models.CharField(
+        max_length=64,
+        default=_webhook_secret,
+        help_text="Signs this user's webhook events (Standard Webhooks, whsec_ + base64).",
+    )
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"

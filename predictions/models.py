@@ -211,3 +211,127 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.principal} {self.endpoint} {self.key}"
+
+
+class BatchJob(models.Model):
+    """A batch of rows predicted in the background by django-q2 workers, chunk by chunk."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        PROCESSING = "processing"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    class InputFormat(models.TextChoices):
+        JSON = "json"
+        CSV = "csv"
+        NPY = "npy"
+        JSONL = "jsonl"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batch_jobs"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="batch_jobs"
+    )
+    routing = models.CharField(max_length=10, blank=True)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    cancel_requested = models.BooleanField(default=False)
+    total_inputs = models.PositiveBigIntegerField()
+    completed_inputs = models.PositiveBigIntegerField(default=0)
+    chunk_size = models.PositiveIntegerField()
+    input_format = models.CharField(max_length=5, choices=InputFormat.choices)
+    input_name = models.CharField(max_length=255, blank=True)
+    input_data = models.BinaryField(editable=False)
+    error = models.TextField(blank=True)
+    callback_url = models.URLField(max_length=2000, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a worker picked it up.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+
+class BatchChunk(models.Model):
+    """The outputs of one chunk of a job's rows, written once however often it is computed."""
+
+    job = models.ForeignKey(BatchJob, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    start = models.PositiveBigIntegerField()
+    stop = models.PositiveBigIntegerField()
+    outputs = models.BinaryField(help_text="float32 .npy array, one row of outputs per input.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "index"], name="one_result_per_chunk")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} rows {self.start}-{self.stop}"
+
+
+class WebhookDelivery(models.Model):
+    """One event to POST to a job's callback URL; its id is the ``webhook-id`` header."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.ForeignKey(BatchJob, on_delete=models.CASCADE, related_name="deliveries")
+    url = models.URLField(max_length=2000)
+    event_type = models.CharField(max_length=50)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempt_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} to {self.url}"
+
+
+class WebhookAttempt(models.Model):
+    """One try at delivering a webhook, as the receiver answered it."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="tries")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    duration = models.FloatField(null=True)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    error = models.TextField(blank=True)
+    response_excerpt = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.delivery_id}"
