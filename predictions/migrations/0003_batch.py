@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0002_batch'),
+        ('accounts', '0002_webhook_secret'),
         ('predictions', '0002_traffic'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
