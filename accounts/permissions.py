@@ -40,3 +40,23 @@ class UserCredentialsOnly(BasePermission):
         return bool(request.user and request.user.is_authenticated) and not isinstance(
             request.auth, ApiKey
         )
+
+
+class AnyScopePermission(BasePermission):
+    """The caller holds at least one of ``scopes``."""
+
+    scopes: tuple[str, ...] = ()
+    code = "missing_scope"
+
+    def has_permission(self, request, view) -> bool:
+        checks = [scope_required(scope)() for scope in self.scopes]
+        if any(check.has_permission(request, view) for check in checks):
+            return True
+        self.message = checks[-1].message.replace(
+            repr(self.scopes[-1]), " or ".join(repr(s) for s in self.scopes)
+        )
+        return False
+
+
+def any_scope_required(*scopes: str) -> type[AnyScopePermission]:
+    return type("HasAnyScope", (AnyScopePermission,), {"scopes": scopes})

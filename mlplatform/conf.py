@@ -11,6 +11,13 @@ DEFAULTS: dict[str, Any] = {
     "MAX_BODY_BYTES": 1024 * 1024,
     # Largest artifact the admin accepts, in bytes.
     "MAX_ARTIFACT_BYTES": 256 * 1024 * 1024,
+    # Batch jobs: largest upload (413 beyond), most rows sent as JSON, most rows in one job,
+    # most unfinished jobs per user, and the rows a worker predicts and stores at a time.
+    "MAX_UPLOAD_BYTES": 512 * 1024 * 1024,
+    "MAX_BATCH_JSON_ROWS": 10_000,
+    "MAX_BATCH_ROWS": 20_000_000,
+    "MAX_ACTIVE_BATCH_JOBS": 5,
+    "BATCH_CHUNK_ROWS": 100_000,
     # Seconds an inference may take when the request sets no ``timeout``, and the most it may ask.
     "DEFAULT_TIMEOUT": 30.0,
     "MAX_TIMEOUT": 300.0,

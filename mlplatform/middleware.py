@@ -10,6 +10,15 @@ from mlplatform.conf import platform_setting
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def body_limit(path: str) -> int:
+    """The largest body a path accepts: uploads (batch files, artifacts) get their own limits."""
+    if path.startswith("/api/v1/predict/batch"):
+        return platform_setting("MAX_UPLOAD_BYTES")
+    if path.startswith("/admin/"):
+        return platform_setting("MAX_ARTIFACT_BYTES")
+    return platform_setting("MAX_BODY_BYTES")
+
+
 class RequestIdMiddleware:
     """Honour a sane ``X-Request-ID`` or make one; expose it on the request and the response."""
 
@@ -32,10 +41,7 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request):
         declared = request.META.get("CONTENT_LENGTH") or "0"
-        # The admin takes artifact uploads, which may be far larger than any API request.
-        limit = platform_setting(
-            "MAX_ARTIFACT_BYTES" if request.path.startswith("/admin/") else "MAX_BODY_BYTES"
-        )
+        limit = body_limit(request.path)
         try:
             too_large = int(declared) > limit
         except ValueError:

@@ -232,6 +232,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "mlplatform.api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # ?format= selects a download format of batch results, not a DRF renderer.
+    "URL_FORMAT_OVERRIDE": None,
 }
 
 # --- djangorestframework-simplejwt ------------------------------------------------------
@@ -266,8 +268,10 @@ Q_CLUSTER = {
     "name": "mlplatform",
     "orm": "default",
     "workers": env_int("Q_WORKERS", 1 if PROFILE == "embedded" else 2),
-    "timeout": 600,
-    "retry": 660,
+    # A task running longer than "timeout" is stopped; one not acknowledged within "retry"
+    # seconds (its worker died) is handed out again.
+    "timeout": env_int("Q_TIMEOUT", 600),
+    "retry": env_int("Q_RETRY", 660),
     "max_attempts": 5,
     "catch_up": False,
     "poll": 0.5,
@@ -278,6 +282,7 @@ Q_CLUSTER = {
 PLATFORM = {
     "DEFAULT_MODEL": os.environ.get("MLPLATFORM_DEFAULT_MODEL", "iris"),
     "MAX_BODY_BYTES": env_int("MLPLATFORM_MAX_BODY_BYTES", 1024 * 1024),
+    "BATCH_CHUNK_ROWS": env_int("MLPLATFORM_BATCH_CHUNK_ROWS", 100_000),
 }
 
 # --- Logging ----------------------------------------------------------------------------

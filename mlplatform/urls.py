@@ -13,6 +13,7 @@ admin.site.index_title = "Control room"
 api_v1 = [
     path("", views.ApiRootView.as_view(), name="api-root"),
     path("", include("accounts.urls")),
+    path("", include("accounts.webhook_urls")),
     path("", include("predictions.urls")),
 ]
 

@@ -7,9 +7,10 @@ from django.db import transaction
 from django.urls import path
 
 from mlplatform.errors import PlatformError
-from predictions import services
+from predictions import services, webhook_admin  # noqa: F401  (registers its admin)
 from predictions.admin_views import model_comparison_view
-from predictions.models import MLModel, ModelVersion, Prediction
+from predictions.models import BatchJob, MLModel, ModelVersion, Prediction
+from predictions.services.batch import batch_job_cancel, batch_job_retry
 
 
 def _accuracy(version: ModelVersion) -> str:
@@ -252,3 +253,56 @@ class PredictionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(BatchJob)
+class BatchJobAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "owner",
+        "model_version",
+        "status",
+        "progress",
+        "total_inputs",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "model_version__model", "input_format", "created_at"]
+    search_fields = ["id", "owner__username", "request_id"]
+    date_hierarchy = "created_at"
+    list_select_related = ["owner", "model_version__model"]
+    actions = ["cancel", "retry"]
+    exclude = ["input_data"]
+    readonly_fields = [f.name for f in BatchJob._meta.fields if f.name != "input_data"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("input_data")
+
+    @admin.display(description="progress")
+    def progress(self, job: BatchJob) -> str:
+        share = job.completed_inputs / job.total_inputs if job.total_inputs else 1
+        return f"{job.completed_inputs:,} / {job.total_inputs:,} ({share:.0%})"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_operate_permission(self, request) -> bool:
+        """Cancelling and retrying need the change permission, though no field is editable."""
+        return request.user.has_perm("predictions.change_batchjob")
+
+    @admin.action(description="Cancel selected jobs", permissions=["operate"])
+    def cancel(self, request, queryset):
+        for job in queryset.exclude(status__in=BatchJob.TERMINAL):
+            batch_job_cancel(job=job)
+        self.message_user(request, "Cancel requested.", messages.SUCCESS)
+
+    @admin.action(description="Retry selected failed or cancelled jobs", permissions=["operate"])
+    def retry(self, request, queryset):
+        retried = 0
+        for job in queryset.filter(status__in=[BatchJob.Status.FAILED, BatchJob.Status.CANCELLED]):
+            batch_job_retry(job=job)
+            retried += 1
+        self.message_user(request, f"Queued {retried} job(s) again.", messages.SUCCESS)

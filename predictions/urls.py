@@ -1,10 +1,17 @@
 """Routes of the prediction API (under /api/v1)."""
 
 from mlplatform.api.routes import route
-from predictions import views
+from predictions import batch_views, views
 
 urlpatterns = [
     *route("predict", views.PredictView.as_view(), "predict"),
+    *route("predict/batch", batch_views.BatchSubmitView.as_view(), "batch-submit"),
+    *route("predict/batch/<uuid:pk>", batch_views.BatchJobDetailView.as_view(), "batch-detail"),
+    *route(
+        "predict/batch/<uuid:pk>/results", batch_views.BatchResultsView.as_view(), "batch-results"
+    ),
+    *route("predict/batch/<uuid:pk>/cancel", batch_views.BatchCancelView.as_view(), "batch-cancel"),
+    *route("jobs", batch_views.JobListView.as_view(), "job-list"),
     *route("predict/ab-test", views.AbTestPredictView.as_view(), "predict-ab-test"),
     *route("predict/<uuid:pk>", views.PredictionDetailView.as_view(), "prediction-detail"),
     *route("predictions", views.PredictionListView.as_view(), "prediction-list"),

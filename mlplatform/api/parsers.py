@@ -4,15 +4,14 @@ import orjson
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
-from mlplatform.conf import platform_setting
 from mlplatform.errors import PayloadTooLarge
+from mlplatform.middleware import body_limit
 
 _NON_FINITE_TOKENS = (b"NaN", b"Infinity", b"-Infinity", b"+Infinity", b"nan", b"inf", b"-inf")
 
 
-def read_limited(stream) -> bytes:
+def read_limited(stream, limit: int) -> bytes:
     """Read the body, refusing it once it passes the configured size (chunked bodies too)."""
-    limit = platform_setting("MAX_BODY_BYTES")
     data = stream.read(limit + 1) if stream is not None else b""
     if len(data) > limit:
         raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
@@ -38,7 +37,9 @@ class ORJSONParser(BaseParser):
     media_type = "application/json"
 
     def parse(self, stream, media_type=None, parser_context=None):
-        data = read_limited(stream)
+        request = (parser_context or {}).get("request")
+        limit = body_limit(request.path) if request is not None else body_limit("")
+        data = read_limited(stream, limit)
         if not data.strip():
             raise ParseError("The request body is empty; send a JSON object.")
         return loads(data)

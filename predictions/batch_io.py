@@ -1,0 +1,123 @@
+"""Batch jobs as the API shows them: status bodies, result rows and streamed downloads."""
+
+import io
+from collections.abc import Iterator
+
+import numpy as np
+import orjson
+from django.urls import reverse
+from django.utils import timezone
+
+from predictions.models import BatchJob
+from predictions.runtime.outputs import describe
+from predictions.services.batch import chunk_outputs, estimated_completion
+
+
+def job_links(job: BatchJob) -> dict:
+    return {
+        "self": reverse("batch-detail", kwargs={"pk": job.pk}),
+        "results": reverse("batch-results", kwargs={"pk": job.pk}),
+        "events": reverse("batch-detail", kwargs={"pk": job.pk}) + "/events",
+        "cancel": reverse("batch-cancel", kwargs={"pk": job.pk}),
+    }
+
+
+def job_payload(job: BatchJob) -> dict:
+    """The status of a job, with progress and timings."""
+    elapsed = None
+    if job.started_at:
+        end = job.finished_at or timezone.now()
+        elapsed = max((end - job.started_at).total_seconds(), 0.0)
+    return {
+        "job_id": str(job.id),
+        "status": job.status,
+        "model": job.model_version.model.name,
+        "model_version": job.model_version.label,
+        "routing": job.routing,
+        "total_inputs": job.total_inputs,
+        "completed": job.completed_inputs,
+        "progress": round(job.completed_inputs / job.total_inputs, 4) if job.total_inputs else 1,
+        "input_format": job.input_format,
+        "error": job.error or None,
+        "cancel_requested": job.cancel_requested,
+        "callback_url": job.callback_url or None,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "processing_seconds": elapsed,
+        "estimated_completion": None if job.is_terminal else estimated_completion(job),
+        "request_id": job.request_id,
+        "links": job_links(job),
+    }
+
+
+def result_rows(job: BatchJob, start: int, stop: int) -> list[dict]:
+    """JSON rows ``input_index``, ``prediction``, ``label``, ``confidence`` for [start, stop)."""
+    model = job.model_version.model
+    rows = []
+    for first, outputs in chunk_outputs(job, start, stop):
+        for offset, outcome in enumerate(describe(outputs, task=model.task, labels=model.labels)):
+            rows.append(
+                {
+                    "input_index": first + offset,
+                    "prediction": outcome.prediction,
+                    "label": outcome.label,
+                    "confidence": outcome.confidence,
+                }
+            )
+    return rows
+
+
+def _csv(job: BatchJob) -> Iterator[bytes]:
+    model = job.model_version.model
+    names = model.labels if model.task == "classification" else ["value"]
+    header = ["input_index", "label", "confidence", *[f"p_{n}" for n in names]]
+    if model.task != "classification":
+        header = ["input_index", *[f"value_{i}" for i in range(len(names))]]
+    yield (",".join(header) + "\n").encode()
+    for first, outputs in chunk_outputs(job, 0, job.completed_inputs):
+        index = np.arange(first, first + len(outputs))
+        values = np.char.mod("%.7g", outputs)
+        if model.task == "classification":
+            top = outputs.argmax(axis=1)
+            labels = np.asarray(model.labels, dtype=object)[top]
+            confidence = np.char.mod("%.7g", outputs[np.arange(len(top)), top])
+            columns = [index.astype(str), labels.astype(str), confidence, *values.T]
+        else:
+            columns = [index.astype(str), *values.T]
+        lines = columns[0]
+        for column in columns[1:]:
+            lines = np.char.add(np.char.add(lines, ","), column)
+        yield ("\n".join(lines.tolist()) + "\n").encode()
+
+
+def _jsonl(job: BatchJob) -> Iterator[bytes]:
+    step = 10_000
+    for start in range(0, job.completed_inputs, step):
+        rows = result_rows(job, start, min(start + step, job.completed_inputs))
+        yield b"".join(orjson.dumps(row) + b"\n" for row in rows)
+
+
+def _npy(job: BatchJob) -> Iterator[bytes]:
+    n_outputs = len(job.model_version.model.labels) or None
+    chunks = chunk_outputs(job, 0, job.completed_inputs)
+    first = next(chunks, None)
+    if n_outputs is None:
+        n_outputs = first[1].shape[1] if first else 0
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header,
+        {"descr": "<f4", "fortran_order": False, "shape": (job.completed_inputs, n_outputs)},
+    )
+    yield header.getvalue()
+    if first is not None:
+        yield first[1].astype("<f4", copy=False).tobytes()
+    for _, outputs in chunks:
+        yield outputs.astype("<f4", copy=False).tobytes()
+
+
+DOWNLOADS = {
+    "csv": ("text/csv", _csv),
+    "jsonl": ("application/x-ndjson", _jsonl),
+    "npy": ("application/octet-stream", _npy),
+}

@@ -1,0 +1,236 @@
+"""Thin views of batch jobs: submit, status, results and downloads, cancel, list."""
+
+import hashlib
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import ApiKey
+from accounts.permissions import any_scope_required, scope_required
+from mlplatform.api.parsers import ORJSONParser
+from mlplatform.conf import platform_setting
+from mlplatform.errors import InvalidInput
+from predictions.batch_io import DOWNLOADS, job_payload, result_rows
+from predictions.models import BatchJob
+from predictions.runtime.errors import InputError
+from predictions.runtime.inputs import rows_from_input
+from predictions.runtime.tables import READERS
+from predictions.selectors import batch_job_get, batch_jobs_for
+from predictions.services import fingerprint, idempotent, principal_id
+from predictions.services.batch import batch_job_cancel, batch_job_submit
+from predictions.services.predict import model_resolve
+
+READ = any_scope_required("read", "batch")
+
+
+class BatchSubmitSerializer(serializers.Serializer):
+    inputs = serializers.JSONField(required=False, help_text="Rows of numbers (JSON body).")
+    file = serializers.FileField(
+        required=False, help_text="CSV (header optional), NPY float array, or JSONL rows."
+    )
+    format = serializers.ChoiceField(
+        choices=list(READERS), required=False, help_text="File format; default: by extension."
+    )
+    model = serializers.CharField(required=False)
+    model_version = serializers.CharField(required=False)
+    callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2000)
+
+    def validate(self, data):
+        if ("inputs" in data) == ("file" in data):
+            raise serializers.ValidationError("Send either JSON 'inputs' or a 'file' upload.")
+        return data
+
+
+class BatchAcceptedSerializer(serializers.Serializer):
+    job_id = serializers.UUIDField()
+    status = serializers.CharField()
+    total_inputs = serializers.IntegerField()
+    estimated_completion = serializers.DateTimeField()
+    links = serializers.DictField(child=serializers.CharField())
+
+
+def _rows(data: dict, n_features: int, feature_names) -> tuple:
+    """The submitted rows as float32, their format and name; InvalidInput names the problem."""
+    try:
+        if "inputs" in data:
+            rows = rows_from_input(
+                data["inputs"],
+                n_features=n_features,
+                feature_names=feature_names,
+                field="inputs",
+                max_rows=platform_setting("MAX_BATCH_JSON_ROWS"),
+            )
+            return rows, BatchJob.InputFormat.JSON, ""
+        upload = data["file"]
+        name = upload.name or ""
+        fmt = data.get("format") or name.rsplit(".", 1)[-1].lower()
+        if fmt not in READERS:
+            raise InvalidInput(
+                f"file: cannot tell the format of {name!r}; name it .csv, .npy or .jsonl or "
+                "send 'format'."
+            )
+        return READERS[fmt](upload.read(), n_features=n_features), fmt, name
+    except InputError as exc:
+        where = "inputs" if "inputs" in data else "file"
+        message = str(exc)
+        raise InvalidInput(
+            message if message.startswith(where) else f"{where}: {message}"
+        ) from None
+
+
+class BatchSubmitView(APIView):
+    """Submit rows (JSON ``inputs`` or an uploaded file) for prediction in the background."""
+
+    permission_classes = [scope_required("batch")]
+    parser_classes = [ORJSONParser, MultiPartParser]
+
+    @extend_schema(
+        request={
+            "application/json": BatchSubmitSerializer,
+            "multipart/form-data": BatchSubmitSerializer,
+        },
+        responses={202: BatchAcceptedSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
+    )
+    def post(self, request):
+        serializer = BatchSubmitSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        api_key = request.auth if isinstance(request.auth, ApiKey) else None
+        model = model_resolve(data.get("model"))
+        rows, input_format, input_name = _rows(data, len(model.feature_names), model.feature_names)
+
+        def submit() -> tuple[int, dict]:
+            job = batch_job_submit(
+                user=request.user,
+                api_key=api_key,
+                rows=rows,
+                input_format=input_format,
+                input_name=input_name,
+                model_name=model.name,
+                version_label=data.get("model_version"),
+                callback_url=data.get("callback_url", ""),
+                request_id=request.request_id,
+            )
+            body = job_payload(job)
+            keys = ("job_id", "status", "total_inputs", "estimated_completion", "links")
+            return 202, {k: body[k] for k in keys} | {"model_version": body["model_version"]}
+
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            status_code, body = submit()
+            return Response(body, status=status_code)
+        described = {k: v for k, v in data.items() if k not in ("file", "inputs")}
+        described["rows_sha256"] = hashlib.sha256(rows.tobytes()).hexdigest()
+        status_code, body, replayed = idempotent(
+            principal=principal_id(request.user, api_key),
+            endpoint="predict/batch",
+            key=key,
+            request_fingerprint=fingerprint(described),
+            run=submit,
+        )
+        response = Response(body, status=status_code)
+        if replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+class BatchJobDetailView(APIView):
+    """A batch job's status, progress and timings."""
+
+    permission_classes = [READ]
+
+    def get(self, request, pk):
+        return Response(job_payload(batch_job_get(user=request.user, job_id=pk)))
+
+
+class BatchResultsView(APIView):
+    """Result rows, paginated as JSON, or the whole download with ?format=csv|jsonl|npy."""
+
+    permission_classes = [READ]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("page", int),
+            OpenApiParameter("page_size", int),
+            OpenApiParameter("format", str, enum=["json", *DOWNLOADS]),
+        ]
+    )
+    def get(self, request, pk):
+        job = batch_job_get(user=request.user, job_id=pk)
+        fmt = request.query_params.get("format", "json")
+        if fmt in DOWNLOADS:
+            content_type, stream = DOWNLOADS[fmt]
+            response = StreamingHttpResponse(stream(job), content_type=content_type)
+            response["Content-Disposition"] = f'attachment; filename="{job.pk}.{fmt}"'
+            return response
+        if fmt != "json":
+            raise InvalidInput(f"format: choose json, {', '.join(DOWNLOADS)}.")
+        page, size = _page(request)
+        start = (page - 1) * size
+        stop = min(start + size, job.completed_inputs)
+        base = request.build_absolute_uri(request.path)
+        return Response(
+            {
+                "job_id": str(job.pk),
+                "status": job.status,
+                "count": job.completed_inputs,
+                "next": f"{base}?page={page + 1}&page_size={size}"
+                if stop < job.completed_inputs
+                else None,
+                "previous": f"{base}?page={page - 1}&page_size={size}" if page > 1 else None,
+                "results": result_rows(job, start, stop) if start < stop else [],
+            }
+        )
+
+
+def _page(request) -> tuple[int, int]:
+    try:
+        page = int(request.query_params.get("page", 1))
+        size = int(request.query_params.get("page_size", platform_setting("PAGE_SIZE")))
+    except ValueError:
+        raise InvalidInput("page and page_size must be whole numbers.") from None
+    if page < 1 or size < 1:
+        raise InvalidInput("page and page_size must be at least 1.")
+    return page, min(size, platform_setting("MAX_PAGE_SIZE"))
+
+
+class BatchCancelView(APIView):
+    """Cancel a job; a running one stops at the next chunk boundary."""
+
+    permission_classes = [scope_required("batch")]
+
+    def post(self, request, pk):
+        job = batch_job_cancel(job=batch_job_get(user=request.user, job_id=pk))
+        return Response(job_payload(job), status=status.HTTP_202_ACCEPTED)
+
+
+class JobListView(APIView):
+    """Your batch jobs, newest first; filter by ``status`` and ``model``."""
+
+    permission_classes = [READ]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=list(BatchJob.Status.values)),
+            OpenApiParameter("model", str),
+            OpenApiParameter("page", int),
+            OpenApiParameter("page_size", int),
+        ]
+    )
+    def get(self, request):
+        jobs = batch_jobs_for(request.user)
+        wanted = request.query_params.get("status")
+        if wanted:
+            if wanted not in BatchJob.Status.values:
+                raise InvalidInput(f"status: choose from {', '.join(BatchJob.Status.values)}.")
+            jobs = jobs.filter(status=wanted)
+        if request.query_params.get("model"):
+            jobs = jobs.filter(model_version__model__name=request.query_params["model"])
+        paginator = self.settings.DEFAULT_PAGINATION_CLASS()
+        page = paginator.paginate_queryset(jobs, request, view=self)
+        return paginator.get_paginated_response([job_payload(job) for job in page])

@@ -1,0 +1,234 @@
+"""Batch jobs: submitted rows predicted by django-q2 workers in chunks that survive restarts.
+
+A job fixes its model version at submit, so a weight change while it runs never mixes
+versions. Its rows are validated before it is queued and stored as one float32 array. A worker
+predicts one chunk at a time and stores each chunk's outputs under a unique (job, chunk) key,
+so a task delivered twice, or resumed after a worker died, never duplicates or loses a row;
+progress is saved per chunk and a cancel takes effect at the next chunk boundary.
+"""
+
+import io
+import logging
+import math
+from datetime import datetime, timedelta
+
+import numpy as np
+from django.db import transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from accounts.models import ApiKey, User
+from mlplatform.conf import platform_setting
+from mlplatform.errors import InvalidInput, PlatformError
+from predictions.models import BatchChunk, BatchJob
+from predictions.registry import registry
+from predictions.runtime.ensemble import WeightedEnsemble
+from predictions.services.predict import model_resolve, principal_id, version_resolve
+
+logger = logging.getLogger(__name__)
+
+# Until jobs have been measured, estimates assume this many rows per second.
+DEFAULT_ROWS_PER_SECOND = 200_000.0
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _npy_load(data) -> np.ndarray:
+    return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+
+
+def rows_per_second() -> float:
+    """Measured throughput of the latest completed jobs (rows per second of processing)."""
+    recent = BatchJob.objects.filter(
+        status=BatchJob.Status.COMPLETED, started_at__isnull=False, finished_at__isnull=False
+    ).order_by("-finished_at")[:20]
+    rows = seconds = 0.0
+    for job in recent:
+        rows += job.total_inputs
+        seconds += max((job.finished_at - job.started_at).total_seconds(), 0.001)
+    return rows / seconds if rows and seconds else DEFAULT_ROWS_PER_SECOND
+
+
+def estimated_completion(job: BatchJob) -> datetime:
+    remaining = job.total_inputs - job.completed_inputs
+    return timezone.now() + timedelta(seconds=remaining / rows_per_second())
+
+
+def batch_job_submit(
+    *,
+    user: User,
+    api_key: ApiKey | None,
+    rows: np.ndarray,
+    input_format: str,
+    input_name: str = "",
+    model_name: str | None = None,
+    version_label: str | None = None,
+    callback_url: str = "",
+    request_id: str = "",
+) -> BatchJob:
+    """Queue validated rows for prediction by the resolved version; 4xx when a limit is passed."""
+    model = model_resolve(model_name)
+    version, routing = version_resolve(model, version_label, principal=principal_id(user, api_key))
+    if rows.ndim != 2 or rows.shape[1] != len(model.feature_names):
+        raise InvalidInput(f"Each row needs {len(model.feature_names)} features.")
+    limit = platform_setting("MAX_BATCH_ROWS")
+    if rows.shape[0] > limit:
+        raise PlatformError(
+            f"A job may hold at most {limit} rows; this one has {rows.shape[0]}.",
+            code="too_many_rows",
+            status_code=413,
+        )
+    if callback_url:
+        from predictions.ssrf import UnsafeURL, check_callback_url
+
+        try:
+            check_callback_url(callback_url)
+        except UnsafeURL as exc:
+            raise InvalidInput(f"callback_url: {exc}", code="unsafe_callback_url") from None
+    with transaction.atomic():
+        active = BatchJob.objects.filter(
+            owner=user, status__in=[BatchJob.Status.QUEUED, BatchJob.Status.PROCESSING]
+        ).count()
+        if active >= platform_setting("MAX_ACTIVE_BATCH_JOBS"):
+            raise PlatformError(
+                f"You have {active} unfinished batch jobs, the most allowed at once; wait for "
+                "one to finish or cancel one.",
+                code="too_many_active_jobs",
+                status_code=429,
+            )
+        job = BatchJob.objects.create(
+            owner=user,
+            api_key=api_key,
+            model_version_id=version.id,
+            routing=routing,
+            total_inputs=rows.shape[0],
+            chunk_size=platform_setting("BATCH_CHUNK_ROWS"),
+            input_format=input_format,
+            input_name=input_name[:255],
+            input_data=_npy_bytes(np.ascontiguousarray(rows, dtype=np.float32)),
+            callback_url=callback_url,
+            request_id=request_id,
+        )
+        transaction.on_commit(lambda: batch_job_enqueue(job))
+    return job
+
+
+def batch_job_enqueue(job: BatchJob) -> None:
+    async_task("predictions.tasks.batch_job_run", str(job.id), task_name=f"batch {job.id}")
+
+
+def _finish(job_id, status: str, error: str = "") -> None:
+    """Move a job to a terminal status once, and queue its webhook in the same transaction."""
+    from predictions.webhooks import webhook_enqueue
+
+    with transaction.atomic():
+        job = BatchJob.objects.select_for_update().get(pk=job_id)
+        if job.is_terminal:
+            return
+        job.status = status
+        job.error = error
+        job.finished_at = timezone.now()
+        job.save(update_fields=["status", "error", "finished_at"])
+        webhook_enqueue(job)
+
+
+def batch_job_cancel(*, job: BatchJob) -> BatchJob:
+    """Cancel a job: at once if it waits, at the next chunk boundary if it runs."""
+    BatchJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+    if job.status == BatchJob.Status.QUEUED:
+        _finish(job.pk, BatchJob.Status.CANCELLED)
+    job.refresh_from_db()
+    return job
+
+
+def batch_job_retry(*, job: BatchJob) -> BatchJob:
+    """Run a failed or cancelled job again from its last stored chunk."""
+    if job.status not in (BatchJob.Status.FAILED, BatchJob.Status.CANCELLED):
+        raise InvalidInput(
+            f"Only failed or cancelled jobs can be retried; this one is {job.status}."
+        )
+    with transaction.atomic():
+        BatchJob.objects.filter(pk=job.pk).update(
+            status=BatchJob.Status.QUEUED, cancel_requested=False, error="", finished_at=None
+        )
+        transaction.on_commit(lambda: batch_job_enqueue(job))
+    job.refresh_from_db()
+    return job
+
+
+def batch_job_process(*, job_id: str) -> None:
+    """Predict every chunk not yet stored; safe to run twice or after a crash."""
+    job = BatchJob.objects.select_related("model_version__model").filter(pk=job_id).first()
+    if job is None or job.is_terminal:
+        return
+    BatchJob.objects.filter(pk=job.pk).update(
+        status=BatchJob.Status.PROCESSING,
+        started_at=job.started_at or timezone.now(),
+        attempts=F("attempts") + 1,
+    )
+    model = registry.model(job.model_version.model.name)
+    version = model.versions.get(job.model_version.label) if model else None
+    if version is None:
+        _finish(job.pk, BatchJob.Status.FAILED, "The job's model version no longer exists.")
+        return
+    predictor = registry.predictor(version)
+    rows = _npy_load(job.input_data)
+    done = set(job.chunks.values_list("index", flat=True))
+    n_chunks = math.ceil(job.total_inputs / job.chunk_size)
+    for index in range(n_chunks):
+        if index in done:
+            continue
+        if BatchJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
+            _finish(job.pk, BatchJob.Status.CANCELLED)
+            return
+        start, stop = index * job.chunk_size, min((index + 1) * job.chunk_size, job.total_inputs)
+        if isinstance(predictor, WeightedEnsemble):
+            outputs = predictor.predict(rows[start:stop], timeout=None)
+        else:
+            outputs = predictor.predict(rows[start:stop])
+        bad = ~np.isfinite(outputs).all(axis=1)
+        if bad.any():
+            row = start + int(np.argmax(bad)) + 1
+            _finish(
+                job.pk,
+                BatchJob.Status.FAILED,
+                f"row {row}: the values overflow the model (its outputs are not finite numbers).",
+            )
+            return
+        with transaction.atomic():
+            _, created = BatchChunk.objects.get_or_create(
+                job_id=job.pk,
+                index=index,
+                defaults={
+                    "start": start,
+                    "stop": stop,
+                    "outputs": _npy_bytes(outputs.astype(np.float32, copy=False)),
+                },
+            )
+            if created:
+                BatchJob.objects.filter(pk=job.pk).update(
+                    completed_inputs=F("completed_inputs") + (stop - start)
+                )
+        logger.info("batch %s: rows %d-%d of %d stored", job.pk, start, stop, job.total_inputs)
+    stored = job.chunks.aggregate(rows=Sum(F("stop") - F("start")))["rows"] or 0
+    if stored != job.total_inputs:
+        _finish(job.pk, BatchJob.Status.FAILED, f"{stored} of {job.total_inputs} rows stored.")
+        return
+    _finish(job.pk, BatchJob.Status.COMPLETED)
+
+
+def chunk_outputs(job: BatchJob, start: int, stop: int):
+    """Yield (first row index, outputs) for the stored rows in [start, stop), chunk by chunk."""
+    first = start // job.chunk_size
+    last = max(first, (stop - 1) // job.chunk_size)
+    chunks = job.chunks.filter(index__gte=first, index__lte=last).order_by("index")
+    for chunk in chunks.iterator(chunk_size=1):
+        outputs = _npy_load(chunk.outputs)
+        lo, hi = max(start, chunk.start), min(stop, chunk.stop)
+        if lo < hi:
+            yield lo, outputs[lo - chunk.start : hi - chunk.start]

@@ -1,0 +1,321 @@
+"""Batch jobs: submission and validation, formats, processing by chunks, results, cancel."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from predictions.models import BatchChunk, BatchJob, ModelVersion
+from predictions.registry import registry
+from predictions.services import registry_touch
+from predictions.services.batch import batch_job_process
+
+pytestmark = pytest.mark.usefixtures("demo_models")
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+VIRGINICA = [6.7, 3.0, 5.2, 2.3]
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(settings):
+    settings.PLATFORM = {**settings.PLATFORM, "BATCH_CHUNK_ROWS": 10}
+
+
+def rows(n: int) -> list[list[float]]:
+    return [SETOSA if i % 2 == 0 else VIRGINICA for i in range(n)]
+
+
+def submit(client, body=None, **headers):
+    body = body if body is not None else {"inputs": rows(35), "model_version": "v1"}
+    return client.post("/api/v1/predict/batch", body, format="json", **headers)
+
+
+def upload(client, name: str, content: bytes, **fields):
+    file = SimpleUploadedFile(name, content)
+    return client.post(
+        "/api/v1/predict/batch", {"file": file, "model_version": "v1", **fields}, format="multipart"
+    )
+
+
+def run(job_id) -> BatchJob:
+    """What a django-q2 worker does with the queued task."""
+    batch_job_process(job_id=str(job_id))
+    return BatchJob.objects.get(pk=job_id)
+
+
+def expected_outputs(matrix) -> np.ndarray:
+    version = registry.model("iris").versions["v1"]
+    return registry.predictor(version).predict(np.asarray(matrix, dtype=np.float32))
+
+
+def test_submit_answers_202_with_the_job_and_its_links(key_client):
+    response = submit(key_client)
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "queued" and body["total_inputs"] == 35
+    assert body["estimated_completion"]
+    assert body["links"]["self"] == f"/api/v1/predict/batch/{body['job_id']}"
+    assert body["links"]["results"].endswith("/results")
+    job = BatchJob.objects.get(pk=body["job_id"])
+    assert job.model_version.label == "v1" and job.chunk_size == 10
+
+
+def test_a_job_is_processed_chunk_by_chunk_and_results_are_exact(key_client):
+    job_id = submit(key_client).json()["job_id"]
+
+    job = run(job_id)
+
+    assert job.status == "completed" and job.completed_inputs == 35
+    assert BatchChunk.objects.filter(job=job).count() == 4
+    status = key_client.get(f"/api/v1/predict/batch/{job_id}").json()
+    assert status["completed"] == 35 and status["progress"] == 1
+    assert status["processing_seconds"] is not None
+    page = key_client.get(f"/api/v1/predict/batch/{job_id}/results", {"page_size": 20}).json()
+    assert page["count"] == 35 and len(page["results"]) == 20 and page["next"]
+    first = page["results"][0]
+    assert first["input_index"] == 0 and first["label"] == "setosa"
+    np.testing.assert_allclose(first["prediction"], expected_outputs([SETOSA])[0], atol=1e-6)
+    last_page = key_client.get(page["next"]).json()
+    assert [r["input_index"] for r in last_page["results"]] == list(range(20, 35))
+    assert last_page["results"][0]["label"] == "setosa"
+    assert last_page["next"] is None
+
+
+def test_downloads_stream_every_row_as_csv_jsonl_and_npy(key_client):
+    job_id = submit(key_client).json()["job_id"]
+    run(job_id)
+    url = f"/api/v1/predict/batch/{job_id}/results"
+    expected = expected_outputs(rows(35))
+
+    npy = key_client.get(url, {"format": "npy"})
+    csv = key_client.get(url, {"format": "csv"})
+    jsonl = key_client.get(url, {"format": "jsonl"})
+
+    assert npy.streaming and csv.streaming and jsonl.streaming
+    array = np.load(io.BytesIO(b"".join(npy.streaming_content)))
+    np.testing.assert_allclose(array, expected, atol=1e-6)
+    lines = b"".join(csv.streaming_content).decode().splitlines()
+    assert lines[0] == "input_index,label,confidence,p_setosa,p_versicolor,p_virginica"
+    assert len(lines) == 36 and lines[2].split(",")[1] == "virginica"
+    records = [json.loads(x) for x in b"".join(jsonl.streaming_content).splitlines()]
+    assert [r["input_index"] for r in records] == list(range(35))
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        (
+            "rows.csv",
+            b"sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n"
+            b"6.7,3.0,5.2,2.3\n",
+        ),
+        ("rows.csv", b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n"),
+        ("rows.jsonl", b"[5.1, 3.5, 1.4, 0.2]\n[6.7, 3.0, 5.2, 2.3]\n"),
+        ("rows.npy", None),
+    ],
+)
+def test_each_file_format_is_read(key_client, name, content):
+    if content is None:
+        buffer = io.BytesIO()
+        np.save(buffer, np.array([SETOSA, VIRGINICA]))
+        content = buffer.getvalue()
+
+    response = upload(key_client, name, content)
+
+    assert response.status_code == 202, response.json()
+    job = run(response.json()["job_id"])
+    labels = [
+        r["label"]
+        for r in key_client.get(f"/api/v1/predict/batch/{job.pk}/results").json()["results"]
+    ]
+    assert labels == ["setosa", "virginica"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("rows.csv", b"5.1,3.5,1.4,0.2\n5.1,3.5,oops,0.2\n", "row 2: 'oops' is not a number"),
+        ("rows.csv", b"5.1,3.5,1.4,0.2\n5.1,3.5,1.4\n", "row 2: every row needs 4"),
+        ("rows.csv", b"5.1,3.5,1.4,0.2\n5.1,nan,1.4,0.2\n", "row 2, column 2"),
+        ("rows.jsonl", b"[5.1, 3.5, 1.4, 0.2]\n[1, 2]\n", "row 2: expected 4 features"),
+        ("rows.npy", b"not an npy file", "npy"),
+        ("rows.txt", b"5.1,3.5,1.4,0.2\n", "cannot tell the format"),
+        ("rows.csv", b"", "empty"),
+        ("rows.csv", b"\n\n", "no rows"),
+    ],
+)
+def test_a_bad_file_is_refused_naming_the_row_and_no_job_is_created(
+    key_client, name, content, message
+):
+    response = upload(key_client, name, content)
+
+    assert response.status_code == 400
+    assert message in response.json()["detail"]
+    assert BatchJob.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"inputs": [[1, 2, 3]]}, "expected 4 features"),
+        ({"inputs": [SETOSA, [1, 2, "x", 4]]}, "inputs[1][2] must be a number"),
+        ({"inputs": [SETOSA, [1, 2, 1e39, 4]]}, "not a finite number"),
+        ({"inputs": []}, "must not be empty"),
+        ({"model_version": "v1"}, "either JSON 'inputs' or a 'file'"),
+        ({"inputs": [SETOSA], "model": "nope"}, "Unknown model"),
+        ({"inputs": [SETOSA], "callback_url": "ftp://example.com/x"}, "callback_url"),
+    ],
+)
+def test_bad_json_input_is_a_4xx_and_no_job_is_created(key_client, body, message):
+    response = submit(key_client, body)
+
+    assert 400 <= response.status_code < 500
+    assert message in response.json()["detail"]
+    assert BatchJob.objects.count() == 0
+
+
+def test_json_rows_beyond_the_limit_are_refused(key_client, settings):
+    settings.PLATFORM = {**settings.PLATFORM, "MAX_BATCH_JSON_ROWS": 5}
+
+    response = submit(key_client, {"inputs": rows(6)})
+
+    assert response.status_code == 400
+    assert "at most 5 are allowed" in response.json()["detail"]
+
+
+def test_an_upload_over_the_limit_is_413(key_client, settings):
+    settings.PLATFORM = {**settings.PLATFORM, "MAX_UPLOAD_BYTES": 2000}
+
+    response = upload(key_client, "rows.csv", b"5.1,3.5,1.4,0.2\n" * 200)
+
+    assert response.status_code == 413
+    assert BatchJob.objects.count() == 0
+
+
+def test_too_many_unfinished_jobs_are_refused_with_429(key_client, settings):
+    settings.PLATFORM = {**settings.PLATFORM, "MAX_ACTIVE_BATCH_JOBS": 2}
+    submit(key_client)
+    submit(key_client)
+
+    response = submit(key_client)
+
+    assert response.status_code == 429
+    assert response.json()["code"] == "too_many_active_jobs"
+
+
+def test_the_version_is_fixed_at_submit(key_client):
+    job_id = submit(key_client, {"inputs": rows(20)}).json()["job_id"]
+    chosen = BatchJob.objects.get(pk=job_id).model_version.label
+    other = "v1" if chosen == "v2" else "v2"
+    ModelVersion.objects.filter(model__name="iris", label=chosen).update(traffic_weight=0)
+    ModelVersion.objects.filter(model__name="iris", label=other).update(traffic_weight=100)
+    registry_touch()
+
+    job = run(job_id)
+
+    assert job.model_version.label == chosen
+    assert key_client.get(f"/api/v1/predict/batch/{job_id}").json()["model_version"] == chosen
+
+
+def test_a_task_run_twice_or_resumed_writes_each_row_once(key_client):
+    job_id = submit(key_client).json()["job_id"]
+    # A worker stored the first chunk and died before the rest.
+    job = BatchJob.objects.get(pk=job_id)
+    first = expected_outputs(rows(10)).astype(np.float32)
+    buffer = io.BytesIO()
+    np.save(buffer, first)
+    BatchChunk.objects.create(job=job, index=0, start=0, stop=10, outputs=buffer.getvalue())
+    BatchJob.objects.filter(pk=job_id).update(status="processing", completed_inputs=10)
+
+    run(job_id)
+    job = run(job_id)  # delivered again
+
+    assert job.status == "completed" and job.completed_inputs == 35
+    assert sorted(BatchChunk.objects.filter(job=job).values_list("index", flat=True)) == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    assert (
+        len(
+            key_client.get(f"/api/v1/predict/batch/{job_id}/results", {"page_size": 100}).json()[
+                "results"
+            ]
+        )
+        == 35
+    )
+
+
+def test_cancel_stops_a_queued_job_at_once_and_a_running_one_at_a_chunk_boundary(key_client):
+    queued = submit(key_client).json()["job_id"]
+    running = submit(key_client).json()["job_id"]
+    BatchJob.objects.filter(pk=running).update(status="processing")
+
+    at_once = key_client.post(f"/api/v1/predict/batch/{queued}/cancel")
+    later = key_client.post(f"/api/v1/predict/batch/{running}/cancel")
+    stopped = run(running)
+
+    assert at_once.status_code == 202 and at_once.json()["status"] == "cancelled"
+    assert later.json()["cancel_requested"] is True
+    assert stopped.status == "cancelled" and stopped.completed_inputs == 0
+    assert run(queued).status == "cancelled"
+
+
+def test_a_row_that_overflows_the_model_fails_the_job_naming_it(key_client):
+    body = {"inputs": [SETOSA] * 12 + [[3e38, 3e38, 3e38, 3e38]], "model_version": "v1"}
+    job = run(submit(key_client, body).json()["job_id"])
+
+    assert job.status == "failed"
+    assert "row 13" in job.error
+    assert key_client.get(f"/api/v1/predict/batch/{job.pk}").json()["error"] == job.error
+
+
+def test_another_principals_job_is_404_everywhere(key_client, other_user, make_key, client_for):
+    job_id = submit(key_client).json()["job_id"]
+    other = client_for(make_key(other_user))
+
+    for response in (
+        other.get(f"/api/v1/predict/batch/{job_id}"),
+        other.get(f"/api/v1/predict/batch/{job_id}/results"),
+        other.get(f"/api/v1/predict/batch/{job_id}/results", {"format": "csv"}),
+        other.post(f"/api/v1/predict/batch/{job_id}/cancel"),
+    ):
+        assert response.status_code == 404
+        assert response.json()["code"] == "job_not_found"
+    assert other.get("/api/v1/jobs").json()["count"] == 0
+    assert BatchJob.objects.get(pk=job_id).cancel_requested is False
+
+
+def test_jobs_list_is_own_and_filterable(key_client):
+    done = submit(key_client).json()["job_id"]
+    run(done)
+    submit(key_client)
+
+    everything = key_client.get("/api/v1/jobs").json()
+    completed = key_client.get("/api/v1/jobs", {"status": "completed"}).json()
+    bad = key_client.get("/api/v1/jobs", {"status": "nope"})
+
+    assert everything["count"] == 2
+    assert [j["job_id"] for j in completed["results"]] == [done]
+    assert bad.status_code == 400
+
+
+def test_a_predict_only_key_cannot_submit(user, make_key, client_for):
+    response = submit(client_for(make_key(user, scopes=["predict"])))
+
+    assert response.status_code == 403
+    assert "'batch'" in response.json()["detail"]
+
+
+def test_an_idempotency_key_replays_the_submission(key_client):
+    first = submit(key_client, HTTP_IDEMPOTENCY_KEY="nightly-1")
+    again = submit(key_client, HTTP_IDEMPOTENCY_KEY="nightly-1")
+    other = submit(key_client, {"inputs": rows(3)}, HTTP_IDEMPOTENCY_KEY="nightly-1")
+
+    assert again.json()["job_id"] == first.json()["job_id"]
+    assert again["Idempotent-Replayed"] == "true"
+    assert other.status_code == 422
+    assert BatchJob.objects.count() == 1
