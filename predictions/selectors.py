@@ -6,7 +6,7 @@ from django.db.models import Avg, Count, Q, QuerySet
 
 from accounts.models import User
 from mlplatform.errors import NotFound
-from predictions.models import Feedback, Prediction
+from predictions.models import BatchJob, Feedback, Prediction
 
 
 def predictions_for(user: User) -> QuerySet[Prediction]:
@@ -61,3 +61,16 @@ def live_metrics(version_ids) -> dict[int, dict]:
             "mean_absolute_error": row["mae"],
         }
     return metrics
+
+
+def batch_jobs_for(user: User) -> QuerySet[BatchJob]:
+    """The batch jobs a user may see: their own; staff see everyone's."""
+    queryset = BatchJob.objects.select_related("model_version__model").defer("input_data")
+    return queryset if user.is_staff else queryset.filter(owner=user)
+
+
+def batch_job_get(*, user: User, job_id) -> BatchJob:
+    job = batch_jobs_for(user).filter(pk=job_id).first()
+    if job is None:
+        raise NotFound(f"No batch job {job_id}.", code="job_not_found")
+    return job
