@@ -1,6 +1,7 @@
 """Batch jobs as the API shows them: status bodies, result rows and streamed downloads."""
 
 import io
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -17,7 +18,7 @@ def job_links(job: BatchJob) -> dict:
     return {
         "self": reverse("batch-detail", kwargs={"pk": job.pk}),
         "results": reverse("batch-results", kwargs={"pk": job.pk}),
-        "events": reverse("batch-detail", kwargs={"pk": job.pk}) + "/events",
+        "events": reverse("batch-events", kwargs={"pk": job.pk}),
         "cancel": reverse("batch-cancel", kwargs={"pk": job.pk}),
     }
 
@@ -121,3 +122,56 @@ DOWNLOADS = {
     "jsonl": ("application/x-ndjson", _jsonl),
     "npy": ("application/octet-stream", _npy),
 }
+
+
+def _sse(event: str, data: dict, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+
+
+def job_events(
+    job: BatchJob,
+    *,
+    last_event_id: str | None = None,
+    poll_seconds: float = 0.5,
+    heartbeat_seconds: float = 15.0,
+    max_seconds: float = 3600.0,
+) -> Iterator[bytes]:
+    """Server-Sent Events of a job's progress until it ends (ids are completed-row counts)."""
+    try:
+        seen = int(last_event_id) if last_event_id else -1
+    except ValueError:
+        seen = -1
+    started = last_beat = time.monotonic()
+    while time.monotonic() - started < max_seconds:
+        row = (
+            BatchJob.objects.filter(pk=job.pk)
+            .values("status", "completed_inputs", "total_inputs", "error")
+            .get()
+        )
+        completed, total = row["completed_inputs"], row["total_inputs"]
+        if completed > seen:
+            seen = completed
+            progress = {
+                "job_id": str(job.pk),
+                "status": row["status"],
+                "completed": completed,
+                "total": total,
+                "percent": round(100 * completed / total, 2) if total else 100.0,
+            }
+            yield _sse("progress", progress, str(completed))
+            last_beat = time.monotonic()
+        if row["status"] in BatchJob.TERMINAL:
+            final = {
+                "job_id": str(job.pk),
+                "status": row["status"],
+                "completed": completed,
+                "total": total,
+                "error": row["error"] or None,
+            }
+            yield _sse(row["status"], final)
+            return
+        if time.monotonic() - last_beat >= heartbeat_seconds:
+            yield b": keep-alive\n\n"
+            last_beat = time.monotonic()
+        time.sleep(poll_seconds)

@@ -14,7 +14,7 @@ from accounts.permissions import any_scope_required, scope_required
 from mlplatform.api.parsers import ORJSONParser
 from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput
-from predictions.batch_io import DOWNLOADS, job_payload, result_rows
+from predictions.batch_io import DOWNLOADS, job_events, job_payload, result_rows
 from predictions.models import BatchJob
 from predictions.runtime.errors import InputError
 from predictions.runtime.inputs import rows_from_input
@@ -197,6 +197,21 @@ def _page(request) -> tuple[int, int]:
     if page < 1 or size < 1:
         raise InvalidInput("page and page_size must be at least 1.")
     return page, min(size, platform_setting("MAX_PAGE_SIZE"))
+
+
+class BatchEventsView(APIView):
+    """Server-Sent Events of a job's progress until it ends; resumable with Last-Event-ID."""
+
+    permission_classes = [READ]
+
+    @extend_schema(responses={(200, "text/event-stream"): str})
+    def get(self, request, pk):
+        job = batch_job_get(user=request.user, job_id=pk)
+        events = job_events(job, last_event_id=request.headers.get("Last-Event-ID"))
+        response = StreamingHttpResponse(events, content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
 
 
 class BatchCancelView(APIView):

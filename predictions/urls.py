@@ -10,6 +10,7 @@ urlpatterns = [
     *route(
         "predict/batch/<uuid:pk>/results", batch_views.BatchResultsView.as_view(), "batch-results"
     ),
+    *route("predict/batch/<uuid:pk>/events", batch_views.BatchEventsView.as_view(), "batch-events"),
     *route("predict/batch/<uuid:pk>/cancel", batch_views.BatchCancelView.as_view(), "batch-cancel"),
     *route("jobs", batch_views.JobListView.as_view(), "job-list"),
     *route("predict/ab-test", views.AbTestPredictView.as_view(), "predict-ab-test"),

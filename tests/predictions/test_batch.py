@@ -319,3 +319,38 @@ def test_an_idempotency_key_replays_the_submission(key_client):
     assert again["Idempotent-Replayed"] == "true"
     assert other.status_code == 422
     assert BatchJob.objects.count() == 1
+
+
+def _events(response) -> list[tuple[str | None, str, dict]]:
+    events = []
+    for block in b"".join(response.streaming_content).decode().split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if line and not line.startswith(":")
+        )
+        if fields:
+            events.append((fields.get("id"), fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def test_events_stream_progress_until_the_job_ends(key_client):
+    job_id = submit(key_client).json()["job_id"]
+    run(job_id)
+
+    response = key_client.get(f"/api/v1/predict/batch/{job_id}/events")
+
+    assert response["Content-Type"] == "text/event-stream"
+    assert response["Cache-Control"] == "no-cache"
+    events = _events(response)
+    assert events[0][:2] == ("35", "progress") and events[0][2]["percent"] == 100.0
+    assert events[-1][1] == "completed" and events[-1][2]["completed"] == 35
+
+
+def test_events_resume_after_the_last_event_id(key_client):
+    job_id = submit(key_client).json()["job_id"]
+    run(job_id)
+
+    events = _events(
+        key_client.get(f"/api/v1/predict/batch/{job_id}/events", HTTP_LAST_EVENT_ID="35")
+    )
+
+    assert [name for _, name, _ in events] == ["completed"]
