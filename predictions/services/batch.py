@@ -44,9 +44,13 @@ def _npy_load(data) -> np.ndarray:
 
 def rows_per_second() -> float:
     """Measured throughput of the latest completed jobs (rows per second of processing)."""
-    recent = BatchJob.objects.filter(
-        status=BatchJob.Status.COMPLETED, started_at__isnull=False, finished_at__isnull=False
-    ).order_by("-finished_at")[:20]
+    recent = (
+        BatchJob.objects.filter(
+            status=BatchJob.Status.COMPLETED, started_at__isnull=False, finished_at__isnull=False
+        )
+        .only("total_inputs", "started_at", "finished_at")
+        .order_by("-finished_at")[:20]
+    )
     rows = seconds = 0.0
     for job in recent:
         rows += job.total_inputs

@@ -1,7 +1,8 @@
 """A throw-away instance (var dir, database, demo seed) and real ``manage.py serve`` processes.
 
 Embedded profile by default; when ``DATABASE_URL`` is set (production profile) the instance gets
-a fresh PostgreSQL database of its own, dropped at the end. The tests talk HTTP only.
+a fresh PostgreSQL database of its own, dropped at the end. The tests talk HTTP only. Background
+workers (``manage.py qcluster``) can also be started on their own, to be killed and restarted.
 """
 
 import contextlib
@@ -13,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -67,17 +68,22 @@ class Server:
 
     def stop(self) -> int | None:
         """Ctrl-C, as an operator would; kill whatever is left of the group after a grace time."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=STOP_TIMEOUT)
-        with contextlib.suppress(ProcessLookupError):  # nothing left of the group: good
-            os.killpg(self.process.pid, signal.SIGKILL)
-        if self.process.poll() is None:
-            self.process.wait(timeout=10)
-        if self._log_file is not None:
-            self._log_file.close()
-        return self.process.returncode
+        return stop_group(self.process, self._log_file)
+
+
+def stop_group(process: subprocess.Popen, log_file=None) -> int | None:
+    """SIGINT to a session leader, then SIGKILL to whatever is left of its process group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_TIMEOUT)
+    with contextlib.suppress(ProcessLookupError):  # nothing left of the group: good
+        os.killpg(process.pid, signal.SIGKILL)
+    if process.poll() is None:
+        process.wait(timeout=10)
+    if log_file is not None and not log_file.closed:
+        log_file.close()
+    return process.returncode
 
 
 def free_port() -> int:
@@ -86,14 +92,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(instance: Instance, name: str) -> Server:
-    """Start ``manage.py serve`` on a free port and wait until ``/health`` answers."""
+def start_server(
+    instance: Instance,
+    name: str,
+    *,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Server:
+    """Start ``manage.py serve [args]`` on a free port and wait until ``/health`` answers.
+
+    ``env`` adds to (or overrides) the instance's environment, e.g. worker or chunk settings.
+    """
     port = free_port()
     log = instance.var_dir / f"serve-{name}-{port}.log"
     log_file = log.open("w")
     process = subprocess.Popen(
-        [sys.executable, str(MANAGE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=instance.env,
+        [
+            sys.executable,
+            str(MANAGE),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *args,
+        ],
+        env={**instance.env, **(env or {})},
         cwd=settings.BASE_DIR,
         stdout=log_file,
         stderr=subprocess.STDOUT,
@@ -182,11 +206,13 @@ def _servers_stopped() -> Iterator[list[Server]]:
 
 
 @pytest.fixture
-def serve(instance, _servers_stopped) -> Callable[[str], Server]:
+def serve(instance, _servers_stopped) -> Callable[..., Server]:
     """Start another server on the shared instance; it is stopped at the end of the session."""
 
-    def start(name: str = "extra") -> Server:
-        server = start_server(instance, name)
+    def start(
+        name: str = "extra", *, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> Server:
+        server = start_server(instance, name, args=args, env=env)
         _servers_stopped.append(server)
         return server
 
@@ -200,3 +226,52 @@ def server(instance, _servers_stopped) -> Iterator[Server]:
     _servers_stopped.append(server)
     yield server
     server.stop()
+
+
+@dataclass
+class Worker:
+    """A running ``manage.py qcluster``, leader of its own session (sentinel, workers, monitor)."""
+
+    process: subprocess.Popen
+    log: Path
+    _log_file: object = field(repr=False, default=None)
+
+    @property
+    def pgid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> int | None:
+        return stop_group(self.process, self._log_file)
+
+
+def start_qcluster(instance: Instance, name: str, env: Mapping[str, str] | None = None) -> Worker:
+    """Start ``manage.py qcluster`` in a session of its own; ``env`` adds to the instance's."""
+    log = instance.var_dir / f"qcluster-{name}-{secrets.token_hex(3)}.log"
+    log_file = log.open("w")
+    process = subprocess.Popen(
+        [sys.executable, str(MANAGE), "qcluster"],
+        env={**instance.env, **(env or {})},
+        cwd=settings.BASE_DIR,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return Worker(process, log, log_file)
+
+
+@pytest.fixture
+def qcluster(instance) -> Iterator[Callable[..., Worker]]:
+    """Start background workers on the shared instance; every one is stopped after the test."""
+    workers: list[Worker] = []
+
+    def start(name: str = "worker", env: Mapping[str, str] | None = None) -> Worker:
+        worker = start_qcluster(instance, name, env)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
