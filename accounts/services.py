@@ -70,3 +70,10 @@ def api_key_touch(*, key: ApiKey, now: datetime, interval_seconds: float) -> Non
         Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale_before)
     ).update(last_used_at=now)
     key.last_used_at = now
+
+
+def webhook_secret_rotate(*, user: User) -> str:
+    """Give ``user`` a new webhook signing secret; events signed from now on use it."""
+    user.webhook_secret = User._meta.get_field("webhook_secret").get_default()
+    user.save(update_fields=["webhook_secret"])
+    return user.webhook_secret

@@ -18,6 +18,13 @@ DEFAULTS: dict[str, Any] = {
     "MAX_BATCH_ROWS": 20_000_000,
     "MAX_ACTIVE_BATCH_JOBS": 5,
     "BATCH_CHUNK_ROWS": 100_000,
+    # Webhooks: seconds to wait for a receiver (capped at 15), attempts in all, and the waits
+    # after failed attempts 1, 2, ... (the last one repeats).
+    "WEBHOOK_TIMEOUT": 10.0,
+    "WEBHOOK_MAX_ATTEMPTS": 6,
+    "WEBHOOK_RETRY_DELAYS": (5, 30, 120, 600, 3600),
+    # Prefix for absolute links in webhook payloads ("" = relative links).
+    "PUBLIC_BASE_URL": "",
     # Seconds an inference may take when the request sets no ``timeout``, and the most it may ask.
     "DEFAULT_TIMEOUT": 30.0,
     "MAX_TIMEOUT": 300.0,
