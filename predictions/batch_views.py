@@ -53,6 +53,46 @@ class BatchAcceptedSerializer(serializers.Serializer):
     links = serializers.DictField(child=serializers.CharField())
 
 
+class BatchJobSerializer(serializers.Serializer):
+    """Documents ``job_payload``."""
+
+    job_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=BatchJob.Status.values)
+    model = serializers.CharField()
+    model_version = serializers.CharField()
+    routing = serializers.CharField()
+    total_inputs = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    progress = serializers.FloatField(help_text="completed / total_inputs, 0 to 1.")
+    input_format = serializers.CharField()
+    error = serializers.CharField(allow_null=True)
+    cancel_requested = serializers.BooleanField()
+    callback_url = serializers.URLField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    processing_seconds = serializers.FloatField(allow_null=True)
+    estimated_completion = serializers.DateTimeField(allow_null=True)
+    request_id = serializers.CharField()
+    links = serializers.DictField(child=serializers.CharField())
+
+
+class BatchResultRowSerializer(serializers.Serializer):
+    input_index = serializers.IntegerField()
+    prediction = serializers.ListField(child=serializers.FloatField())
+    label = serializers.CharField(allow_null=True)
+    confidence = serializers.FloatField(allow_null=True)
+
+
+class BatchResultsSerializer(serializers.Serializer):
+    job_id = serializers.UUIDField()
+    status = serializers.CharField()
+    count = serializers.IntegerField(help_text="Rows with results so far.")
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = BatchResultRowSerializer(many=True)
+
+
 def _rows(data: dict, n_features: int, feature_names) -> tuple:
     """The submitted rows as float32, their format and name; InvalidInput names the problem."""
     try:
@@ -144,6 +184,7 @@ class BatchJobDetailView(APIView):
 
     permission_classes = [READ]
 
+    @extend_schema(responses=BatchJobSerializer)
     def get(self, request, pk):
         return Response(job_payload(batch_job_get(user=request.user, job_id=pk)))
 
@@ -158,7 +199,13 @@ class BatchResultsView(APIView):
             OpenApiParameter("page", int),
             OpenApiParameter("page_size", int),
             OpenApiParameter("format", str, enum=["json", *DOWNLOADS]),
-        ]
+        ],
+        responses={
+            (200, "application/json"): BatchResultsSerializer,
+            (200, "text/csv"): str,
+            (200, "application/x-ndjson"): str,
+            (200, "application/octet-stream"): bytes,
+        },
     )
     def get(self, request, pk):
         job = batch_job_get(user=request.user, job_id=pk)
@@ -219,6 +266,7 @@ class BatchCancelView(APIView):
 
     permission_classes = [scope_required("batch")]
 
+    @extend_schema(request=None, responses={202: BatchJobSerializer})
     def post(self, request, pk):
         job = batch_job_cancel(job=batch_job_get(user=request.user, job_id=pk))
         return Response(job_payload(job), status=status.HTTP_202_ACCEPTED)
@@ -235,7 +283,8 @@ class JobListView(APIView):
             OpenApiParameter("model", str),
             OpenApiParameter("page", int),
             OpenApiParameter("page_size", int),
-        ]
+        ],
+        responses=BatchJobSerializer(many=True),
     )
     def get(self, request):
         jobs = batch_jobs_for(request.user)
