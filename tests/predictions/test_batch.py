@@ -354,3 +354,14 @@ def test_events_resume_after_the_last_event_id(key_client):
     )
 
     assert [name for _, name, _ in events] == ["completed"]
+
+
+def test_reading_a_job_needs_the_read_or_the_batch_scope(key_client, user, make_key, client_for):
+    job_id = submit(key_client).json()["job_id"]
+    batch_only = client_for(make_key(user, scopes=["batch"]))
+    predict_only = client_for(make_key(user, scopes=["predict"]))
+
+    assert batch_only.get(f"/api/v1/predict/batch/{job_id}").status_code == 200
+    refused = predict_only.get(f"/api/v1/predict/batch/{job_id}")
+    assert refused.status_code == 403
+    assert "'read' or 'batch'" in refused.json()["detail"]
