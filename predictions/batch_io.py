@@ -23,6 +23,20 @@ def job_links(job: BatchJob) -> dict:
     }
 
 
+def _delivery_state(job: BatchJob) -> dict | None:
+    if not job.callback_url:
+        return None
+    delivery = job.deliveries.order_by("-created_at").first()
+    if delivery is None:
+        return {"status": "not_sent", "attempts": 0}
+    return {
+        "status": delivery.status,
+        "event": delivery.event_type,
+        "attempts": delivery.attempt_count,
+        "delivered_at": delivery.delivered_at,
+    }
+
+
 def job_payload(job: BatchJob) -> dict:
     """The status of a job, with progress and timings."""
     elapsed = None
@@ -42,6 +56,7 @@ def job_payload(job: BatchJob) -> dict:
         "error": job.error or None,
         "cancel_requested": job.cancel_requested,
         "callback_url": job.callback_url or None,
+        "webhook": _delivery_state(job),
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,

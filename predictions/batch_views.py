@@ -68,6 +68,9 @@ class BatchJobSerializer(serializers.Serializer):
     error = serializers.CharField(allow_null=True)
     cancel_requested = serializers.BooleanField()
     callback_url = serializers.URLField(allow_null=True)
+    webhook = serializers.DictField(
+        allow_null=True, help_text="Delivery of the job's webhook: status, event, attempts."
+    )
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)

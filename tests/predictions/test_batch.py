@@ -365,3 +365,24 @@ def test_reading_a_job_needs_the_read_or_the_batch_scope(key_client, user, make_
     refused = predict_only.get(f"/api/v1/predict/batch/{job_id}")
     assert refused.status_code == 403
     assert "'read' or 'batch'" in refused.json()["detail"]
+
+
+def test_a_finished_job_with_a_callback_has_a_webhook_to_deliver(key_client, monkeypatch):
+    monkeypatch.setenv("WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")
+    body = {"inputs": rows(3), "callback_url": "http://127.0.0.1:9/hook"}
+    job_id = submit(key_client, body).json()["job_id"]
+    queued = key_client.get(f"/api/v1/predict/batch/{job_id}").json()["webhook"]
+
+    run(job_id)
+    done = key_client.get(f"/api/v1/predict/batch/{job_id}").json()["webhook"]
+
+    assert queued == {"status": "not_sent", "attempts": 0}
+    assert done["status"] == "pending" and done["event"] == "batch_job.completed"
+
+
+def test_a_private_callback_url_is_refused_at_submit(key_client):
+    response = submit(key_client, {"inputs": rows(3), "callback_url": "http://127.0.0.1/hook"})
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "unsafe_callback_url"
+    assert BatchJob.objects.count() == 0
