@@ -3,7 +3,6 @@
 import html
 import re
 
-import pytest
 from django.contrib.admin.models import LogEntry
 
 from accounts import crypto
@@ -11,17 +10,6 @@ from accounts.models import ApiKey, User
 
 KEYS_URL = "/admin/accounts/apikey/"
 RAW_KEY = re.compile(r"mlp_[0-9A-Za-z]{12}_[0-9A-Za-z]{46}")
-
-
-@pytest.fixture
-def superuser(db) -> User:
-    return User.objects.create_superuser("root", password="root-pass-123")
-
-
-@pytest.fixture
-def admin_client(client, superuser):
-    client.force_login(superuser)
-    return client
 
 
 def page_text(response) -> str:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from accounts.models import User
 from predictions.models import MLModel, ModelVersion, Prediction
 from predictions.runtime.artifacts import dump_dense
 
@@ -17,17 +16,6 @@ MODELS_URL = "/admin/predictions/mlmodel/"
 VERSIONS_URL = "/admin/predictions/modelversion/"
 PREDICTIONS_URL = "/admin/predictions/prediction/"
 pytestmark = pytest.mark.usefixtures("demo_models")
-
-
-@pytest.fixture
-def superuser(db) -> User:
-    return User.objects.create_superuser("root", password="root-pass-123")
-
-
-@pytest.fixture
-def admin_client(client, superuser):
-    client.force_login(superuser)
-    return client
 
 
 @pytest.fixture

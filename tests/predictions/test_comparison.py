@@ -16,17 +16,6 @@ pytestmark = pytest.mark.usefixtures("demo_models")
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 
 
-@pytest.fixture
-def superuser(db) -> User:
-    return User.objects.create_superuser("root", password="root-pass-123")
-
-
-@pytest.fixture
-def admin_client(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
 def iris() -> MLModel:
     return MLModel.objects.get(name="iris")
 

@@ -22,7 +22,6 @@ from django_q.models import OrmQ, Schedule
 from django_q.scheduler import scheduler
 from django_q.signing import SignedPackage
 
-from accounts.models import User
 from accounts.services import webhook_secret_rotate
 from predictions.models import BatchJob, ModelVersion, WebhookAttempt, WebhookDelivery
 from predictions.webhooks import (
@@ -643,12 +642,6 @@ def test_redeliver_replaces_a_scheduled_retry(
 
     assert not Schedule.objects.filter(func=TASK).exists()
     assert [t["kwargs"] for t in queued_tasks()] == [{"attempt": 2}]
-
-
-@pytest.fixture
-def admin_client(client, db):
-    client.force_login(User.objects.create_superuser("root", password="root-pass-123"))
-    return client
 
 
 def test_admin_delivery_page_shows_its_attempts(admin_client, receiver, delivery_to):
