@@ -8,6 +8,11 @@ override both.
 
 import os
 
+# Requests run on several threads at once, each a small matrix product: a BLAS that starts a
+# thread per core for each of them costs far more CPU than it saves.
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
 _production = bool(os.environ.get("DATABASE_URL"))
 _cores = os.cpu_count() or 1
 

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 import numpy as np
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 
 from predictions.models import ShadowPrediction
 from predictions.registry import VersionEntry, registry
@@ -32,8 +32,8 @@ class ShadowJob:
     primary_label: str | None
 
 
-def shadow_run(job: ShadowJob) -> ShadowPrediction:
-    """Answer one copied request with a shadow version and store it (safe to run twice)."""
+def shadow_answer(job: ShadowJob) -> ShadowPrediction:
+    """Answer one copied request with a shadow version (unsaved; failures become its error)."""
     started = time.perf_counter()
     fields: dict = {}
     try:
@@ -49,11 +49,19 @@ def shadow_run(job: ShadowJob) -> ShadowPrediction:
         }
     except Exception as exc:  # noqa: BLE001 - a shadow's failure is recorded, never raised
         fields = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
-    fields["processing_time"] = time.perf_counter() - started
-    shadow, _ = ShadowPrediction.objects.get_or_create(
-        primary_id=job.prediction_id, model_version_id=job.version.id, defaults=fields
+    return ShadowPrediction(
+        primary_id=job.prediction_id,
+        model_version_id=job.version.id,
+        processing_time=time.perf_counter() - started,
+        **fields,
     )
-    return shadow
+
+
+def shadow_store(jobs: list[ShadowJob]) -> None:
+    """Answer and store several copies in one INSERT; a copy stored before is skipped."""
+    ShadowPrediction.objects.bulk_create(
+        [shadow_answer(job) for job in jobs], ignore_conflicts=True
+    )
 
 
 class ShadowRunner:
@@ -87,17 +95,23 @@ class ShadowRunner:
                 self._thread.start()
 
     def _work(self) -> None:
+        # The thread keeps one database connection, like a request thread (CONN_MAX_AGE), and
+        # stores whatever has queued up meanwhile in one statement.
         while True:
-            job = self._queue.get()
+            jobs = [self._queue.get()]
+            while len(jobs) < 100:
+                try:
+                    jobs.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
                 close_old_connections()
-                shadow_run(job)
+                shadow_store(jobs)
             except Exception:
-                logger.exception("shadow prediction for %s failed", job.prediction_id)
+                logger.exception("storing %d shadow predictions failed", len(jobs))
             finally:
-                self._queue.task_done()
-                if self._queue.empty():
-                    connection.close()
+                for _ in jobs:
+                    self._queue.task_done()
 
 
 shadow_runner = ShadowRunner()
