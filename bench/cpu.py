@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,3 +70,10 @@ def wait_for_quiet(
         busy = (host_busy_seconds() - start) / window_s
         if busy <= busy_cores or time.monotonic() >= deadline:
             return busy
+
+
+def settle(max_wait_s: float) -> None:
+    """Before a measurement, wait a bounded time for other work on the host to stop."""
+    busy = wait_for_quiet(max_wait_s)
+    if busy > QUIET_CORES:
+        print(f"warning: host still busy ({busy:.2f} cores) after {max_wait_s:g}s", file=sys.stderr)

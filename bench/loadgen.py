@@ -1,20 +1,46 @@
-"""Closed-loop HTTP load with CPU accounting: wrk, or a Python fallback when wrk is missing."""
+"""HTTP load with CPU accounting: closed loop (wrk, or a Python fallback) or open loop at a rate."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from typing import TypeVar
 
 from bench import cpu, pyloadgen
-from bench.loadtypes import LoadResult, LoadSettings, Target
+from bench.loadtypes import LoadResult, LoadSettings, PacedResult, Target
+from bench.servers import SpreadSampler
 from bench.wrk import ensure_wrk, run_wrk
 
-__all__ = ["LoadResult", "LoadSettings", "Target", "measure"]
+__all__ = [
+    "LoadResult",
+    "LoadSettings",
+    "PacedResult",
+    "Target",
+    "measure",
+    "measure_paced",
+    "measure_server",
+]
+
+R = TypeVar("R", LoadResult, PacedResult)
+
+
+def _accounted(run: Callable[[], R], server_pgid: int | None) -> R:
+    """Run one measured load and add the CPU time of the server group, generator and host."""
+    before = cpu.sample(server_pgid)
+    result = run()
+    after = cpu.sample(server_pgid)
+    return replace(
+        result,
+        server_cpu_s=after.group_s - before.group_s,
+        generator_cpu_s=after.generator_s - before.generator_s,
+        host_busy_s=after.host_busy_s - before.host_busy_s,
+    )
 
 
 def measure(
     target: Target, settings: LoadSettings, generator: str = "auto", server_pgid: int | None = None
 ) -> LoadResult:
-    """Warm up, then measure, with CPU accounting of the server's process group if given.
+    """Warm up, then measure (closed loop), with CPU accounting of the server's process group.
 
     `generator` is "wrk", "python" or "auto" (wrk if it is or can be installed).
     """
@@ -31,12 +57,39 @@ def measure(
 
     if settings.warmup_s > 0:
         once(settings.warmup_s)
-    before = cpu.sample(server_pgid)
-    result = once(settings.duration_s)
-    after = cpu.sample(server_pgid)
-    return replace(
-        result,
-        server_cpu_s=after.group_s - before.group_s,
-        generator_cpu_s=after.generator_s - before.generator_s,
-        host_busy_s=after.host_busy_s - before.host_busy_s,
-    )
+    return _accounted(lambda: once(settings.duration_s), server_pgid)
+
+
+def measure_server(
+    target: Target, settings: LoadSettings, generator: str, server_pgid: int | None, port: int
+) -> LoadResult:
+    """Like `measure`, noting how the connections spread over the server's processes mid-run."""
+    sampler = SpreadSampler(port, delay_s=settings.warmup_s + min(2.0, settings.duration_s / 2))
+    sampler.start()
+    try:
+        result = measure(target, settings, generator, server_pgid)
+    finally:
+        spread = sampler.stop()
+    return replace(result, connection_spread=spread)
+
+
+def measure_paced(
+    target: Target,
+    rate: float,
+    settings: LoadSettings,
+    server_pgid: int | None = None,
+    keep_bodies: bool = False,
+) -> PacedResult:
+    """Warm up, then send `rate` requests per second (open loop) over `settings.connections`.
+
+    Only the Python generator paces: Debian has no fixed-rate wrk (wrk2) package.
+    """
+
+    def once(duration_s: float, bodies: bool) -> PacedResult:
+        return pyloadgen.run_paced(
+            target, rate, duration_s, settings.connections, settings.timeout_s, bodies
+        )
+
+    if settings.warmup_s > 0:
+        once(settings.warmup_s, bodies=False)
+    return _accounted(lambda: once(settings.duration_s, keep_bodies), server_pgid)

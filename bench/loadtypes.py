@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass(frozen=True)
 class Target:
-    """One POST endpoint to load: URL, JSON body and headers."""
+    """One POST endpoint to load: URL, JSON body and headers.
+
+    With a `marker`, the load generator counts the answers whose body contains it.
+    """
 
     url: str
     body: str
     headers: dict[str, str] = field(default_factory=dict)
+    marker: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class LoadResult:
     generator_cpu_s: float = 0.0
     host_busy_s: float = 0.0
     connection_spread: tuple[int, ...] = ()  # connections per server process, mid-run
+    marked: int = 0  # answers whose body contains the target's marker
 
     @property
     def rps(self) -> float:
@@ -69,6 +74,57 @@ class LoadResult:
         return {
             **asdict(self),
             "rps": round(self.rps, 1),
+            "errors": self.errors,
+            "server_cpu_ms_per_request": round(self.server_cpu_ms_per_request, 3),
+            "other_cpu_cores": round(self.other_cpu_cores, 2),
+        }
+
+
+@dataclass(frozen=True)
+class PacedResult:
+    """What one open-loop run at a fixed request rate saw.
+
+    Latency counts from each request's scheduled send time, so time a request spent waiting
+    for a free connection (the server was still busy with earlier ones) is included.
+    """
+
+    rate: float  # requests per second scheduled
+    scheduled: int
+    requests: int
+    duration_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    lag_p99_ms: float  # how late requests left after their scheduled time, 99th percentile
+    non200: int
+    socket_errors: int
+    bodies: tuple[bytes, ...] = field(default=(), repr=False)  # only when asked for
+    server_cpu_s: float = 0.0
+    generator_cpu_s: float = 0.0
+    host_busy_s: float = 0.0
+
+    @property
+    def errors(self) -> int:
+        """Non-200 answers plus requests never answered (connection errors, timeouts)."""
+        return self.non200 + self.scheduled - self.requests
+
+    @property
+    def server_cpu_ms_per_request(self) -> float:
+        """Server CPU time (all its processes) per completed request."""
+        return 1e3 * self.server_cpu_s / self.requests if self.requests else 0.0
+
+    @property
+    def other_cpu_cores(self) -> float:
+        """Cores busy with anything but the server's processes and the load generator."""
+        other = self.host_busy_s - self.server_cpu_s - self.generator_cpu_s
+        return max(0.0, other) / self.duration_s if self.duration_s else 0.0
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        """Plain dict for JSON output (without the bodies), with the derived figures."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "bodies"}
+        return {
+            **out,
             "errors": self.errors,
             "server_cpu_ms_per_request": round(self.server_cpu_ms_per_request, 3),
             "other_cpu_cores": round(self.other_cpu_cores, 2),

@@ -14,6 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.loadtypes import Target
+from bench.servers import Server, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = "postgres://postgres@127.0.0.1:5432"
 REDIS_URL = "redis://127.0.0.1:6379"
@@ -137,6 +140,41 @@ def _bootstrap(profile: str, env: dict[str, str], var_dir: Path) -> Instance:
     return Instance(profile=profile, env=env, var_dir=var_dir, api_key=key)
 
 
+def shell(env: dict[str, str], code: str) -> str:
+    """Run Python code with `manage.py shell -c` in the instance; return what it printed."""
+    return manage(env, "shell", "-c", code)
+
+
 def serve_command(port: int) -> list[str]:
     """Command line that starts the platform (gunicorn plus a django-q2 worker)."""
     return [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
+
+
+@dataclass(frozen=True)
+class Running:
+    """A started platform server: the process (group) and where it listens."""
+
+    server: Server
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def predict_target(self, api_key: str, body: str, marker: str = "") -> Target:
+        """POST /api/v1/predict with this JSON body, authenticated with an API key."""
+        headers = {"Content-Type": "application/json", "X-API-Key": api_key}
+        return Target(f"{self.base_url}/api/v1/predict", body, headers, marker)
+
+
+@contextmanager
+def serving(instance: Instance, log: Path) -> Iterator[Running]:
+    """Start `manage.py serve` for the instance on a free port, wait until healthy, stop it."""
+    port = free_port()
+    server = Server("platform", serve_command(port), instance.env, ROOT, log)
+    try:
+        server.start()
+        server.wait_healthy(f"http://127.0.0.1:{port}/health", timeout_s=120)
+        yield Running(server, port)
+    finally:
+        server.stop()

@@ -9,7 +9,6 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `bench` importable from the project root
@@ -17,8 +16,8 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
 
 from bench import cpu, platform_setup, report
 from bench.correctness import Answer, MismatchError, compare, probe
-from bench.loadgen import LoadResult, LoadSettings, Target, measure
-from bench.servers import Server, SpreadSampler, free_port
+from bench.loadgen import LoadResult, LoadSettings, Target, measure_server
+from bench.servers import Server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES = [5.1, 3.5, 1.4, 0.2]
@@ -62,26 +61,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def settle(max_wait_s: float) -> None:
-    """Before starting a server, wait a bounded time for other work on the host to stop."""
-    busy = cpu.wait_for_quiet(max_wait_s)
-    if busy > cpu.QUIET_CORES:
-        print(f"warning: host still busy ({busy:.2f} cores) after {max_wait_s:g}s", file=sys.stderr)
-
-
-def measure_server(
-    target: Target, settings: LoadSettings, generator: str, server: Server, port: int
-) -> LoadResult:
-    """Load a running server; note how its connections spread over its processes mid-run."""
-    sampler = SpreadSampler(port, delay_s=settings.warmup_s + min(2.0, settings.duration_s / 2))
-    sampler.start()
-    try:
-        result = measure(target, settings, generator, server.pgid)
-    finally:
-        spread = sampler.stop()
-    return replace(result, connection_spread=spread)
-
-
 def run_reference(settings: LoadSettings, generator: str, logs: Path) -> tuple[Answer, LoadResult]:
     """Start the reference on one uvicorn worker, probe it, load it, stop it."""
     port = free_port()
@@ -93,7 +72,7 @@ def run_reference(settings: LoadSettings, generator: str, logs: Path) -> tuple[A
         server.start()
         server.wait_healthy(f"http://127.0.0.1:{port}/health", timeout_s=60)
         answer = probe(target)
-        return answer, measure_server(target, settings, generator, server, port)
+        return answer, measure_server(target, settings, generator, server.pgid, port)
     finally:
         server.stop()
 
@@ -106,18 +85,10 @@ def run_ours(
     logs: Path,
 ) -> LoadResult:
     """Start our platform, check it agrees with the reference, load it, stop it."""
-    port = free_port()
-    log = logs / f"ours-{instance.profile}.log"
-    server = Server("platform", platform_setup.serve_command(port), instance.env, ROOT, log)
-    headers = {**JSON_HEADERS, "X-API-Key": instance.api_key}
-    target = Target(f"http://127.0.0.1:{port}/api/v1/predict", OURS_BODY, headers)
-    try:
-        server.start()
-        server.wait_healthy(f"http://127.0.0.1:{port}/health", timeout_s=120)
+    with platform_setup.serving(instance, logs / f"ours-{instance.profile}.log") as running:
+        target = running.predict_target(instance.api_key, OURS_BODY)
         compare(expected, probe(target))
-        return measure_server(target, settings, generator, server, port)
-    finally:
-        server.stop()
+        return measure_server(target, settings, generator, running.server.pgid, running.port)
 
 
 def run_profile(
@@ -129,11 +100,11 @@ def run_profile(
         if not args.reference_only:
             instance = stack.enter_context(platform_setup.instance(profile, args.redis_db))
         for _ in range(args.rounds):
-            settle(args.quiet_wait)
+            cpu.settle(args.quiet_wait)
             expected, ref = run_reference(settings, args.generator, logs)
             runs.setdefault("reference", []).append(ref)
             if instance is not None:
-                settle(args.quiet_wait)
+                cpu.settle(args.quiet_wait)
                 ours = run_ours(instance, settings, args.generator, expected, logs)
                 runs.setdefault("ours", []).append(ours)
 

@@ -33,6 +33,7 @@ def run_wrk(wrk: str, target: Target, settings: LoadSettings, duration_s: float)
         **os.environ,
         "BENCH_BODY": target.body,
         "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in target.headers.items()),
+        "BENCH_MARKER": target.marker,
     }
     cmd = [
         wrk,
@@ -60,4 +61,5 @@ def run_wrk(wrk: str, target: Target, settings: LoadSettings, duration_s: float)
         non200=raw["non200"],
         socket_errors=raw["socket_errors"],
         generator="wrk",
+        marked=raw["marked"],
     )

@@ -1,0 +1,236 @@
+"""Results of the traffic benchmark (cache and shadow runs) as tables or JSON, with targets."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.loadtypes import LoadResult, LoadSettings, PacedResult
+
+CACHE_TARGET = 1.5  # a cache hit at least this many times the throughput of a miss (wide)
+SHADOW_TARGET = 1.10  # p99 with a shadow at most this many times the p99 without
+SHADOW_FIGURES = ("p50_ms", "p95_ms", "p99_ms", "max_ms", "server_cpu_ms_per_request")
+
+
+@dataclass(frozen=True)
+class CachePair:
+    """One model loaded with its cache off (every answer inferred) and on (every answer a hit)."""
+
+    model: str
+    miss: LoadResult
+    hit: LoadResult
+
+    @property
+    def speedup(self) -> float:
+        """Hit throughput over miss throughput."""
+        return self.hit.rps / self.miss.rps if self.miss.rps else 0.0
+
+
+@dataclass(frozen=True)
+class ShadowRuns:
+    """The same fixed-rate load without a shadow version and with one, one pair per round."""
+
+    rate: float
+    saturated_rps: float
+    baseline: list[PacedResult]
+    shadow: list[PacedResult]
+    counts: dict[str, int]
+    leaks: int  # answers under shadow that were not v1's own
+    checked: int  # answers under shadow that were inspected
+
+    def median(self, side: str, figure: str) -> float:
+        """Median over the rounds of one figure ("p99_ms", ...) of one side ("none", "v3")."""
+        runs = self.baseline if side == "none" else self.shadow
+        return float(statistics.median(_figure(r, figure) for r in runs))
+
+    def ratio(self, figure: str) -> float:
+        """Median with the shadow over median without, for one figure."""
+        without = self.median("none", figure)
+        return self.median("v3", figure) / without if without else 0.0
+
+    @property
+    def p99_ratio(self) -> float:
+        return self.ratio("p99_ms")
+
+
+def _figure(run: PacedResult, figure: str) -> float:
+    return float(getattr(run, figure))
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    profile: str
+    wide: dict[str, Any]
+    cache: list[CachePair]
+    shadow: ShadowRuns
+    problems: list[str] = field(default_factory=list)
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def as_json(
+    closed: LoadSettings,
+    paced_connections: int,
+    paced_duration: float,
+    results: list[ProfileResult],
+) -> str:
+    """Everything measured, per profile, with the ratios and whether each target was met."""
+    out: dict[str, Any] = {
+        "closed_loop": vars(closed),
+        "open_loop": {
+            "connections": paced_connections,
+            "duration_s": paced_duration,
+            "warmup_s": closed.warmup_s,
+        },
+        "profiles": {},
+    }
+    for r in results:
+        wide = {k: v for k, v in r.wide.items() if k != "input"}
+        s = r.shadow
+        out["profiles"][r.profile] = {
+            "wide_model": wide,
+            "cache": {
+                c.model: {
+                    "miss": c.miss.as_dict(),
+                    "hit": c.hit.as_dict(),
+                    "rps_hit_over_miss": _ratio(c.hit.rps, c.miss.rps),
+                    "p50_hit_over_miss": _ratio(c.hit.p50_ms, c.miss.p50_ms),
+                    "p99_hit_over_miss": _ratio(c.hit.p99_ms, c.miss.p99_ms),
+                }
+                for c in r.cache
+            },
+            "cache_target_met": _cache_pair(r, "wide").speedup >= CACHE_TARGET,
+            "shadow": {
+                "rate": s.rate,
+                "iris_saturated_rps": round(s.saturated_rps, 1),
+                "rounds": {
+                    "without": [r.as_dict() for r in s.baseline],
+                    "with": [r.as_dict() for r in s.shadow],
+                },
+                "medians": {
+                    side: {f: round(s.median(side, f), 3) for f in SHADOW_FIGURES}
+                    for side in ("none", "v3")
+                },
+                "with_over_without": {f: round(s.ratio(f), 3) for f in SHADOW_FIGURES},
+                "rows": s.counts,
+                "answers_not_from_v1": s.leaks,
+                "answers_checked": s.checked,
+            },
+            "shadow_target_met": s.p99_ratio <= SHADOW_TARGET,
+            "problems": r.problems,
+        }
+    return json.dumps(out, indent=2)
+
+
+def _cache_pair(result: ProfileResult, model: str) -> CachePair:
+    return next(c for c in result.cache if c.model == model)
+
+
+def as_tables(
+    closed: LoadSettings,
+    paced_connections: int,
+    paced_duration: float,
+    results: list[ProfileResult],
+) -> str:
+    """One table for the cache runs and one for the shadow runs, each with its target line."""
+    lines = [
+        f"Cache: POST predict (explicit v1, same input every time), {closed.connections} "
+        f"connections, closed loop, {closed.duration_s:g}s after {closed.warmup_s:g}s warm-up, "
+        f"keep-alive {'on' if closed.keepalive else 'off'}",
+        f"{'profile':<11}{'model':<6}{'cache':<12}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'cpu ms/req':>11}{'requests':>9}{'errors':>7}{'other cpu':>10}{'conns':>7}  answers",
+    ]
+    for r in results:
+        for c in r.cache:
+            for name, run, kind in (
+                ("off (miss)", c.miss, "uncached"),
+                ("on (hit)", c.hit, "cached"),
+            ):
+                lines.append(
+                    f"{r.profile:<11}{c.model:<6}{name:<12}{run.rps:>8.1f}{run.p50_ms:>9.2f}"
+                    f"{run.p99_ms:>9.2f}{run.server_cpu_ms_per_request:>11.2f}{run.requests:>9}"
+                    f"{run.errors:>7}{run.other_cpu_cores:>10.2f}{_spread(run):>7}  "
+                    f"{run.marked}/{run.requests} {kind}"
+                )
+            lines.append(
+                f"{r.profile:<11}{c.model:<6}{'hit/miss':<12}{_x(c.hit.rps, c.miss.rps):>8}"
+                f"{_x(c.hit.p50_ms, c.miss.p50_ms):>9}{_x(c.hit.p99_ms, c.miss.p99_ms):>9}"
+                f"{_x(c.hit.server_cpu_ms_per_request, c.miss.server_cpu_ms_per_request):>11}"
+            )
+        wide = _cache_pair(r, "wide")
+        w = r.wide
+        lines.append(
+            f"{r.profile:<11}wide v1: {w['parameters']} parameters, one row infers in "
+            f"{w['inference_ms_median']:.2f} ms (median, in a shell process)"
+        )
+        lines.append(
+            f"{r.profile:<11}target: wide hit >= {CACHE_TARGET:g}x miss req/s: "
+            f"{wide.speedup:.2f}x, {_met(wide.speedup >= CACHE_TARGET)}"
+        )
+    lines += [
+        "",
+        f"Shadow: POST predict iris v1, open loop, {paced_connections} connections, "
+        f"{paced_duration:g}s after {closed.warmup_s:g}s warm-up; latency from the scheduled "
+        "send time",
+        f"{'profile':<11}{'shadow':<9}{'req/s':>7}{'sent':>7}{'p50 ms':>8}{'p95 ms':>8}"
+        f"{'p99 ms':>8}{'max ms':>8}{'cpu ms/req':>11}{'lag p99':>8}{'errors':>7}{'other cpu':>10}",
+    ]
+    for r in results:
+        s = r.shadow
+        for i, (b, w) in enumerate(zip(s.baseline, s.shadow, strict=True), 1):
+            lines.append(_paced_line(r.profile, f"none #{i}", b))
+            lines.append(_paced_line(r.profile, f"v3 #{i}", w))
+        if len(s.baseline) > 1:
+            for side in ("none", "v3"):
+                lines.append(
+                    f"{r.profile:<11}{side + ' med':<9}{'':>7}{'':>7}"
+                    + "".join(f"{s.median(side, f):>8.2f}" for f in SHADOW_FIGURES[:3])
+                    + f"{s.median(side, 'max_ms'):>8.1f}"
+                    + f"{s.median(side, 'server_cpu_ms_per_request'):>11.2f}"
+                )
+        lines.append(
+            f"{r.profile:<11}{'v3/none':<9}{'':>7}{'':>7}"
+            + "".join(f"{s.ratio(f):>7.2f}x" for f in SHADOW_FIGURES[:4])
+            + f"{s.ratio('server_cpu_ms_per_request'):>10.2f}x"
+        )
+        c = s.counts
+        lines.append(
+            f"{r.profile:<11}rate {s.rate:g} req/s = {s.rate / s.saturated_rps:.0%} of iris "
+            f"saturated {s.saturated_rps:.1f} req/s; shadow rows for {c['shadowed']} of "
+            f"{c['predictions']} predictions while v3 was active ({c['shadow_errors']} errors, "
+            f"{c['agreeing']} agreeing), {c['baseline_shadowed']} of {c['baseline_predictions']} "
+            f"while not; answers not v1's own: {s.leaks} of {s.checked}"
+        )
+        lines.append(
+            f"{r.profile:<11}target: p99 with shadow <= {SHADOW_TARGET:g}x without"
+            + (f" (medians of {len(s.baseline)} rounds)" if len(s.baseline) > 1 else "")
+            + f": {s.p99_ratio:.2f}x, {_met(s.p99_ratio <= SHADOW_TARGET)}"
+        )
+    return "\n".join(lines)
+
+
+def _paced_line(profile: str, name: str, run: PacedResult) -> str:
+    return (
+        f"{profile:<11}{name:<9}{run.rate:>7.1f}{run.scheduled:>7}{run.p50_ms:>8.2f}"
+        f"{run.p95_ms:>8.2f}{run.p99_ms:>8.2f}{run.max_ms:>8.1f}"
+        f"{run.server_cpu_ms_per_request:>11.2f}{run.lag_p99_ms:>8.2f}{run.errors:>7}"
+        f"{run.other_cpu_cores:>10.2f}"
+    )
+
+
+def _spread(run: LoadResult) -> str:
+    """Connections per server process mid-run, e.g. '9+8' ('?' when unknown)."""
+    return "+".join(map(str, run.connection_spread)) or "?"
+
+
+def _x(a: float, b: float) -> str:
+    """a/b as '0.42x', or '-' when undefined."""
+    return f"{a / b:.2f}x" if b else "-"
