@@ -131,7 +131,7 @@ def _finish(job_id, status: str, error: str = "") -> None:
     from predictions.webhooks import webhook_enqueue
 
     with transaction.atomic():
-        job = BatchJob.objects.select_for_update().get(pk=job_id)
+        job = BatchJob.objects.select_for_update().defer("input_data").get(pk=job_id)
         if job.is_terminal:
             return
         job.status = status
