@@ -39,8 +39,3 @@ class PayloadTooLarge(PlatformError):
 class InferenceTimeout(PlatformError):
     status_code = 504
     code = "inference_timeout"
-
-
-class ServiceUnavailable(PlatformError):
-    status_code = 503
-    code = "service_unavailable"
