@@ -8,13 +8,14 @@ from django.utils.html import format_html
 
 from accounts.models import ApiKey, User
 from accounts.scopes import Scope, user_has_scope
-from accounts.services import api_key_create, api_key_revoke
+from accounts.services import api_key_create, api_key_revoke, api_key_set_rate_limits
 from mlplatform.errors import PlatformError
 
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
-    list_display = ["username", "email", "is_staff", "is_active", "date_joined"]
+    list_display = ["username", "email", "is_staff", "is_active", "rate_limits", "date_joined"]
+    fieldsets = (*DjangoUserAdmin.fieldsets, ("Rate limits", {"fields": ["rate_limits"]}))
 
 
 class ApiKeyCreationForm(forms.ModelForm):
@@ -24,7 +25,7 @@ class ApiKeyCreationForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ["owner", "name", "scopes", "expires_at"]
+        fields = ["owner", "name", "scopes", "expires_at", "rate_limits"]
 
     def clean(self):
         cleaned = super().clean()
@@ -47,6 +48,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "owner",
         "scopes",
         "status",
+        "rate_limits",
         "expires_at",
         "last_used_at",
         "created_at",
@@ -86,11 +88,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["owner", "name", "scopes", "expires_at"]
-        return self.readonly_fields
+            return ApiKeyCreationForm.Meta.fields
+        return [*self.readonly_fields, "rate_limits"]
 
     def save_model(self, request, obj, form, change):
         if change:
+            # Only the rate-limit overrides of an existing key can change.
+            api_key_set_rate_limits(key=obj, rate_limits=form.cleaned_data["rate_limits"])
             return
         try:
             key, raw = api_key_create(
@@ -98,6 +102,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 name=form.cleaned_data["name"],
                 scopes=form.cleaned_data["scopes"],
                 expires_at=form.cleaned_data.get("expires_at"),
+                rate_limits=form.cleaned_data.get("rate_limits", ""),
             )
         except PlatformError as exc:
             self.message_user(request, exc.detail, messages.ERROR)
@@ -113,10 +118,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
             ),
             messages.WARNING,
         )
-
-    def has_change_permission(self, request, obj=None):
-        # Keys are immutable apart from revocation, which is an action.
-        return False if obj is not None else super().has_change_permission(request, obj)
 
     @admin.action(description="Revoke selected API keys (cannot be undone)")
     def revoke_selected(self, request, queryset):

@@ -8,11 +8,19 @@ from django.db import models
 from django.utils import timezone
 
 from accounts import crypto
+from accounts.rates import validate_overrides
 from accounts.scopes import ALL_SCOPES, permission_codename
 
 
 def _webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+RATE_LIMITS_HELP = (
+    "Overrides of the default rate limits, e.g. '1200/m' (predictions) or "
+    "'predict=1200/m, batch=100/h'. Groups: auth, predict, batch, stream, api; periods s, m, h, d. "
+    "Empty: the defaults."
+)
 
 
 class User(AbstractUser):
@@ -22,6 +30,12 @@ class User(AbstractUser):
         max_length=64,
         default=_webhook_secret,
         help_text="Signs this user's webhook events (Standard Webhooks, whsec_ + base64).",
+    )
+    rate_limits = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[validate_overrides],
+        help_text=RATE_LIMITS_HELP,
     )
 
     class Meta(AbstractUser.Meta):
@@ -41,6 +55,12 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    rate_limits = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[validate_overrides],
+        help_text=RATE_LIMITS_HELP + " A key's overrides come before its owner's.",
+    )
 
     class Meta:
         verbose_name = "API key"

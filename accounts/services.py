@@ -1,4 +1,4 @@
-"""Writes of API keys: create, revoke, touch."""
+"""Writes of API keys: create, revoke, touch, rate-limit overrides."""
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -9,6 +9,7 @@ from django.utils import timezone
 from accounts import crypto
 from accounts.keycache import verified_keys
 from accounts.models import ApiKey, User
+from accounts.rates import parse_overrides
 from accounts.scopes import ALL_SCOPES, user_has_scope
 from mlplatform.errors import Forbidden, InvalidInput
 
@@ -19,8 +20,10 @@ def api_key_create(
     name: str,
     scopes: Iterable[str],
     expires_at: datetime | None = None,
+    rate_limits: str = "",
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its raw value, which is never available again."""
+    rate_limits = _checked_rate_limits(rate_limits)
     scopes = list(dict.fromkeys(scopes))
     if not scopes:
         raise InvalidInput("scopes: give at least one scope.", code="invalid")
@@ -47,8 +50,25 @@ def api_key_create(
         hashed_key=generated.hashed,
         scopes=scopes,
         expires_at=expires_at,
+        rate_limits=rate_limits,
     )
     return key, generated.raw
+
+
+def _checked_rate_limits(text: str) -> str:
+    try:
+        parse_overrides(text)
+    except ValueError as exc:
+        raise InvalidInput(f"rate_limits: {exc}.", code="invalid") from None
+    return text.strip()
+
+
+def api_key_set_rate_limits(*, key: ApiKey, rate_limits: str) -> ApiKey:
+    """Change a key's rate-limit overrides; every process applies them within a second."""
+    key.rate_limits = _checked_rate_limits(rate_limits)
+    ApiKey.objects.filter(pk=key.pk).update(rate_limits=key.rate_limits)
+    verified_keys.forget(key.lookup)
+    return key
 
 
 def api_key_revoke(*, key: ApiKey) -> ApiKey:

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import AccessToken
+from rest_framework_simplejwt.views import TokenObtainPairView
 
 from accounts.authentication import CHALLENGE
 from accounts.permissions import UserCredentialsOnly
@@ -68,6 +69,7 @@ class LoginView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
     parser_classes = [ORJSONParser, FormParser, MultiPartParser]
+    ratelimit_group = "auth"
 
     @extend_schema(request=LoginSerializer, responses={200: LoginResponseSerializer}, auth=[])
     def post(self, request):
@@ -91,3 +93,9 @@ class LoginView(APIView):
 
     def get_authenticate_header(self, request) -> str:
         return CHALLENGE
+
+
+class TokenObtainView(TokenObtainPairView):
+    """simplejwt's token pair for a username and password, in the strict ``auth`` rate group."""
+
+    ratelimit_group = "auth"

@@ -34,6 +34,17 @@ DEFAULTS: dict[str, Any] = {
     "API_KEY_CACHE_SECONDS": 1.0,
     # ``last_used_at`` of an API key is written at most this often.
     "API_KEY_TOUCH_SECONDS": 60,
+    # Requests per principal (API key, else user, else client IP) and period, by group:
+    # ``auth`` token and login (per IP: brute force), ``predict`` one-row predictions,
+    # ``batch`` job submissions, ``stream`` prediction streams, ``api`` everything else.
+    # A key's or user's ``rate_limits`` (admin) overrides these for that principal.
+    "RATE_LIMITS": {
+        "auth": "10/m",
+        "predict": "600/m",
+        "batch": "30/m",
+        "stream": "30/m",
+        "api": "1200/m",
+    },
     # Pagination of lists.
     "PAGE_SIZE": 50,
     "MAX_PAGE_SIZE": 500,

@@ -1,9 +1,10 @@
-"""Request-wide middleware: request ids and the body size limit."""
+"""Request-wide middleware: request ids, the body size limit and response compression."""
 
 import re
 import uuid
 
 from django.http import JsonResponse
+from django.middleware.gzip import GZipMiddleware
 
 from mlplatform.conf import platform_setting
 
@@ -58,3 +59,26 @@ class BodySizeLimitMiddleware:
                 status=413,
             )
         return self.get_response(request)
+
+
+class SelectiveGZipMiddleware(GZipMiddleware):
+    """Gzip large data answers to reads; never a page or an answer that carries a secret.
+
+    Compressing a response that holds a secret next to text an attacker can influence leaks
+    the secret through the compressed size (BREACH). Only answers to GET of JSON, CSV or JSON
+    Lines are compressed (lists, result pages, downloads); HTML (forms with CSRF tokens),
+    answers marked ``Cache-Control: no-store`` (new API keys, webhook secrets) and event
+    streams, which must reach the client as they are written, never are.
+    """
+
+    COMPRESSIBLE = ("application/json", "text/csv", "application/x-ndjson", "application/jsonl")
+
+    def process_response(self, request, response):
+        content_type = response.get("Content-Type", "").split(";")[0].strip()
+        if (
+            request.method not in ("GET", "HEAD")
+            or content_type not in self.COMPRESSIBLE
+            or "no-store" in response.get("Cache-Control", "")
+        ):
+            return response
+        return super().process_response(request, response)

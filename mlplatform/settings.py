@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "django_prometheus",
+    "corsheaders",
     "mlplatform",
     "accounts",
     "predictions",
@@ -105,11 +106,14 @@ MIDDLEWARE = [
     "mlplatform.middleware.RequestIdMiddleware",
     "mlplatform.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "mlplatform.middleware.SelectiveGZipMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.ratelimit.RateLimitHeadersMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -167,9 +171,13 @@ else:
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "mlplatform"),
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": 2,
+                "SOCKET_TIMEOUT": 2,
+            },
         }
     }
 else:
@@ -202,14 +210,58 @@ if WHITENOISE_USE_FINDERS:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
 # --- Security ---------------------------------------------------------------------------
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=False)
-SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=False)
-CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", default=False)
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+# The production profile is served over HTTPS: redirects, secure cookies and HSTS are on unless
+# the environment turns them off (a TLS-terminating proxy that redirects by itself, or a test
+# over plain HTTP on localhost). The probes answer over plain HTTP for load balancers.
+_HTTPS = PROFILE == "production"
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=_HTTPS)
+SECURE_REDIRECT_EXEMPT = [r"^health/?$", r"^ready/?$", r"^metrics/?$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=_HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", default=_HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if _HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 if os.environ.get("SECURE_PROXY_SSL_HEADER"):
     SECURE_PROXY_SSL_HEADER = (os.environ["SECURE_PROXY_SSL_HEADER"], "https")
+
+# Client addresses (rate limits of anonymous endpoints): with TRUSTED_PROXY_COUNT proxies in
+# front, the client is that many entries from the right of CLIENT_IP_HEADER; with none,
+# REMOTE_ADDR. Never trust the header without a proxy that sets it: clients can forge it.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+CLIENT_IP_HEADER = "HTTP_" + os.environ.get("CLIENT_IP_HEADER", "X-Forwarded-For").upper().replace(
+    "-", "_"
+)
+
+# --- Rate limits (django-ratelimit; groups and tiers in accounts/ratelimit.py) ----------
+RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", default=True)
+RATELIMIT_USE_CACHE = "default"
+
+# --- Cross-origin requests (django-cors-headers) ----------------------------------------
+# Browser apps on these origins may call the API; none by default. Credentials (cookies) are
+# never allowed cross-origin: API clients send a key or a bearer token in a header.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
+if CORS_ALLOWED_ORIGINS == ["*"]:  # any origin, which is safe only because of the next line
+    CORS_ALLOWED_ORIGINS, CORS_ALLOW_ALL_ORIGINS = [], True
+CORS_URLS_REGEX = r"^/(api/v1|v2|graphql)(/.*)?$"
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = (
+    "accept",
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "last-event-id",
+    "x-api-key",
+    "x-request-id",
+)
+CORS_EXPOSE_HEADERS = (
+    "retry-after",
+    "x-request-id",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+)
 
 # --- Django REST framework --------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -230,6 +282,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PAGINATION_CLASS": "mlplatform.api.pagination.PageNumberPagination",
     "EXCEPTION_HANDLER": "mlplatform.api.exceptions.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.ratelimit.PlatformRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # ?format= selects a download format of batch results, not a DRF renderer.
@@ -284,6 +337,17 @@ PLATFORM = {
     "MAX_BODY_BYTES": env_int("MLPLATFORM_MAX_BODY_BYTES", 1024 * 1024),
     "BATCH_CHUNK_ROWS": env_int("MLPLATFORM_BATCH_CHUNK_ROWS", 100_000),
 }
+# Rate-limit tiers, e.g. MLPLATFORM_RATE_LIMITS="predict=1200/m,auth=5/m" (the rest default).
+if os.environ.get("MLPLATFORM_RATE_LIMITS"):
+    from mlplatform.conf import DEFAULTS as _PLATFORM_DEFAULTS
+
+    PLATFORM["RATE_LIMITS"] = {
+        **_PLATFORM_DEFAULTS["RATE_LIMITS"],
+        **dict(
+            (part.split("=", 1)[0].strip(), part.split("=", 1)[-1].strip())
+            for part in env_list("MLPLATFORM_RATE_LIMITS")
+        ),
+    }
 
 # --- Logging ----------------------------------------------------------------------------
 LOGGING = {

@@ -130,6 +130,7 @@ class BatchSubmitView(APIView):
 
     permission_classes = [scope_required("batch")]
     parser_classes = [ORJSONParser, MultiPartParser]
+    ratelimit_group = "batch"
 
     @extend_schema(
         request={

@@ -38,6 +38,7 @@ class PredictView(APIView):
     """Make one prediction; it is stored before the answer is sent."""
 
     permission_classes = [scope_required("predict")]
+    ratelimit_group = "predict"
     split_only = False
     idempotency_endpoint = "predict"
 

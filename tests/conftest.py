@@ -2,6 +2,7 @@
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from accounts.keycache import verified_keys
@@ -15,6 +16,12 @@ from predictions.registry import registry
 def _fast_password_hashing(settings):
     """Password hashing is deliberately slow; tests that create users need not wait for it."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Response cache and rate-limit counters start empty (Redis too, on that profile)."""
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

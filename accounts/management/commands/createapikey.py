@@ -23,8 +23,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--name", default="cli", help="A name to recognise the key by.")
         parser.add_argument("--expires-in-days", type=int, default=None)
+        parser.add_argument(
+            "--rate",
+            default="",
+            help="Rate-limit overrides: '600/m' (predictions) or 'predict=600/m,batch=10/h'.",
+        )
 
-    def handle(self, *args, username, scopes, name, expires_in_days, **options):
+    def handle(self, *args, username, scopes, name, expires_in_days, rate, **options):
         user = User.objects.filter(username=username).first()
         if user is None:
             raise CommandError(f"No user {username!r}.")
@@ -37,6 +42,7 @@ class Command(BaseCommand):
                 name=name,
                 scopes=[s.strip() for s in scopes.split(",") if s.strip()],
                 expires_at=expires_at,
+                rate_limits=rate,
             )
         except PlatformError as exc:
             raise CommandError(exc.detail) from None

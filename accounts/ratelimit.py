@@ -1,0 +1,170 @@
+"""Rate limits per principal, counted by django-ratelimit in the shared cache.
+
+Every API view belongs to a *group* (``ratelimit_group`` on the view; ``api`` when it names
+none). A request is counted against its principal: the API key, else the user, else the
+client's IP address (anonymous endpoints such as token and login). The rate of a group comes
+from, in order: the key's own override, its owner's override, the platform default
+(``settings.PLATFORM["RATE_LIMITS"]``).
+
+Counters live in the Django cache: Redis on the production profile, so every process and host
+shares them; the process-local memory cache on the embedded profile, where the one web process
+is the sharing unit.
+"""
+
+import ipaddress
+import math
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django_ratelimit.core import get_usage
+from rest_framework import exceptions
+from rest_framework.throttling import BaseThrottle
+
+from accounts.models import ApiKey
+from accounts.rates import parse_overrides, parse_rate
+from mlplatform.conf import platform_setting
+
+DEFAULT_GROUP = "api"
+_PERIOD_WORDS = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
+
+
+def client_ip(request) -> str:
+    """The client's address: ``REMOTE_ADDR``, or the trusted proxies' header when configured.
+
+    ``TRUSTED_PROXY_COUNT`` proxies in front of the app each append the address they received
+    from to ``CLIENT_IP_HEADER`` (``X-Forwarded-For`` style); the client is the entry that many
+    places from the right, the only one no client can forge.
+    """
+    remote = request.META.get("REMOTE_ADDR") or "unknown"
+    proxies = settings.TRUSTED_PROXY_COUNT
+    if not proxies:
+        return remote
+    hops = [h.strip() for h in request.META.get(settings.CLIENT_IP_HEADER, "").split(",")]
+    hops = [h for h in hops if h]
+    if len(hops) < proxies:
+        return remote
+    candidate = hops[-proxies]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return remote
+
+
+def principal_key(user, api_key, request) -> str:
+    if api_key is not None:
+        return f"key:{api_key.pk}"
+    if user is not None and user.is_authenticated:
+        return f"user:{user.pk}"
+    return f"ip:{client_ip(request)}"
+
+
+def rate_for(group: str, user, api_key) -> str:
+    """The rate that applies to this principal in this group."""
+    for holder in (api_key, user if user is not None and user.is_authenticated else None):
+        text = getattr(holder, "rate_limits", "") if holder is not None else ""
+        if text:
+            rate = parse_overrides(text).get(group)
+            if rate:
+                return rate
+    return platform_setting("RATE_LIMITS")[group]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    group: str
+    limit: int
+    period: int
+    count: int
+    reset_at: int  # Unix time at which the window ends
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.count)
+
+    @property
+    def limited(self) -> bool:
+        return self.count > self.limit
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, self.reset_at - int(time.time()))
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset_at),
+        }
+
+    def describe(self) -> str:
+        per = _PERIOD_WORDS.get(self.period, f"{self.period} seconds")
+        return (
+            f"Rate limit of {self.limit} requests per {per} for {self.group!r} exceeded; "
+            f"retry in {self.retry_after} s."
+        )
+
+
+def consume(request, group: str, *, user=None, api_key=None) -> Usage | None:
+    """Count one request of ``group`` for its principal; the usage after counting it.
+
+    ``request`` is the Django request (its ``ratelimit`` attribute receives the usage, for the
+    response headers). None when rate limiting is switched off (``RATELIMIT_ENABLE``).
+    """
+    limit, period = parse_rate(rate_for(group, user, api_key))
+    value = principal_key(user, api_key, request)
+    usage = get_usage(
+        request,
+        group=group,
+        key=lambda _group, _request: value,
+        rate=(limit, period),
+        increment=True,
+    )
+    if usage is None:
+        return None
+    result = Usage(
+        group=group,
+        limit=limit,
+        period=period,
+        count=usage["count"],
+        reset_at=int(time.time()) + max(0, usage["time_left"]),
+    )
+    request.ratelimit = result
+    return result
+
+
+class RateLimited(exceptions.Throttled):
+    default_code = "rate_limited"
+
+    def __init__(self, usage: Usage):
+        super().__init__(wait=usage.retry_after, detail=usage.describe(), code="rate_limited")
+        self.usage = usage
+
+
+class PlatformRateThrottle(BaseThrottle):
+    """DRF throttle: counts every authenticated (or anonymous) call in the view's group."""
+
+    def allow_request(self, request, view) -> bool:
+        group = getattr(view, "ratelimit_group", None) or DEFAULT_GROUP
+        api_key = request.auth if isinstance(request.auth, ApiKey) else None
+        usage = consume(request._request, group, user=request.user, api_key=api_key)
+        if usage is not None and usage.limited:
+            raise RateLimited(usage)
+        return True
+
+
+class RateLimitHeadersMiddleware:
+    """``X-RateLimit-*`` on every response of a rate-limited endpoint."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        usage: Usage | None = getattr(request, "ratelimit", None)
+        if usage is not None:
+            for name, value in usage.headers().items():
+                response[name] = value
+            if usage.limited and "Retry-After" not in response:
+                response["Retry-After"] = str(math.ceil(usage.retry_after))
+        return response
