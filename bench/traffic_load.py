@@ -1,8 +1,8 @@
 """Load-test the traffic features of POST /api/v1/predict: response cache and shadow versions.
 
-1. Cached versus uncached throughput (closed loop): `wide` (a dense network whose inference
-   costs about a millisecond) and `iris` v1, each with `cache_ttl = 0` and then 600 s with the
-   same input every time.
+1. Cached versus uncached throughput (closed loop): `wide` and `wider` (dense networks whose
+   inference costs about 0.7 and 3 ms) and `iris` v1, each with `cache_ttl = 0` and then 600 s
+   with the same input every time.
 2. Predict latency with an active shadow version versus without (open loop at a fixed rate).
 """
 
@@ -259,23 +259,23 @@ def _not_v1(bodies: tuple[bytes, ...], v1: Answer) -> int:
 
 
 def run_profile(profile: str, args: argparse.Namespace, logs: Path) -> ProfileResult:
-    """Set up an instance with the wide model, serve it, run both measurements, tear down."""
+    """Set up an instance with the wide models, serve it, run both measurements, tear down."""
     with platform_setup.instance(profile, args.redis_db) as instance:
-        wide = traffic_admin.register_wide_model(instance.env)
-        print(
-            f"{profile}: wide v1 {'-'.join(map(str, traffic_admin.WIDE_SIZES))}, "
-            f"{wide['parameters']} parameters, {wide['artifact_bytes'] / 1e6:.1f} MB; one row "
-            f"infers in {wide['inference_ms_median']:.2f} ms (median, min "
-            f"{wide['inference_ms_min']:.2f} ms, in a shell process)",
-            file=sys.stderr,
-        )
+        wide = {}
+        for name in traffic_admin.WIDE_MODELS:
+            info = wide[name] = traffic_admin.register_wide_model(instance.env, name)
+            print(
+                f"{profile}: {name} v1 {'-'.join(map(str, info['sizes']))}, "
+                f"{info['parameters']} parameters, {info['artifact_bytes'] / 1e6:.1f} MB; one "
+                f"row infers in {info['inference_ms_median']:.2f} ms (median, min "
+                f"{info['inference_ms_min']:.2f} ms, in a shell process)",
+                file=sys.stderr,
+            )
         with platform_setup.serving(instance, logs / f"traffic-{profile}.log") as running:
             bench = Bench(args, instance, running)
-            cache = [
-                bench.cache_pair("wide", wide["input"]),
-                bench.cache_pair("iris", IRIS_FEATURES),
-            ]
-            saturated = cache[1].miss.rps
+            cache = [bench.cache_pair(name, info["input"]) for name, info in wide.items()]
+            cache.append(bench.cache_pair("iris", IRIS_FEATURES))
+            saturated = cache[-1].miss.rps
             rate = args.rate or round(args.rate_share * saturated, 1)
             shadow = bench.shadow_runs(rate, saturated)
     return ProfileResult(
