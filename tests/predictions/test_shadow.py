@@ -74,3 +74,35 @@ def test_a_share_sends_about_that_share_of_requests(key_client, shadow_v3):
     shadow_runner.join()
 
     assert 15 <= ShadowPrediction.objects.count() <= 45
+
+
+def test_copies_gathered_together_get_the_answers_each_would_get_alone(shadow_v3):
+    import uuid
+
+    import numpy as np
+
+    from predictions.registry import registry
+    from predictions.services.shadow import ShadowJob, shadow_answers
+
+    entry = registry.model("iris").versions["v3"]
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [float("inf")] * 4, [5.9, 3.0, 4.2, 1.5]]
+    jobs = [
+        ShadowJob(
+            uuid.uuid4(),
+            entry,
+            np.array([row], np.float32),
+            "classification",
+            ("setosa", "versicolor", "virginica"),
+            "setosa",
+        )
+        for row in rows
+    ]
+
+    together = shadow_answers(jobs)
+    alone = [shadow_answers([job])[0] for job in jobs]
+
+    assert [a.primary_id for a in together] == [j.prediction_id for j in jobs]
+    assert [a.label for a in together] == [a.label for a in alone]
+    assert together[0].label == "setosa" and together[1].label == "virginica"
+    assert together[2].label is None and "not finite" in together[2].error  # only that one
+    assert together[3].error == "" and together[3].output == alone[3].output
