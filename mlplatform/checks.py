@@ -21,6 +21,7 @@ _POSITIVE_NUMBERS = (
     "API_KEY_TOUCH_SECONDS",
     "PAGE_SIZE",
     "MAX_PAGE_SIZE",
+    "MAX_FEATURES",
 )
 
 

@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
         "stream": "30/m",
         "api": "1200/m",
     },
+    # Most features a model may take (so the widest row any request may send).
+    "MAX_FEATURES": 10_000,
     # Pagination of lists.
     "PAGE_SIZE": 50,
     "MAX_PAGE_SIZE": 500,

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.urls import path
 
+from mlplatform.conf import platform_setting
 from mlplatform.errors import PlatformError
 from predictions import services, webhook_admin  # noqa: F401  (registers its admin)
 from predictions.admin_views import model_comparison_view
@@ -72,6 +73,10 @@ class MLModelForm(forms.ModelForm):
             raise ValidationError('Give a JSON list of feature names, e.g. ["a", "b"].')
         if len(set(names)) != len(names):
             raise ValidationError("Feature names must be unique.")
+        if len(names) > (most := platform_setting("MAX_FEATURES")):
+            raise ValidationError(
+                f"{len(names)} features; at most {most} are allowed (PLATFORM['MAX_FEATURES'])."
+            )
         if (
             self.instance.pk
             and names != self.instance.feature_names

@@ -321,3 +321,22 @@ def test_the_prediction_list_filters_by_model(admin_client, key_client):
     assert iris_id in page_text(only_iris)
     assert cancer_id not in page_text(only_iris)
     assert iris_id in page_text(everything) and cancer_id in page_text(everything)
+
+
+def test_a_model_wider_than_max_features_is_refused_with_a_form_error(admin_client, settings):
+    settings.PLATFORM = {**settings.PLATFORM, "MAX_FEATURES": 3}
+    data = {
+        "name": "wide-one",
+        "task": "classification",
+        "feature_names": json.dumps(["a", "b", "c", "d"]),
+        "labels": json.dumps(["x", "y"]),
+        "cache_ttl": 0,
+        "versions-TOTAL_FORMS": 0,
+        "versions-INITIAL_FORMS": 0,
+    }
+
+    response = admin_client.post(f"{MODELS_URL}add/", data)
+
+    assert response.status_code == 200
+    assert "4 features; at most 3 are allowed" in page_text(response)
+    assert not MLModel.objects.filter(name="wide-one").exists()
