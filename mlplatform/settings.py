@@ -182,6 +182,13 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    SILENCED_SYSTEM_CHECKS = [
+        # django-ratelimit wants a cache shared by processes. The embedded profile runs one web
+        # process (gunicorn_conf.py), whose in-memory cache therefore sees every request and
+        # counts it atomically (LocMemCache locks around incr); set REDIS_URL to run more.
+        "django_ratelimit.E003",
+        "django_ratelimit.W001",
+    ]
 
 # --- Passwords, i18n, static, media -----------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
