@@ -8,4 +8,9 @@ class PlatformConfig(AppConfig):
     verbose_name = "Platform"
 
     def ready(self) -> None:
-        from mlplatform import checks  # noqa: F401  (registers the checks)
+        from mlplatform import (
+            checks,  # noqa: F401  (registers the checks)
+            tracing,
+        )
+
+        tracing.setup()  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set

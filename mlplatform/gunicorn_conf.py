@@ -7,6 +7,7 @@ override both.
 """
 
 import os
+import tempfile
 
 # Requests run on several threads at once, each a small matrix product: a BLAS that starts a
 # thread per core for each of them costs far more CPU than it saves.
@@ -32,3 +33,27 @@ errorlog = "-"
 preload_app = _production
 # The control socket lives at one path per user: several servers on a host would share it.
 control_socket_disable = True
+
+# prometheus_client's multiprocess mode: each process writes its samples to files in this
+# directory and /metrics adds them up, whichever worker answers. ``manage.py serve`` sets it
+# (shared with its qcluster, emptied at start); gunicorn started alone gets a fresh one. It must
+# be in the environment before any process imports prometheus_client.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlplatform-metrics-")
+
+
+def child_exit(server, worker):
+    """A worker is gone: drop its live gauges (its counters stay in the totals)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """Write the worker's last request tallies (``/api/v1/stats``) before it exits."""
+    try:
+        from predictions.stats import usage_flush
+
+        usage_flush()
+    except Exception:  # the worker may exit before Django was loaded
+        server.log.warning("could not write the request tallies of worker %s", worker.pid)

@@ -1,12 +1,15 @@
-"""Request-wide middleware: request ids, the body size limit and response compression."""
+"""Request-wide middleware: request ids and request log lines, the body size limit, compression."""
 
 import re
+import time
 import uuid
 
 from django.http import JsonResponse
 from django.middleware.gzip import GZipMiddleware
 
 from mlplatform.conf import platform_setting
+from mlplatform.logging import log_context, request_finished
+from mlplatform.metrics import instrumented
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -20,6 +23,11 @@ def body_limit(path: str) -> int:
     return platform_setting("MAX_BODY_BYTES")
 
 
+def _error(request, detail: str, code: str) -> dict:
+    """The API's error shape (``mlplatform.api.exceptions`` imports this module: no cycle)."""
+    return {"detail": detail, "code": code, "request_id": request.request_id}
+
+
 class RequestIdMiddleware:
     """Honour a sane ``X-Request-ID`` or make one; expose it on the request and the response."""
 
@@ -29,7 +37,12 @@ class RequestIdMiddleware:
     def __call__(self, request):
         incoming = request.headers.get("X-Request-ID", "")
         request.request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        response = self.get_response(request)
+        started = time.perf_counter()
+        # Every log line of the request carries its id; one line sums the request up.
+        with log_context(request_id=request.request_id):
+            response = self.get_response(request)
+            if instrumented():
+                request_finished(request, response, started)
         response["X-Request-ID"] = request.request_id
         return response
 
@@ -47,15 +60,15 @@ class BodySizeLimitMiddleware:
             too_large = int(declared) > limit
         except ValueError:
             return JsonResponse(
-                {"detail": "Content-Length is not a number.", "code": "invalid_header"},
-                status=400,
+                _error(request, "Content-Length is not a number.", "invalid_header"), status=400
             )
         if too_large:
             return JsonResponse(
-                {
-                    "detail": f"Request body is larger than the limit of {limit} bytes.",
-                    "code": "request_too_large",
-                },
+                _error(
+                    request,
+                    f"Request body is larger than the limit of {limit} bytes.",
+                    "request_too_large",
+                ),
                 status=413,
             )
         return self.get_response(request)

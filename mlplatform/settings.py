@@ -102,7 +102,6 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "mlplatform.middleware.RequestIdMiddleware",
     "mlplatform.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -116,8 +115,15 @@ MIDDLEWARE = [
     "accounts.ratelimit.RateLimitHeadersMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # django-prometheus's request metrics, the ones that say something of their own.
+    "mlplatform.metrics.RequestMetricsMiddleware",
 ]
+# Metrics, request log lines and usage tallies; off (MLPLATFORM_INSTRUMENTATION=0) only to
+# measure what they cost (bench/instrumentation_load.py): django-prometheus's middleware and
+# database wrappers go too, and /api/v1/stats stops counting requests.
+INSTRUMENTATION = env_bool("MLPLATFORM_INSTRUMENTATION", default=True)
+if not INSTRUMENTATION:
+    MIDDLEWARE.remove("mlplatform.metrics.RequestMetricsMiddleware")
 
 ROOT_URLCONF = "mlplatform.urls"
 WSGI_APPLICATION = "mlplatform.wsgi.application"
@@ -167,7 +173,17 @@ else:
         }
     }
 
+# django-prometheus's database metrics (django_db_*): its backends wrap Django's own (for
+# SQLite through mlplatform/db/sqlite3, which builds its cursor class once, not per cursor).
+if INSTRUMENTATION:
+    DATABASES["default"]["ENGINE"] = {
+        "django.db.backends.sqlite3": "mlplatform.db.sqlite3",
+        "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+    }.get(DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"])
+
 # --- Cache ------------------------------------------------------------------------------
+# Also the rate-limit counters (django-ratelimit): django-redis increments them atomically and
+# every process and host shares them.
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -357,12 +373,53 @@ if os.environ.get("MLPLATFORM_RATE_LIMITS"):
         ),
     }
 
+# --- Observability (mlplatform/metrics.py, logging.py, tracing.py; docs/observability.md) --
+OBSERVABILITY = {
+    "INSTRUMENTATION": INSTRUMENTATION,
+    # /metrics: "open", "token" (Authorization: Bearer MLPLATFORM_METRICS_TOKEN) or "network"
+    # (REMOTE_ADDR in MLPLATFORM_METRICS_NETWORKS; default: this host only).
+    "METRICS_ACCESS": os.environ.get("MLPLATFORM_METRICS_ACCESS", "network"),
+    "METRICS_TOKEN": os.environ.get("MLPLATFORM_METRICS_TOKEN", ""),
+    "METRICS_ALLOWED_NETWORKS": tuple(
+        env_list("MLPLATFORM_METRICS_NETWORKS", "127.0.0.0/8,::1/128")
+    ),
+    # Seconds between writes of a process's request tallies (/api/v1/stats); 0: every request.
+    "USAGE_FLUSH_SECONDS": float(os.environ.get("MLPLATFORM_USAGE_FLUSH_SECONDS") or 2.0),
+}
+if OBSERVABILITY["METRICS_ACCESS"] not in ("open", "token", "network"):
+    raise ImproperlyConfigured("MLPLATFORM_METRICS_ACCESS must be open, token or network")
+if OBSERVABILITY["METRICS_ACCESS"] == "token" and len(OBSERVABILITY["METRICS_TOKEN"]) < 16:
+    raise ImproperlyConfigured(
+        "MLPLATFORM_METRICS_ACCESS=token needs MLPLATFORM_METRICS_TOKEN of 16 characters or more"
+    )
+# django-prometheus's request latency buckets: finer below 10 ms, where predictions answer.
+PROMETHEUS_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    float("inf"),
+)  # fmt: skip
+
 # --- Logging ----------------------------------------------------------------------------
+# One JSON object per line (request lines from mlplatform.request); human-readable text when
+# DEBUG is on. LOG_FORMAT=json|text overrides.
+LOG_FORMAT = os.environ.get("LOG_FORMAT") or ("text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "mlplatform.logging.ContextFilter"}},
+    "formatters": {
+        "json": {"()": "mlplatform.logging.JSONFormatter"},
+        "text": {"()": "mlplatform.logging.TextFormatter"},
+    },
+    "handlers": {
+        # Request threads queue their records; a thread per process writes them.
+        "console": {
+            "()": "mlplatform.logging.BackgroundHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }

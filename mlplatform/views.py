@@ -8,6 +8,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from mlplatform.api.exceptions import error_body
 from predictions.registry import registry
 
 
@@ -16,24 +17,19 @@ def landing(request):
 
 
 def not_found(request, exception=None):
-    return JsonResponse(
-        {"detail": f"No route matches {request.path!r}.", "code": "not_found"}, status=404
-    )
+    return JsonResponse(error_body(f"No route matches {request.path!r}.", "not_found"), status=404)
 
 
 def server_error(request):
-    return JsonResponse(
-        {"detail": "Internal server error.", "code": "server_error"},
-        status=500,
-    )
+    return JsonResponse(error_body("Internal server error.", "server_error"), status=500)
 
 
 def bad_request(request, exception=None):
-    return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)
+    return JsonResponse(error_body("Bad request.", "bad_request"), status=400)
 
 
 def permission_denied(request, exception=None):
-    return JsonResponse({"detail": "Permission denied.", "code": "permission_denied"}, status=403)
+    return JsonResponse(error_body("Permission denied.", "permission_denied"), status=403)
 
 
 class ApiRootView(APIView):

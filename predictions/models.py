@@ -335,3 +335,27 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.delivery_id}"
+
+
+class RequestTally(models.Model):
+    """A user's API requests in one minute: count, errors and time, summed over processes.
+
+    Each process adds up its requests in memory and writes them every few seconds, so the
+    stats and the dashboard read durable totals without a row per request.
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="request_tallies"
+    )
+    minute = models.DateTimeField(db_index=True, help_text="Start of the minute (UTC).")
+    requests = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0, help_text="Answers with status >= 400.")
+    duration = models.FloatField(default=0, help_text="Seconds spent answering, summed.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "minute"], name="one_tally_per_minute")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id} {self.minute:%Y-%m-%d %H:%M}"

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from mlplatform import metrics
 from mlplatform.conf import platform_setting
 from predictions.models import MLModel, ModelVersion, RegistryRevision
 from predictions.runtime.ensemble import WeightedEnsemble, member_pool, parse_spec
@@ -122,6 +123,7 @@ class Registry:
         key = (version.id, version.checksum)
         predictor = self._predictors.get(key)
         if predictor is None:
+            started = time.perf_counter()
             data = (
                 ModelVersion.objects.filter(pk=version.id, checksum=version.checksum)
                 .values_list("artifact", flat=True)
@@ -132,6 +134,8 @@ class Registry:
             else:
                 predictor = load_predictor(version.runtime, bytes(data))
             self._predictors[key] = predictor
+            seconds = time.perf_counter() - started
+            metrics.model_loaded(model=version.model_name, version=version.label, seconds=seconds)
         return predictor
 
     def _ensemble(self, version: VersionEntry, data: bytes) -> WeightedEnsemble:

@@ -1,7 +1,7 @@
 """Routes of the prediction API (under /api/v1)."""
 
 from mlplatform.api.routes import route
-from predictions import batch_views, views
+from predictions import batch_views, stats_views, views
 
 urlpatterns = [
     *route("predict", views.PredictView.as_view(), "predict"),
@@ -17,6 +17,7 @@ urlpatterns = [
     *route("predict/<uuid:pk>", views.PredictionDetailView.as_view(), "prediction-detail"),
     *route("predictions", views.PredictionListView.as_view(), "prediction-list"),
     *route("predictions/<uuid:pk>/feedback", views.FeedbackView.as_view(), "prediction-feedback"),
+    *route("stats", stats_views.StatsView.as_view(), "stats"),
     *route("models", views.ModelListView.as_view(), "model-list"),
     *route("models/<str:name>", views.ModelDetailView.as_view(), "model-detail"),
 ]

@@ -19,7 +19,9 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
+from mlplatform import metrics
 from mlplatform.conf import platform_setting
+from mlplatform.logging import log_context_set, task_context
 from predictions.models import BatchJob, ModelVersion, WebhookAttempt, WebhookDelivery
 from predictions.ssrf import ResolvedTarget, UnresolvableHost, UnsafeURL, check_callback_url
 
@@ -148,6 +150,7 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+@task_context
 def webhook_deliver(delivery_id: str, attempt: int | None = None) -> None:
     """The django-q2 task: one attempt at ``delivery_id``; a duplicate or stale run does nothing.
 
@@ -157,6 +160,8 @@ def webhook_deliver(delivery_id: str, attempt: int | None = None) -> None:
     if claimed is None:
         return
     delivery, record = claimed
+    request_id = (delivery.payload.get("data") or {}).get("request_id")
+    log_context_set(request_id=request_id, job_id=str(delivery.job_id))
     started = time.monotonic()
     try:
         outcome = _send(delivery)
@@ -312,6 +317,7 @@ def _finish(
         else:
             delivery.status = WebhookDelivery.Status.FAILED
         delivery.save(update_fields=["status", "delivered_at", "next_attempt_at"])
+    metrics.webhook_attempted(delivery.status)
     logger.info(
         "webhook %s attempt %s: %s",
         delivery.id,

@@ -10,7 +10,9 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from mlplatform import metrics
 from mlplatform.errors import PlatformError
+from mlplatform.logging import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,10 @@ def _first_message(errors, path: str = "") -> str:
 
 
 def error_body(detail: str, code: str, **extra) -> dict:
+    """The error shape, with the request id so a caller can quote it to an operator."""
+    request_id = current_request_id()
+    if request_id:
+        extra.setdefault("request_id", request_id)
     return {"detail": detail, "code": code, **extra}
 
 
@@ -63,4 +69,6 @@ def exception_handler(exc, context):
         codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
         code = codes if isinstance(codes, str) else "error"
     response.data = error_body(str(detail), str(code))
+    if isinstance(exc, exceptions.AuthenticationFailed | exceptions.NotAuthenticated):
+        metrics.auth_failed(str(code))
     return response

@@ -10,6 +10,7 @@ progress is saved per chunk and a cancel takes effect at the next chunk boundary
 import io
 import logging
 import math
+import time
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -19,8 +20,10 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from accounts.models import ApiKey, User
+from mlplatform import metrics, tracing
 from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput, PlatformError
+from mlplatform.logging import log_context_set
 from predictions.models import BatchChunk, BatchJob
 from predictions.registry import registry
 from predictions.runtime.ensemble import WeightedEnsemble
@@ -119,11 +122,19 @@ def batch_job_submit(
             request_id=request_id,
         )
         transaction.on_commit(lambda: batch_job_enqueue(job))
+    log_context_set(job_id=str(job.id), model=model.name, version=version.label)
+    metrics.batch_job_status(BatchJob.Status.QUEUED)
     return job
 
 
 def batch_job_enqueue(job: BatchJob) -> None:
-    async_task("predictions.tasks.batch_job_run", str(job.id), task_name=f"batch {job.id}")
+    # The trace context (when tracing is on) makes the task's span a child of this request's.
+    async_task(
+        "predictions.tasks.batch_job_run",
+        str(job.id),
+        task_name=f"batch {job.id}",
+        **tracing.task_kwargs(),
+    )
 
 
 def _finish(job_id, status: str, error: str = "") -> None:
@@ -138,6 +149,7 @@ def _finish(job_id, status: str, error: str = "") -> None:
         job.error = error
         job.finished_at = timezone.now()
         job.save(update_fields=["status", "error", "finished_at"])
+        transaction.on_commit(lambda: metrics.batch_job_status(status))
         webhook_enqueue(job)
 
 
@@ -170,6 +182,7 @@ def batch_job_process(*, job_id: str) -> None:
     job = BatchJob.objects.select_related("model_version__model").filter(pk=job_id).first()
     if job is None or job.is_terminal:
         return
+    log_context_set(request_id=job.request_id, job_id=str(job.pk))
     BatchJob.objects.filter(pk=job.pk).update(
         status=BatchJob.Status.PROCESSING,
         started_at=job.started_at or timezone.now(),
@@ -191,6 +204,7 @@ def batch_job_process(*, job_id: str) -> None:
             _finish(job.pk, BatchJob.Status.CANCELLED)
             return
         start, stop = index * job.chunk_size, min((index + 1) * job.chunk_size, job.total_inputs)
+        chunk_started = time.perf_counter()
         if isinstance(predictor, WeightedEnsemble):
             outputs = predictor.predict(rows[start:stop], timeout=None)
         else:
@@ -218,6 +232,13 @@ def batch_job_process(*, job_id: str) -> None:
                 BatchJob.objects.filter(pk=job.pk).update(
                     completed_inputs=F("completed_inputs") + (stop - start)
                 )
+        if created:
+            metrics.batch_chunk_stored(
+                model=version.model_name,
+                version=version.label,
+                rows=stop - start,
+                seconds=time.perf_counter() - chunk_started,
+            )
         logger.info("batch %s: rows %d-%d of %d stored", job.pk, start, stop, job.total_inputs)
     stored = job.chunks.aggregate(rows=Sum(F("stop") - F("start")))["rows"] or 0
     if stored != job.total_inputs:

@@ -12,8 +12,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import ApiKey, User
+from mlplatform import metrics
 from mlplatform.conf import platform_setting
-from mlplatform.errors import InferenceTimeout, InvalidInput, NotFound
+from mlplatform.errors import InferenceTimeout, InvalidInput, NotFound, PlatformError
+from mlplatform.logging import log_context_set
 from predictions.models import ModelVersion, Prediction
 from predictions.registry import ModelEntry, VersionEntry, registry
 from predictions.runtime.ensemble import EnsembleTimeout, WeightedEnsemble
@@ -83,12 +85,15 @@ def version_resolve(
     return version, routing
 
 
-def _infer(predictor: Predictor, rows: np.ndarray, timeout: float) -> tuple[np.ndarray, float]:
-    """Run the predictor; an answer later than ``timeout`` seconds is refused (504).
+def inference_run(
+    predictor: Predictor, rows: np.ndarray, timeout: float, *, field: str = "input_data"
+) -> tuple[np.ndarray, float]:
+    """Run the predictor on rows; an answer later than ``timeout`` seconds is refused (504).
 
     A dense network on a few rows takes microseconds and cannot hang, so it runs inline:
     handing it to another thread would cost more than the inference itself. Ensembles run
-    their members concurrently and stop waiting at the deadline.
+    their members concurrently and stop waiting at the deadline. Outputs that are not finite
+    numbers are refused (400), naming the first such row of several.
     """
     started = time.perf_counter()
     try:
@@ -101,9 +106,11 @@ def _infer(predictor: Predictor, rows: np.ndarray, timeout: float) -> tuple[np.n
     elapsed = time.perf_counter() - started
     if outputs is None or elapsed > timeout:
         raise InferenceTimeout(f"Inference did not finish within the timeout of {timeout:g} s.")
-    if not np.isfinite(outputs).all():
+    finite = np.isfinite(outputs).all(axis=1)
+    if not finite.all():
+        where = field if len(rows) == 1 else f"{field} row {int(np.flatnonzero(~finite)[0])}"
         raise InvalidInput(
-            "input_data: these values overflow the model (its outputs are not finite numbers)."
+            f"{where}: these values overflow the model (its outputs are not finite numbers)."
         )
     return outputs, elapsed
 
@@ -129,9 +136,10 @@ def _answer(
     if key is not None:
         started = time.perf_counter()
         hit = cache.get(key)
+        metrics.response_cache_lookup(model=model.name, hit=hit is not None)
         if hit is not None:
             return _Answer(Outcome(*hit), time.perf_counter() - started, cached=True)
-    outputs, elapsed = _infer(registry.predictor(version), rows, timeout)
+    outputs, elapsed = inference_run(registry.predictor(version), rows, timeout)
     outcome = describe(outputs, task=model.task, labels=model.labels)[0]
     if key is not None:
         cache.set(key, (outcome.prediction, outcome.label, outcome.confidence), model.cache_ttl)
@@ -167,11 +175,14 @@ def prediction_create(
     """Validate one row, answer it from the cache or the resolved version, and store it."""
     model = model_resolve(model_name)
     version, routing = version_resolve(model, version_label, principal=principal_id(user, api_key))
+    log_context_set(model=model.name, version=version.label)
+    observed = {"model": model.name, "version": version.label, "routing": routing}
     try:
         rows = rows_from_input(
             input_data, n_features=len(model.feature_names), feature_names=model.feature_names
         )
     except InputError as exc:
+        metrics.prediction_refused(**observed, code=InvalidInput.code)
         raise InvalidInput(str(exc)) from None
     if rows.shape[0] != 1:
         raise InvalidInput(
@@ -179,7 +190,11 @@ def prediction_create(
         )
     if timeout is None:
         timeout = platform_setting("DEFAULT_TIMEOUT")
-    answer = _answer(model, version, rows, input_data, timeout)
+    try:
+        answer = _answer(model, version, rows, input_data, timeout)
+    except PlatformError as exc:
+        metrics.prediction_refused(**observed, code=exc.code)
+        raise
     prediction = Prediction(
         owner=user,
         api_key=api_key,
@@ -195,6 +210,8 @@ def prediction_create(
         cached=answer.cached,
     )
     prediction.save(force_insert=True)
+    metrics.prediction_observed(**observed, cached=answer.cached, seconds=answer.processing_time)
+    log_context_set(prediction_id=str(prediction.id))
     prediction.model_name = model.name
     prediction.version_label = version.label
     _send_to_shadows(model, prediction, rows)

@@ -147,6 +147,7 @@ def test_without_credentials_the_api_answers_401_with_a_challenge(db):
     assert response.json() == {
         "detail": "Authentication credentials were not provided.",
         "code": "not_authenticated",
+        "request_id": response["X-Request-ID"],
     }
 
 

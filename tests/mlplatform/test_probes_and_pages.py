@@ -98,7 +98,7 @@ def test_metrics_are_exposed_in_prometheus_text(anonymous, db):
     response = anonymous.get("/metrics")
 
     assert response.status_code == 200
-    assert b"django_http_requests_before_middlewares_total" in response.content
+    assert b"django_http_responses_total_by_status_view_method_total" in response.content
 
 
 def test_the_api_body_limit_does_not_apply_to_admin_uploads(settings, client, db):

@@ -32,4 +32,8 @@ def test_one_model_by_name_and_an_unknown_one_is_404(key_client):
     missing = key_client.get("/api/v1/models/nope")
 
     assert missing.status_code == 404
-    assert missing.json() == {"detail": "Unknown model 'nope'.", "code": "model_not_found"}
+    assert missing.json() == {
+        "detail": "Unknown model 'nope'.",
+        "code": "model_not_found",
+        "request_id": missing["X-Request-ID"],
+    }

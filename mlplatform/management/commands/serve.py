@@ -1,9 +1,11 @@
 """``manage.py serve``: the web server (gunicorn) and a background worker (qcluster) together."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +15,25 @@ from django.core.management.base import BaseCommand
 import mlplatform
 
 GUNICORN_CONF = Path(mlplatform.__file__).resolve().parent / "gunicorn_conf.py"
+
+
+def prepare_metrics_dir(env: dict[str, str]) -> tuple[Path, bool]:
+    """An empty multiprocess metrics directory for the web and worker processes.
+
+    Both write their Prometheus samples there and /metrics adds them up. An operator's
+    ``PROMETHEUS_MULTIPROC_DIR`` is emptied (old processes' samples would count again); else a
+    temporary one is made, and removed on exit (True).
+    """
+    configured = env.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured:
+        path = Path(configured)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        return path, False
+    path = Path(tempfile.mkdtemp(prefix="mlplatform-metrics-"))
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path, True
 
 
 class Command(BaseCommand):
@@ -44,6 +65,7 @@ class Command(BaseCommand):
             "--bind",
             f"{host}:{port}",
         ]
+        metrics_dir, made_metrics_dir = prepare_metrics_dir(env)
         manage = Path(settings.BASE_DIR) / "manage.py"
         children = [("web", subprocess.Popen(web, env=env, cwd=settings.BASE_DIR))]  # noqa: S603
         if not no_worker:
@@ -71,6 +93,8 @@ class Command(BaseCommand):
                     stopping = True
             time.sleep(0.2)
         self._stop(children)
+        if made_metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         if exit_code:
             sys.exit(exit_code)
 

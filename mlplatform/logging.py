@@ -1,0 +1,265 @@
+"""Structured logs: a per-request (or per-task) context, JSON lines, and the request log line.
+
+``RequestIdMiddleware`` opens a context holding the request id for the whole request; services
+add what they learn (``log_context_set(model=..., prediction_id=...)``), and every log line
+written meanwhile carries those fields. At the end of the request one line sums it up:
+method, path, status, duration, principal (user id or API key prefix, never a secret), model,
+version, prediction or job id. Background tasks open their own context (``task_context``)
+so a batch job's lines carry the request id of the request that submitted it.
+"""
+
+import atexit
+import copy
+import logging
+import logging.handlers
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any
+
+import orjson
+from django.utils.functional import SimpleLazyObject, empty
+
+from mlplatform import tracing
+
+_context: ContextVar[dict[str, Any] | None] = ContextVar("mlplatform_log_context", default=None)
+
+request_logger = logging.getLogger("mlplatform.request")
+
+# Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged.
+_RECORD_FIELDS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime", "context"}
+)
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[dict[str, Any]]:
+    """Open a fresh context for a request or a task; it is dropped on exit."""
+    context = {k: v for k, v in fields.items() if v not in (None, "")}
+    token = _context.set(context)
+    try:
+        yield context
+    finally:
+        _context.reset(token)
+
+
+def log_context_set(**fields: Any) -> None:
+    """Add fields to the open context (a no-op outside requests and tasks)."""
+    context = _context.get()
+    if context is not None:
+        context.update({k: v for k, v in fields.items() if v not in (None, "")})
+
+
+def log_context_get() -> dict[str, Any]:
+    return dict(_context.get() or {})
+
+
+def current_request_id() -> str | None:
+    context = _context.get()
+    return context.get("request_id") if context else None
+
+
+def task_context(func: Callable) -> Callable:
+    """Give each run of a background task a context of its own (tasks share worker threads)."""
+
+    @wraps(func)
+    def run(*args, **kwargs):
+        with log_context(task=func.__name__):
+            return func(*args, **kwargs)
+
+    return run
+
+
+# --- Formatting -------------------------------------------------------------------------
+
+
+class ContextFilter(logging.Filter):
+    """Attach the open context to every record (handlers run in the logging thread)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "context"):
+            record.context = _context.get() or {}
+            if tracing.enabled() and (trace_id := tracing.current_trace_id()):
+                record.context = {**record.context, "trace_id": trace_id}
+        return True
+
+
+def _extra(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the context and any extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        entry.update(getattr(record, "context", None) or {})
+        entry.update(_extra(record))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines (``DEBUG``): the message, then the context as key=value pairs."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = {**(getattr(record, "context", None) or {}), **_extra(record)}
+        if record.name == request_logger.name:
+            for shown in ("method", "path", "status", "duration_ms"):
+                fields.pop(shown, None)
+        if fields:
+            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        return line
+
+
+class BackgroundHandler(logging.handlers.QueueHandler):
+    """Writes log lines to standard error from a thread of its own, several at a time.
+
+    A handler writing in the caller's thread holds its lock for the write: with many request
+    threads logging a line each, they queue on that lock, and each line costs a system call.
+    Here a caller only puts its record on a queue (``queue.SimpleQueue``, lock-free in C); one
+    thread per process formats what has queued up and writes it in one call, then waits
+    ``INTERVAL`` seconds for more, so a line reaches the stream at most that much later. The
+    thread starts lazily in each process (gunicorn forks workers after logging is configured)
+    and drains the queue at exit; a process killed with SIGKILL loses what it had not written.
+    """
+
+    INTERVAL = 0.02
+    BATCH = 512
+
+    def __init__(self) -> None:
+        super().__init__(queue.SimpleQueue())
+        self.target = logging.StreamHandler()
+        self._writer_pid: int | None = None
+        self._start_lock = threading.Lock()
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802 - stdlib name
+        super().setFormatter(fmt)
+        self.target.setFormatter(fmt)
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # As Handler.handle, without its lock: the record is copied and the queue is safe.
+        passed = self.filter(record)
+        if passed:
+            self.emit(record)
+        return bool(passed)
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The message is merged now (its arguments may change later); formatting is left to
+        # the writing thread. The record stays in this process, so exc_info can travel.
+        record = copy.copy(record)
+        record.msg, record.args = record.getMessage(), None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        if self._writer_pid != os.getpid():
+            self._start_writer()
+        self.queue.put_nowait(record)
+
+    def flush(self) -> None:
+        """Write whatever is queued now (tests, and the exit of the process)."""
+        self._write(self._drain([]))
+
+    def _start_writer(self) -> None:
+        with self._start_lock:
+            if self._writer_pid == os.getpid():
+                return
+            threading.Thread(target=self._run, name="log-writer", daemon=True).start()
+            atexit.register(self.flush)
+            self._writer_pid = os.getpid()
+
+    def _run(self) -> None:
+        while True:
+            self._write(self._drain([self.queue.get()]))
+            time.sleep(self.INTERVAL)
+
+    def _drain(self, records: list[logging.LogRecord]) -> list[logging.LogRecord]:
+        while len(records) < self.BATCH:
+            try:
+                records.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return records
+
+    def _write(self, records: list[logging.LogRecord]) -> None:
+        lines = []
+        for record in records:
+            try:
+                lines.append(self.target.format(record))
+            except Exception:  # noqa: BLE001 - as logging does: report, never raise
+                self.target.handleError(record)
+        if lines:
+            with self.target.lock:
+                self.target.stream.write("\n".join(lines) + "\n")
+                self.target.flush()
+
+
+# --- The request log line ---------------------------------------------------------------
+
+
+def principal_of(request) -> str | None:
+    """``key:<public prefix>`` or ``user:<id>``; None for anonymous callers. Never a secret."""
+    user = request.__dict__.get("user")
+    if user is None or (isinstance(user, SimpleLazyObject) and user._wrapped is empty):
+        return None
+    if not getattr(user, "is_authenticated", False):
+        return None
+    prefix = getattr(request.__dict__.get("auth"), "prefix", None)
+    return f"key:{prefix}" if isinstance(prefix, str) else f"user:{user.pk}"
+
+
+def request_finished(request, response, started: float) -> None:
+    """Log the request's line, tally it for the caller's stats, count a rate limit refusal."""
+    from mlplatform import metrics
+    from predictions.stats import usage_record
+
+    seconds = time.perf_counter() - started
+    status = response.status_code
+    principal = principal_of(request)
+    # accounts.ratelimit leaves the usage it counted on the request (other 429s are not limits).
+    usage = getattr(request, "ratelimit", None)
+    if status == 429 and getattr(usage, "limited", False):
+        metrics.rate_limited(usage.group)
+    if principal is not None and not request.path.startswith(("/admin/", "/static/")):
+        usage_record(user_id=request.user.pk, error=status >= 400, seconds=seconds)
+    level = logging.ERROR if status >= 500 else logging.INFO
+    if not request_logger.isEnabledFor(level):
+        return
+    fields = {
+        "method": request.method,
+        "path": request.path,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "principal": principal,
+        "remote_addr": request.META.get("REMOTE_ADDR"),
+    }
+    # makeRecord + handle, not log(): the caller's file and line would say nothing here and
+    # finding them is a good part of a log call's cost.
+    record = request_logger.makeRecord(
+        request_logger.name,
+        level,
+        __file__,
+        0,
+        "%s %s %s %.1fms",
+        (request.method, request.path, status, seconds * 1000),
+        None,
+        extra={k: v for k, v in fields.items() if v is not None},
+    )
+    request_logger.handle(record)
