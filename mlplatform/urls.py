@@ -26,6 +26,7 @@ urlpatterns = [
     path("health/", health.health),
     path("ready", health.ready, name="ready"),
     path("ready/", health.ready),
+    path("", include("predictions.v2.urls")),  # /v2/...: the Open Inference Protocol
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api-auth/", include("rest_framework.urls")),

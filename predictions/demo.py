@@ -12,7 +12,8 @@ from accounts.scopes import ALL_SCOPES, permission_codename
 from accounts.services import api_key_create, api_key_revoke
 from predictions import services
 from predictions.models import MLModel, ModelVersion
-from predictions.runtime.artifacts import checksum
+from predictions.runtime.artifacts import checksum, load_dense
+from predictions.runtime.onnx import dense_to_onnx
 from predictions.runtime.training import train_demo_models
 
 API_USERS_GROUP = "API users"
@@ -22,6 +23,9 @@ TRAFFIC = {("iris", "v1"): 50.0, ("iris", "v2"): 50.0}
 DEFAULTS = {"iris": "v2"}
 # Training is deterministic: one run per process is enough.
 _trained = functools.cache(train_demo_models)
+# The ONNX demo: digits v1's trained weights exported to an ONNX graph, served by onnxruntime.
+# Active with no traffic weight: reachable by name (and as ``latest``), outside the split.
+ONNX_DEMO = ("digits", "v1", "v1-onnx")
 
 
 @dataclass
@@ -52,6 +56,28 @@ def _user(username: str, *, staff: bool, report: SeedReport) -> User:
             user = User.objects.create_user(username, password=password)
         report.passwords[username] = password
     return user
+
+
+def _seed_onnx_demo(report: SeedReport) -> None:
+    """Export a trained demo version to ONNX and register it, once."""
+    name, source_label, label = ONNX_DEMO
+    model = MLModel.objects.get(name=name)
+    if not model.versions.filter(label=label).exists():
+        demo = next(d for d in _trained() if d.name == name)
+        source = next(v for v in demo.versions if v.label == source_label)
+        services.model_version_create(
+            model=model,
+            label=label,
+            runtime=ModelVersion.Runtime.ONNX,
+            artifact=dense_to_onnx(load_dense(source.artifact)),
+            artifact_name=f"{name}-{label}.onnx",
+            status=ModelVersion.Status.ACTIVE,
+            traffic_weight=0.0,
+            description=f"{source.description} Exported to ONNX from {source_label}'s weights.",
+            metrics={**source.metrics, "exported_from": source_label},
+        )
+        report.created_versions.append(f"{name}:{label}")
+    report.models[name].append(label)
 
 
 @transaction.atomic
@@ -90,6 +116,7 @@ def demo_seed(*, issue_key: bool = True) -> SeedReport:
             model.default_version = model.versions.get(label=label)
             services.model_save(model=model)
         report.models[demo.name] = [v.label for v in demo.versions]
+    _seed_onnx_demo(report)
 
     group = api_users_group()
     _user("admin", staff=True, report=report)

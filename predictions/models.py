@@ -61,6 +61,7 @@ class ModelVersion(models.Model):
     class Runtime(models.TextChoices):
         NUMPY = "numpy", "numpy (.npz dense network)"
         ENSEMBLE = "ensemble", "ensemble (weighted average of other versions)"
+        ONNX = "onnx", "onnx (.onnx graph run by onnxruntime)"
 
     model = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="versions")
     label = models.SlugField(max_length=50)

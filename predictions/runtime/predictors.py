@@ -23,7 +23,14 @@ class Predictor(Protocol):
         ...
 
 
-RUNTIMES: dict[str, Callable[[bytes], Predictor]] = {"numpy": load_dense}
+def _load_onnx(data: bytes) -> Predictor:
+    # Imported on first use: onnxruntime costs a process that serves no ONNX model nothing.
+    from predictions.runtime.onnx import load_onnx
+
+    return load_onnx(data)
+
+
+RUNTIMES: dict[str, Callable[[bytes], Predictor]] = {"numpy": load_dense, "onnx": _load_onnx}
 
 
 def load_predictor(runtime: str, data: bytes) -> Predictor:

@@ -29,7 +29,7 @@ def test_seed_demo_is_idempotent_and_each_run_prints_a_working_key(db, client_fo
     second = run("seed_demo")
 
     assert MLModel.objects.count() == 3
-    assert ModelVersion.objects.count() == 4
+    assert ModelVersion.objects.count() == 5  # iris v1, v2; breast-cancer v1; digits v1, v1-onnx
     assert sorted(MLModel.objects.values_list("name", flat=True)) == [
         "breast-cancer",
         "digits",

@@ -134,7 +134,9 @@ def test_load_predictor_with_numpy_runtime_gives_a_working_predictor(network_arr
 
 
 def test_if_runtime_is_unknown_then_artifact_error_lists_the_known_ones():
-    assert list(RUNTIMES) == ["numpy"]
+    assert list(RUNTIMES) == ["numpy", "onnx"]
 
-    with pytest.raises(ArtifactError, match=r"^unknown runtime 'onnx' \(choose from numpy\)$"):
-        load_predictor("onnx", b"")
+    with pytest.raises(
+        ArtifactError, match=r"^unknown runtime 'tensorflow' \(choose from numpy, onnx\)$"
+    ):
+        load_predictor("tensorflow", b"")

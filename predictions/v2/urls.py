@@ -1,0 +1,27 @@
+"""Routes of the Open Inference Protocol (V2) REST API, included at the site root: /v2/...
+
+The patterns carry their ``v2`` prefix themselves: ``/v2`` (server metadata) has no trailing
+slash in the protocol, and an ``include("v2")`` would force every pattern to start with a
+slash, which Django's URL checks warn about.
+"""
+
+from django.urls import re_path
+
+from mlplatform.api.routes import route
+from predictions.v2 import views
+
+_MODEL = "v2/models/<str:name>"
+_VERSION = "v2/models/<str:name>/versions/<str:version>"
+
+urlpatterns = [
+    *route("v2", views.ServerMetadataView.as_view(), "v2-server-metadata"),
+    *route("v2/health/live", views.ServerLiveView.as_view(), "v2-live"),
+    *route("v2/health/ready", views.ServerReadyView.as_view(), "v2-ready"),
+    *route(_MODEL, views.ModelMetadataView.as_view(), "v2-model-metadata"),
+    *route(_VERSION, views.ModelMetadataView.as_view(), "v2-version-metadata"),
+    *route(f"{_MODEL}/ready", views.ModelReadyView.as_view(), "v2-model-ready"),
+    *route(f"{_VERSION}/ready", views.ModelReadyView.as_view(), "v2-version-ready"),
+    *route(f"{_MODEL}/infer", views.InferView.as_view(), "v2-infer"),
+    *route(f"{_VERSION}/infer", views.InferView.as_view(), "v2-version-infer"),
+    re_path(r"^v2/", views.not_found),
+]

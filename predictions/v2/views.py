@@ -1,0 +1,242 @@
+"""Thin views of the V2 protocol: read the body, call a service, encode the answer.
+
+Authentication and scopes are those of the REST API (``X-API-Key`` or ``Authorization: Bearer``;
+inference needs the ``predict`` scope; model metadata and readiness any credentials). The
+server's health and metadata answer without credentials, as probes need. Errors are answered
+as the protocol says: the status and ``{"error": "..."}`` with the REST API's message.
+"""
+
+import zlib
+from importlib import metadata
+
+from django.http import HttpResponse, JsonResponse
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import ApiKey
+from accounts.permissions import scope_required
+from mlplatform.api.exceptions import exception_handler as platform_exception_handler
+from mlplatform.api.parsers import read_limited
+from mlplatform.api.renderers import ORJSONRenderer
+from mlplatform.errors import PayloadTooLarge
+from mlplatform.health import CHECKS
+from mlplatform.middleware import body_limit
+from predictions.models import ModelVersion
+from predictions.services import principal_id
+from predictions.v2 import schema, services
+from predictions.v2.codec import ProtocolError, decode_request, encode_response
+from predictions.v2.signature import PLATFORMS, output_tensors
+
+SERVER_NAME = "mlplatform"
+EXTENSIONS = ["binary_tensor_data", "parameters"]
+HEADER_LENGTH = "Inference-Header-Content-Length"
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class UnsupportedEncoding(ProtocolError):
+    status_code = 415
+
+
+def v2_exception_handler(exc, context):
+    """The platform's handler, answering ``{"error": message}`` as the protocol says."""
+    if isinstance(exc, ProtocolError):
+        return Response({"error": str(exc)}, status=exc.status_code)
+    response = platform_exception_handler(exc, context)
+    if response is not None:
+        response.data = {"error": response.data.get("detail", "error")}
+    return response
+
+
+class JsonOnly(BaseContentNegotiation):
+    """Always JSON (errors and metadata), whatever ``Accept`` says: clients parse nothing else."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class V2View(APIView):
+    renderer_classes = [ORJSONRenderer]
+    parser_classes: list = []
+    content_negotiation_class = JsonOnly
+    permission_classes = [IsAuthenticated]
+
+    def get_exception_handler(self):
+        return v2_exception_handler
+
+
+class ProbeView(V2View):
+    """Answers without credentials and without counting against any rate limit."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+
+
+def _server_version() -> str:
+    try:
+        return metadata.version(SERVER_NAME)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class ServerMetadataView(ProbeView):
+    """The server's name, version and protocol extensions."""
+
+    @schema.server_metadata
+    def get(self, request):
+        return Response(
+            {"name": SERVER_NAME, "version": _server_version(), "extensions": EXTENSIONS}
+        )
+
+
+class ServerLiveView(ProbeView):
+    """Liveness: 200 ``{"live": true}`` while the process answers."""
+
+    @schema.live
+    def get(self, request):
+        return Response({"live": True})
+
+
+class ServerReadyView(ProbeView):
+    """Readiness: the database answers and every active version loads; 503 otherwise."""
+
+    @schema.ready
+    def get(self, request):
+        for name in ("database", "models"):
+            try:
+                CHECKS[name]()
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+                return Response(
+                    {"ready": False, "error": f"{name}: {type(exc).__name__}: {exc}"[:300]},
+                    status=503,
+                )
+        return Response({"ready": True})
+
+
+def _served(request, name: str, version: str | None) -> services.Served:
+    api_key = request.auth if isinstance(request.auth, ApiKey) else None
+    return services.version_served(
+        model_name=name, version_label=version, principal=principal_id(request.user, api_key)
+    )
+
+
+class ModelMetadataView(V2View):
+    """A model's (or version's) platform, versions and tensors; ``-1`` is the batch dimension.
+
+    Without a version, the version that would serve the caller (the traffic split).
+    """
+
+    @schema.model_metadata
+    def get(self, request, name: str, version: str | None = None):
+        served = _served(request, name, version)
+        signature = services.signature_for(served)
+        return Response(
+            {
+                "name": served.model.name,
+                "versions": [
+                    label
+                    for label, entry in served.model.versions.items()
+                    if entry.status != ModelVersion.Status.RETIRED
+                ],
+                "platform": PLATFORMS.get(served.version.runtime, served.version.runtime),
+                "inputs": [spec.as_dict() for spec in signature.inputs],
+                "outputs": [spec.as_dict() for spec in signature.outputs],
+                "parameters": {
+                    "version": served.version.label,
+                    "task": served.model.task,
+                    "feature_names": list(served.model.feature_names),
+                    "labels": list(served.model.labels),
+                },
+            }
+        )
+
+
+class ModelReadyView(V2View):
+    """200 ``{"ready": true}`` when the version (or the caller's split) can serve; else 503."""
+
+    @schema.model_ready
+    def get(self, request, name: str, version: str | None = None):
+        served = _served(request, name, version)
+        problem = services.version_problem(served)
+        body = {"name": served.model.name, "version": served.version.label}
+        if problem is not None:
+            return Response({**body, "ready": False, "error": problem}, status=503)
+        return Response({**body, "ready": True})
+
+
+def _decompressed(data: bytes, encoding: str, limit: int) -> bytes:
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise UnsupportedEncoding(
+            f"Content-Encoding {encoding!r} is not supported (use gzip or deflate)"
+        )
+    decompressor = zlib.decompressobj(wbits)
+    try:
+        plain = decompressor.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise ProtocolError(f"the {encoding} body cannot be decompressed: {exc}") from None
+    if len(plain) > limit:
+        raise PayloadTooLarge(f"The decompressed body is larger than the limit of {limit} bytes.")
+    if not decompressor.eof:
+        raise ProtocolError(f"the {encoding} body is truncated")
+    return plain
+
+
+def _body(request) -> bytes:
+    """The raw body within the size limit, decompressed (gzip, deflate) if it says so."""
+    limit = body_limit(request.path)
+    data = read_limited(request.stream, limit)
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding and encoding != "identity":
+        data = _decompressed(data, encoding, limit)
+    return data
+
+
+class InferView(V2View):
+    """Predict the rows of one input tensor; each row is stored as a prediction."""
+
+    permission_classes = [scope_required("predict")]
+    ratelimit_group = "predict"
+
+    @schema.infer
+    def post(self, request, name: str, version: str | None = None):
+        inference = decode_request(_body(request), request.headers.get(HEADER_LENGTH))
+        api_key = request.auth if isinstance(request.auth, ApiKey) else None
+        answer = services.tensor_predictions_create(
+            user=request.user,
+            api_key=api_key,
+            model_name=name,
+            version_label=version,
+            request=inference,
+            request_id=request.request_id,
+        )
+        body, header_length = encode_response(
+            model_name=answer.served.model.name,
+            model_version=answer.served.version.label,
+            request_id=inference.id,
+            parameters={
+                "routing": answer.served.routing,
+                "processing_time": answer.processing_time,
+            },
+            outputs=output_tensors(
+                answer.selected,
+                outputs=answer.outputs,
+                labels=answer.labels,
+                prediction_ids=answer.prediction_ids,
+            ),
+        )
+        if header_length is None:
+            return HttpResponse(body, content_type="application/json")
+        response = HttpResponse(body, content_type="application/octet-stream")
+        response[HEADER_LENGTH] = str(header_length)
+        return response
+
+
+def not_found(request, path: str = ""):
+    """Any other path under /v2."""
+    return JsonResponse({"error": f"No route matches {request.path!r}."}, status=404)

@@ -1,0 +1,573 @@
+"""The V2 REST API in-process: health, metadata, readiness, inference, storage and errors.
+
+Bodies are made by tritonclient's own encoder where binary tensors are involved; real HTTP with
+the client libraries is in tests/e2e/test_v2_clients.py.
+"""
+
+import gzip
+import json
+import zlib
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from predictions.models import MLModel, ModelVersion, Prediction, ShadowPrediction
+from predictions.runtime.datasets import load_dataset
+from predictions.services import model_version_create, model_version_save, registry_touch
+from predictions.services.shadow import shadow_runner
+
+IRIS_ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], "f4")
+pytestmark = pytest.mark.usefixtures("demo_models")
+
+
+def infer_body(rows: np.ndarray, *, binary=True, outputs=None, datatype="FP32", **kwargs):
+    """(body, Inference-Header-Content-Length or None) exactly as tritonclient sends them."""
+    tensor = httpclient.InferInput("input", list(rows.shape), datatype)
+    tensor.set_data_from_numpy(rows, binary_data=binary)
+    return httpclient.InferenceServerClient.generate_request_body(
+        [tensor], outputs=outputs, **kwargs
+    )
+
+
+def post_infer(client, path, body: bytes, header_length=None, **headers):
+    if header_length is not None:
+        headers["HTTP_INFERENCE_HEADER_CONTENT_LENGTH"] = str(header_length)
+    return client.post(path, body, content_type="application/octet-stream", **headers)
+
+
+def infer(client, rows=IRIS_ROWS, path="/v2/models/iris/versions/v1/infer", **kwargs):
+    return post_infer(client, path, *infer_body(rows, **kwargs))
+
+
+def parsed(response) -> httpclient.InferResult:
+    assert response.status_code == 200, response.content
+    length = response.headers.get("Inference-Header-Content-Length")
+    return httpclient.InferenceServerClient.parse_response_body(
+        response.content, header_length=int(length) if length else None
+    )
+
+
+def texts(array: np.ndarray) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else v for v in array.tolist()]
+
+
+def json_infer(client, document, path="/v2/models/iris/versions/v1/infer", **headers):
+    return client.post(path, json.dumps(document), content_type="application/json", **headers)
+
+
+def iris_json(data, shape=(1, 4), **extra) -> dict:
+    return {
+        "inputs": [{"name": "input", "shape": list(shape), "datatype": "FP32", "data": data}],
+        **extra,
+    }
+
+
+# --- server -----------------------------------------------------------------------------------
+
+
+def test_server_metadata_names_the_binary_tensor_extension_without_credentials(client):
+    response = client.get("/v2")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["name"] == "mlplatform" and body["version"]
+    assert "binary_tensor_data" in body["extensions"]
+
+
+def test_liveness_and_readiness_answer_200_with_a_body_saying_so(client):
+    live, ready = client.get("/v2/health/live"), client.get("/v2/health/ready")
+
+    assert (live.status_code, live.json()) == (200, {"live": True})
+    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+
+
+def test_readiness_is_503_when_no_model_can_serve(client):
+    ModelVersion.objects.update(status=ModelVersion.Status.RETIRED)
+    registry_touch()
+
+    response = client.get("/v2/health/ready")
+
+    assert response.status_code == 503
+    assert response.json()["ready"] is False
+    assert "no model has an active version" in response.json()["error"]
+
+
+def test_an_unknown_path_under_v2_answers_404_in_the_protocols_shape(client):
+    response = client.get("/v2/models/iris/versions/v1/explain")
+
+    assert response.status_code == 404
+    assert set(response.json()) == {"error"}
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+def test_model_metadata_gives_platform_versions_and_tensors(key_client):
+    response = key_client.get("/v2/models/iris/versions/v1")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["name"] == "iris"
+    assert body["versions"] == ["v1", "v2"]
+    assert body["platform"] == "mlplatform_numpy"
+    assert body["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+    assert body["outputs"] == [
+        {"name": "prediction", "datatype": "FP32", "shape": [-1, 3]},
+        {"name": "label", "datatype": "BYTES", "shape": [-1]},
+        {"name": "confidence", "datatype": "FP32", "shape": [-1]},
+        {"name": "prediction_id", "datatype": "BYTES", "shape": [-1]},
+    ]
+    assert body["parameters"]["labels"] == ["setosa", "versicolor", "virginica"]
+    assert body["parameters"]["version"] == "v1"
+
+
+def test_model_metadata_without_a_version_describes_the_callers_version(key_client):
+    body = key_client.get("/v2/models/digits").json()
+
+    assert body["parameters"]["version"] == "v1"  # the only version with traffic weight
+    assert body["inputs"][0]["shape"] == [-1, 64]
+    assert key_client.get("/v2/models/digits/versions/v1-onnx").json()["platform"] == (
+        "onnxruntime_onnx"
+    )
+
+
+def test_a_retired_version_is_not_listed_and_answers_404(key_client):
+    ModelVersion.objects.filter(model__name="iris", label="v1").update(status="retired")
+    registry_touch()
+
+    assert key_client.get("/v2/models/iris").json()["versions"] == ["v2"]
+    response = key_client.get("/v2/models/iris/versions/v1")
+    assert response.status_code == 404
+    assert response.json() == {"error": "Version 'v1' of model 'iris' is retired."}
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/v2/models/nope", "Unknown model 'nope'"),
+        ("/v2/models/nope/ready", "Unknown model 'nope'"),
+        ("/v2/models/iris/versions/v9", "has no version 'v9'; versions: v1, v2"),
+        ("/v2/models/iris/versions/v9/ready", "has no version 'v9'"),
+    ],
+)
+def test_unknown_models_and_versions_answer_404_with_an_error(key_client, path, message):
+    response = key_client.get(path)
+
+    assert response.status_code == 404
+    assert message in response.json()["error"]
+
+
+def test_model_readiness_answers_200_with_a_body(key_client):
+    response = key_client.get("/v2/models/iris/versions/v2/ready")
+
+    assert response.status_code == 200
+    assert response.json() == {"name": "iris", "version": "v2", "ready": True}
+    assert key_client.get("/v2/models/digits/ready").json()["ready"] is True
+
+
+def test_a_version_whose_artifact_no_longer_loads_is_not_ready(key_client):
+    # Only possible behind the admin's back (uploads are validated), yet it must not be a 500.
+    ModelVersion.objects.filter(model__name="iris", label="v1").update(
+        artifact=b"broken", checksum="changed"
+    )
+    registry_touch()
+
+    response = key_client.get("/v2/models/iris/versions/v1/ready")
+
+    assert response.status_code == 503
+    assert response.json()["ready"] is False
+    assert "not a .npz archive" in response.json()["error"]
+
+
+def test_inference_on_a_version_that_no_longer_loads_is_a_503_not_a_500(key_client):
+    ModelVersion.objects.filter(model__name="iris", label="v1").update(
+        artifact=b"broken", checksum="changed"
+    )
+    registry_touch()
+
+    response = infer(key_client)
+
+    assert response.status_code == 503
+    assert "Version 'v1' of model 'iris' cannot be loaded" in response.json()["error"]
+    assert Prediction.objects.count() == 0
+
+
+def test_model_endpoints_need_credentials(client):
+    for path in ("/v2/models/iris", "/v2/models/iris/ready"):
+        response = client.get(path)
+        assert response.status_code == 401
+        assert response.json() == {"error": "Authentication credentials were not provided."}
+        assert "ApiKey" in response["WWW-Authenticate"]
+
+
+# --- inference --------------------------------------------------------------------------------
+
+
+def test_binary_inference_answers_every_output_and_stores_each_row(key_client, user):
+    response = infer(key_client, request_id="batch-7")
+
+    result = parsed(response)
+    assert response["Content-Type"] == "application/octet-stream"
+    body = result.get_response()
+    assert (body["model_name"], body["model_version"], body["id"]) == ("iris", "v1", "batch-7")
+    assert body["parameters"]["routing"] == "explicit"
+    probabilities = result.as_numpy("prediction")
+    assert probabilities.shape == (3, 3) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert texts(result.as_numpy("label")) == ["setosa", "virginica", "versicolor"]
+    np.testing.assert_allclose(result.as_numpy("confidence"), probabilities.max(axis=1))
+    ids = texts(result.as_numpy("prediction_id"))
+    stored = {str(p.pk): p for p in Prediction.objects.filter(pk__in=ids)}
+    assert len(stored) == 3
+    for i, prediction_id in enumerate(ids):
+        row = stored[prediction_id]
+        assert row.owner == user and row.model_version.label == "v1"
+        assert row.input == pytest.approx(IRIS_ROWS[i].tolist())
+        assert row.output == pytest.approx(probabilities[i].tolist())
+        assert row.label == texts(result.as_numpy("label"))[i]
+        assert row.routing == "explicit" and row.request_id == response["X-Request-ID"]
+
+
+def test_a_stored_row_reads_back_through_the_rest_api(key_client):
+    result = parsed(infer(key_client, IRIS_ROWS[:1]))
+    prediction_id = texts(result.as_numpy("prediction_id"))[0]
+
+    response = key_client.get(f"/api/v1/predict/{prediction_id}")
+
+    assert response.status_code == 200
+    assert response.json()["label"] == "setosa"
+    assert response.json()["prediction"] == pytest.approx(result.as_numpy("prediction")[0])
+
+
+def test_v2_and_the_rest_api_give_the_same_answer_for_the_same_row(key_client):
+    for version in ("v1", "v2"):
+        rest = key_client.post(
+            "/api/v1/predict",
+            {"input_data": IRIS_ROWS[1].tolist(), "model": "iris", "model_version": version},
+            format="json",
+        ).json()
+        result = parsed(
+            infer(key_client, IRIS_ROWS[1:2], path=f"/v2/models/iris/versions/{version}/infer")
+        )
+
+        assert result.as_numpy("prediction")[0].tolist() == pytest.approx(rest["prediction"])
+        assert texts(result.as_numpy("label")) == [rest["label"]]
+
+
+def test_json_tensors_flat_or_nested_give_json_outputs(key_client):
+    flat = json_infer(key_client, iris_json(IRIS_ROWS.ravel().tolist(), shape=(3, 4), id="x"))
+    nested = json_infer(key_client, iris_json(IRIS_ROWS.tolist(), shape=(3, 4)))
+
+    assert flat.status_code == nested.status_code == 200
+    assert flat["Content-Type"] == "application/json"
+    assert "Inference-Header-Content-Length" not in flat
+    assert flat.json()["id"] == "x" and "id" not in nested.json()
+    outputs = {o["name"]: o for o in flat.json()["outputs"]}
+    assert outputs["prediction"]["shape"] == [3, 3] and len(outputs["prediction"]["data"]) == 9
+    assert outputs["label"]["data"] == ["setosa", "virginica", "versicolor"]
+    assert [o["data"] for o in flat.json()["outputs"][:3]] == [
+        o["data"] for o in nested.json()["outputs"][:3]
+    ]
+
+
+def test_the_json_input_is_stored_as_sent(key_client):
+    json_infer(key_client, iris_json([5.1, 3.5, 1.4, 0.2]))
+
+    assert Prediction.objects.get().input == [5.1, 3.5, 1.4, 0.2]
+
+
+def test_only_the_requested_outputs_are_sent_each_binary_or_not_as_asked(key_client):
+    outputs = [
+        httpclient.InferRequestedOutput("label", binary_data=False),
+        httpclient.InferRequestedOutput("confidence", binary_data=True),
+    ]
+
+    response = infer(key_client, outputs=outputs)
+
+    result = parsed(response)
+    header = json.loads(response.content[: int(response["Inference-Header-Content-Length"])])
+    assert [o["name"] for o in header["outputs"]] == ["label", "confidence"]
+    assert header["outputs"][0]["data"] == ["setosa", "virginica", "versicolor"]
+    assert header["outputs"][1]["parameters"]["binary_data_size"] == 12
+    assert result.as_numpy("confidence").shape == (3,)
+    assert Prediction.objects.count() == 3  # rows are stored whatever the client reads
+
+
+def test_without_a_version_the_models_traffic_split_serves(key_client):
+    result = parsed(infer(key_client, path="/v2/models/iris/infer"))
+
+    assert result.get_response()["parameters"]["routing"] == "split"
+    assert result.get_response()["model_version"] in ("v1", "v2")
+
+
+def test_latest_names_the_newest_serving_version(key_client):
+    result = parsed(infer(key_client, path="/v2/models/iris/versions/latest/infer"))
+
+    assert result.get_response()["model_version"] == "v2"
+    assert result.get_response()["parameters"]["routing"] == "latest"
+
+
+@pytest.mark.parametrize("datatype", ["FP64", "FP16", "INT32", "UINT8"])
+def test_other_real_datatypes_are_converted(key_client, datatype):
+    dtype = {"FP64": "<f8", "FP16": "<f2", "INT32": "<i4", "UINT8": "u1"}[datatype]
+
+    response = infer(key_client, np.array([[5, 3, 1, 0]], dtype=dtype), datatype=datatype)
+
+    assert texts(parsed(response).as_numpy("label")) == ["setosa"]
+
+
+def test_a_jwt_works_as_for_the_rest_api(user, client):
+    token = client.post(
+        "/api/v1/auth/token",
+        {"username": "alice", "password": "alice-pass-123"},
+        content_type="application/json",
+    ).json()["access"]
+
+    body, header_length = infer_body(IRIS_ROWS)
+
+    response = post_infer(
+        client,
+        "/v2/models/iris/versions/v1/infer",
+        body,
+        header_length,
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_request_bodies_are_accepted(key_client, encoding):
+    body, header_length = infer_body(IRIS_ROWS)
+    compressed = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+
+    response = post_infer(
+        key_client,
+        "/v2/models/iris/versions/v1/infer",
+        compressed,
+        header_length,
+        HTTP_CONTENT_ENCODING=encoding,
+    )
+
+    assert texts(parsed(response).as_numpy("label")) == ["setosa", "virginica", "versicolor"]
+
+
+# --- what a client does wrong -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("document", "status", "message"),
+    [
+        (iris_json([1, 2, 3], shape=(1, 3)), 400, "input 'input': expected 4 features, got 3"),
+        (iris_json([1, 2, "three", 4]), 400, "input 'input'.data[2] must be a number, got string"),
+        (iris_json([1, 2, True, 4]), 400, "data[2] must be a number, got boolean"),
+        (iris_json([1, 2, 3]), 400, "shape [1, 4] holds 4 values but data has 3"),
+        (iris_json([1e39, 2, 3, 4]), 400, "input 'input'[0][0] is not a finite number"),
+        (iris_json([], shape=(0, 4)), 400, "must not be empty"),
+        (
+            {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "BF16", "data": [1] * 4}]},
+            400,
+            "datatype must be one of",
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
+            400,
+            "unknown input 'x'",
+        ),
+        (
+            iris_json([1, 2, 3, 4], outputs=[{"name": "probabilities"}]),
+            400,
+            "unknown output 'probabilities'",
+        ),
+        (iris_json([1, 2, 3, 4], parameters={"timeout": 0}), 400, "parameters.timeout"),
+        ({"inputs": "nope"}, 400, "inputs must be a non-empty array"),
+    ],
+)
+def test_bad_json_requests_get_a_4xx_error_and_store_nothing(key_client, document, status, message):
+    response = json_infer(key_client, document)
+
+    assert response.status_code == status, response.content
+    assert set(response.json()) == {"error"}
+    assert message in response.json()["error"]
+    assert Prediction.objects.count() == 0
+
+
+def test_bool_tensors_are_refused_as_booleans_are_in_the_rest_api(key_client):
+    document = iris_json([True, False, True, True])
+    document["inputs"][0]["datatype"] = "BOOL"
+
+    response = json_infer(key_client, document)
+
+    assert response.status_code == 400
+    assert "datatype BOOL is not accepted" in response.json()["error"]
+
+
+@pytest.mark.parametrize("raw", ['{"inputs": [NaN]}', '{"inputs": [1e400]}', "{", "", "[1, 2]"])
+def test_malformed_json_and_non_finite_tokens_are_a_400(key_client, raw):
+    response = key_client.post("/v2/models/iris/infer", raw, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]
+
+
+def test_nan_in_binary_data_is_refused_by_position(key_client):
+    rows = IRIS_ROWS.copy()
+    rows[2, 1] = np.nan
+
+    response = infer(key_client, rows)
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "input 'input'[2][1] is not a finite number"}
+    assert Prediction.objects.count() == 0
+
+
+def test_a_truncated_binary_body_is_a_400(key_client):
+    body, header_length = infer_body(IRIS_ROWS)
+
+    response = post_infer(key_client, "/v2/models/iris/infer", body[:-5], header_length)
+
+    assert response.status_code == 400
+    assert "truncated" in response.json()["error"]
+
+
+def test_a_binary_body_without_its_header_length_is_a_400_that_says_so(key_client):
+    body, _ = infer_body(IRIS_ROWS)
+
+    response = post_infer(key_client, "/v2/models/iris/infer", body)
+
+    assert response.status_code == 400
+    assert "Inference-Header-Content-Length" in response.json()["error"]
+
+
+def test_unknown_models_and_versions_answer_404_on_infer(key_client):
+    assert infer(key_client, path="/v2/models/nope/infer").status_code == 404
+    response = infer(key_client, path="/v2/models/iris/versions/v9/infer")
+    assert response.status_code == 404
+    assert "has no version 'v9'" in response.json()["error"]
+
+
+def test_inference_needs_the_predict_scope(user, make_key, client_for):
+    reader = client_for(make_key(user, scopes=["read"]))
+
+    response = infer(reader)
+
+    assert response.status_code == 403
+    assert response.json() == {"error": "This API key lacks the 'predict' scope."}
+
+
+def test_too_many_rows_are_refused_before_inference(key_client, settings):
+    settings.PLATFORM = {**settings.PLATFORM, "MAX_BATCH_JSON_ROWS": 2}
+
+    response = infer(key_client)
+
+    assert response.status_code == 400
+    assert "has 3 rows; at most 2 are allowed" in response.json()["error"]
+
+
+def test_a_decompressed_body_over_the_limit_is_a_413(key_client, settings):
+    settings.PLATFORM = {**settings.PLATFORM, "MAX_BODY_BYTES": 4096}
+    body = gzip.compress(json.dumps(iris_json([1, 2, 3, 4], padding="x" * 10_000)).encode())
+
+    response = key_client.post(
+        "/v2/models/iris/infer",
+        body,
+        content_type="application/json",
+        HTTP_CONTENT_ENCODING="gzip",
+    )
+
+    assert response.status_code == 413
+    assert "4096 bytes" in response.json()["error"]
+
+
+@pytest.mark.parametrize(("encoding", "status"), [("br", 415), ("gzip", 400)])
+def test_unsupported_or_broken_compression_is_refused(key_client, encoding, status):
+    response = key_client.post(
+        "/v2/models/iris/infer",
+        b"not compressed at all",
+        content_type="application/json",
+        HTTP_CONTENT_ENCODING=encoding,
+    )
+
+    assert response.status_code == status
+    assert response.json()["error"]
+
+
+def test_inference_past_the_timeout_parameter_answers_504(key_client):
+    rows = np.tile(load_dataset("digits").X[:1].astype("f4"), (100, 1))
+    body, length = infer_body(rows, timeout=1)  # one microsecond
+
+    response = post_infer(key_client, "/v2/models/digits/versions/v1/infer", body, length)
+
+    assert response.status_code == 504
+    assert "timeout" in response.json()["error"]
+    assert Prediction.objects.count() == 0
+
+
+# --- traffic features and metrics ---------------------------------------------------------------
+
+
+@pytest.fixture
+def shadow_v3(transactional_db, demo_models):
+    iris = MLModel.objects.get(name="iris")
+    artifact = bytes(iris.versions.get(label="v2").artifact)
+    version = model_version_create(model=iris, label="v3", artifact=artifact, status="active")
+    version.is_shadow = True
+    version.shadow_share = 1.0
+    model_version_save(version=version)
+    return version
+
+
+def test_every_row_of_a_tensor_is_copied_to_a_shadow_version(key_client, shadow_v3):
+    result = parsed(infer(key_client))
+    shadow_runner.join()
+
+    ids = texts(result.as_numpy("prediction_id"))
+    shadows = ShadowPrediction.objects.filter(primary_id__in=ids, model_version=shadow_v3)
+    assert shadows.count() == 3
+    # v3 has v2's weights: it may disagree with v1, but it answered each row itself.
+    assert all(len(s.output) == 3 and s.error == "" for s in shadows)
+    assert Prediction.objects.count() == 3
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of a Prometheus text exposition (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_v2_requests_are_counted_in_the_same_metrics_as_rest_predictions(key_client, client):
+    ok = {"model": "iris", "version": "v1", "routing": "explicit", "outcome": "ok"}
+    refused = {**ok, "outcome": "invalid_input"}
+    before = client.get("/metrics").content.decode()
+
+    infer(key_client)  # three rows
+    json_infer(key_client, iris_json([1, 2, 3], shape=(1, 3)))
+
+    after = client.get("/metrics").content.decode()
+    predictions = "mlplatform_predictions_total"
+    assert metric(after, predictions, **ok) - metric(before, predictions, **ok) == 3
+    assert metric(after, predictions, **refused) - metric(before, predictions, **refused) == 1
+    http = "django_http_responses_total_by_status_view_method_total"
+    assert metric(after, http, view="v2-version-infer", status="200") >= 1
+
+
+# --- the ONNX demo version ----------------------------------------------------------------------
+
+
+def test_the_onnx_and_numpy_digits_versions_agree_on_thousands_of_rows(key_client):
+    X = load_dataset("digits").X
+    rng = np.random.default_rng(1)
+    rows = np.clip(X[rng.integers(0, len(X), 2000)] + rng.normal(0, 1, (2000, 64)), 0, 16)
+    rows = rows.astype("f4")
+
+    numpy_result = parsed(infer(key_client, rows, path="/v2/models/digits/versions/v1/infer"))
+    onnx_result = parsed(infer(key_client, rows, path="/v2/models/digits/versions/v1-onnx/infer"))
+
+    np.testing.assert_allclose(
+        onnx_result.as_numpy("prediction"), numpy_result.as_numpy("prediction"), atol=1e-5
+    )
+    assert texts(onnx_result.as_numpy("label")) == texts(numpy_result.as_numpy("label"))
+    assert Prediction.objects.filter(model_version__label="v1-onnx").count() == 2000
