@@ -1,5 +1,6 @@
 """The platform's own settings: one namespaced dict, ``settings.PLATFORM``, with defaults."""
 
+import os
 from typing import Any
 
 from django.conf import settings
@@ -50,6 +51,18 @@ DEFAULTS: dict[str, Any] = {
     # Pagination of lists.
     "PAGE_SIZE": 50,
     "MAX_PAGE_SIZE": 500,
+    # Server-Sent Events (POST /predict/stream, batch job events): most rows in one prediction
+    # stream, seconds between keep-alive comments of an idle stream, and the most streams one
+    # web process holds open at once (503 beyond; gunicorn_conf.py adds a thread for each, so
+    # open streams never take the threads that serve other requests). The environment sets
+    # them for a server's processes, as tests and benchmarks do.
+    "MAX_STREAM_ROWS": int(os.environ.get("MLPLATFORM_MAX_STREAM_ROWS") or 1000),
+    "STREAM_HEARTBEAT_SECONDS": float(os.environ.get("MLPLATFORM_STREAM_HEARTBEAT_SECONDS") or 15),
+    "MAX_OPEN_STREAMS": int(os.environ.get("MLPLATFORM_MAX_OPEN_STREAMS") or 128),
+    # GraphQL (/graphql): deepest selection, most aliases and most tokens in one document.
+    "GRAPHQL_MAX_DEPTH": 8,
+    "GRAPHQL_MAX_ALIASES": 15,
+    "GRAPHQL_MAX_TOKENS": 1000,
 }
 
 

@@ -307,7 +307,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "mlplatform.api.pagination.PageNumberPagination",
     "EXCEPTION_HANDLER": "mlplatform.api.exceptions.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["accounts.ratelimit.PlatformRateThrottle"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "mlplatform.api.schema.PlatformAutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # ?format= selects a download format of batch results, not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,

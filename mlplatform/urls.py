@@ -7,6 +7,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from mlplatform import health, views
 from mlplatform.dashboard import dashboard_view
 from mlplatform.metrics import metrics_view
+from predictions.graphql.schema import schema as graphql_schema
+from predictions.graphql.views import PlatformGraphQLView
 
 admin.site.site_header = "ML platform"
 admin.site.site_title = "ML platform admin"
@@ -27,6 +29,8 @@ urlpatterns = [
     path("ready", health.ready, name="ready"),
     path("ready/", health.ready),
     path("", include("predictions.v2.urls")),  # /v2/...: the Open Inference Protocol
+    path("graphql", PlatformGraphQLView.as_view(schema=graphql_schema), name="graphql"),
+    path("graphql/", PlatformGraphQLView.as_view(schema=graphql_schema)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api-auth/", include("rest_framework.urls")),

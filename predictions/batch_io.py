@@ -2,7 +2,7 @@
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import orjson
@@ -144,6 +144,15 @@ def _sse(event: str, data: dict, event_id: str | None = None) -> bytes:
     return f"{head}event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
 
 
+def job_state(job_id) -> dict:
+    """What the events of a job show: status, completed and total rows, error."""
+    return (
+        BatchJob.objects.filter(pk=job_id)
+        .values("status", "completed_inputs", "total_inputs", "error")
+        .get()
+    )
+
+
 def job_events(
     job: BatchJob,
     *,
@@ -151,19 +160,19 @@ def job_events(
     poll_seconds: float = 0.5,
     heartbeat_seconds: float = 15.0,
     max_seconds: float = 3600.0,
+    read: Callable[[], dict] | None = None,
 ) -> Iterator[bytes]:
-    """Server-Sent Events of a job's progress until it ends (ids are completed-row counts)."""
+    """Server-Sent Events of a job's progress until it ends (ids are completed-row counts).
+
+    ``read`` gives the job's current state (``job_state``); by default a query per poll.
+    """
     try:
         seen = int(last_event_id) if last_event_id else -1
     except ValueError:
         seen = -1
     started = last_beat = time.monotonic()
     while time.monotonic() - started < max_seconds:
-        row = (
-            BatchJob.objects.filter(pk=job.pk)
-            .values("status", "completed_inputs", "total_inputs", "error")
-            .get()
-        )
+        row = read() if read is not None else job_state(job.pk)
         completed, total = row["completed_inputs"], row["total_inputs"]
         if completed > seen:
             seen = completed

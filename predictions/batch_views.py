@@ -3,32 +3,38 @@
 import hashlib
 
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from accounts.models import ApiKey
 from accounts.permissions import any_scope_required, scope_required
 from mlplatform.api.parsers import ORJSONParser
+from mlplatform.api.renderers import ORJSONRenderer
+from mlplatform.api.schema import ErrorSerializer, event_stream_schema
 from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput
-from predictions.batch_io import DOWNLOADS, job_events, job_payload, result_rows
+from predictions.batch_io import DOWNLOADS, job_payload, result_rows
 from predictions.models import BatchJob
 from predictions.runtime.errors import InputError
 from predictions.runtime.inputs import rows_from_input
 from predictions.runtime.tables import READERS
 from predictions.selectors import batch_job_get, batch_jobs_for
+from predictions.serializers import RowsField
 from predictions.services import fingerprint, idempotent, principal_id
 from predictions.services.batch import batch_job_cancel, batch_job_submit
 from predictions.services.predict import model_resolve
+from predictions.stream_views import EventStreamRenderer, event_stream_response
+from predictions.streaming import client_gone_check, watched_job_events
 
 READ = any_scope_required("read", "batch")
 
 
 class BatchSubmitSerializer(serializers.Serializer):
-    inputs = serializers.JSONField(required=False, help_text="Rows of numbers (JSON body).")
+    inputs = RowsField(required=False, help_text="Rows of numbers (JSON body).")
     file = serializers.FileField(
         required=False, help_text="CSV (header optional), NPY float array, or JSONL rows."
     )
@@ -50,6 +56,7 @@ class BatchAcceptedSerializer(serializers.Serializer):
     status = serializers.CharField()
     total_inputs = serializers.IntegerField()
     estimated_completion = serializers.DateTimeField()
+    model_version = serializers.CharField(help_text="The version resolved at submit.")
     links = serializers.DictField(child=serializers.CharField())
 
 
@@ -137,7 +144,12 @@ class BatchSubmitView(APIView):
             "application/json": BatchSubmitSerializer,
             "multipart/form-data": BatchSubmitSerializer,
         },
-        responses={202: BatchAcceptedSerializer},
+        responses={
+            202: BatchAcceptedSerializer,
+            404: OpenApiResponse(ErrorSerializer, "Unknown model or version."),
+            409: OpenApiResponse(ErrorSerializer, "The Idempotency-Key's first request runs."),
+            422: OpenApiResponse(ErrorSerializer, "The Idempotency-Key came with another body."),
+        },
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
     )
     def post(self, request):
@@ -254,15 +266,39 @@ class BatchEventsView(APIView):
     """Server-Sent Events of a job's progress until it ends; resumable with Last-Event-ID."""
 
     permission_classes = [READ]
+    # EventSource sends ``Accept: text/event-stream``; errors then arrive as one error event.
+    renderer_classes = [ORJSONRenderer, EventStreamRenderer]
 
-    @extend_schema(responses={(200, "text/event-stream"): str})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "Last-Event-ID",
+                str,
+                OpenApiParameter.HEADER,
+                description="Resume after this event (ids are completed-row counts).",
+            ),
+            OpenApiParameter(
+                "last_event_id", str, description="The same, for clients that cannot set headers."
+            ),
+        ],
+        responses={
+            (200, "text/event-stream"): event_stream_schema(
+                "progress", *map(str, BatchJob.TERMINAL), "error"
+            )
+        },
+    )
     def get(self, request, pk):
         job = batch_job_get(user=request.user, job_id=pk)
-        events = job_events(job, last_event_id=request.headers.get("Last-Event-ID"))
-        response = StreamingHttpResponse(events, content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
+        last_event_id = request.headers.get("Last-Event-ID") or request.query_params.get(
+            "last_event_id"
+        )
+        events = watched_job_events(
+            job,
+            client_gone=client_gone_check(request),
+            last_event_id=last_event_id,
+            heartbeat_seconds=platform_setting("STREAM_HEARTBEAT_SECONDS"),
+        )
+        return event_stream_response(events)
 
 
 class BatchCancelView(APIView):
@@ -280,6 +316,7 @@ class JobListView(APIView):
     """Your batch jobs, newest first; filter by ``status`` and ``model``."""
 
     permission_classes = [READ]
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS  # documents the paginated list
 
     @extend_schema(
         parameters=[
@@ -299,6 +336,6 @@ class JobListView(APIView):
             jobs = jobs.filter(status=wanted)
         if request.query_params.get("model"):
             jobs = jobs.filter(model_version__model__name=request.query_params["model"])
-        paginator = self.settings.DEFAULT_PAGINATION_CLASS()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(jobs, request, view=self)
         return paginator.get_paginated_response([job_payload(job) for job in page])

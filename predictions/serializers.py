@@ -6,9 +6,35 @@ from rest_framework import serializers
 from mlplatform.conf import platform_setting
 from predictions.models import Feedback, MLModel, ModelVersion, Prediction
 
+# What the input parsers accept, so that a client (or a fuzzer) reading the schema knows it.
+ROW_SCHEMA = {
+    "oneOf": [
+        {"type": "array", "items": {"type": "number"}, "minItems": 1},
+        {"type": "object", "additionalProperties": {"type": "number"}, "minProperties": 1},
+    ],
+    "example": [5.1, 3.5, 1.4, 0.2],
+}
+
+
+@extend_schema_field(ROW_SCHEMA)
+class RowField(serializers.JSONField):
+    """One row of features: numbers in feature order, or an object by feature name."""
+
+
+@extend_schema_field(
+    {"type": "array", "items": ROW_SCHEMA, "minItems": 1, "example": [[5.1, 3.5, 1.4, 0.2]]}
+)
+class RowsField(serializers.JSONField):
+    """Rows of features, each as ``RowField`` takes it."""
+
+
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "number"}], "example": "setosa"})
+class ActualField(serializers.JSONField):
+    """A class label (classifiers) or a number (regressors)."""
+
 
 class PredictRequestSerializer(serializers.Serializer):
-    input_data = serializers.JSONField(
+    input_data = RowField(
         help_text="One row: a list of numbers in feature order, or an object by feature name."
     )
     model = serializers.CharField(required=False, help_text="Model name; default: the platform's.")
@@ -158,9 +184,7 @@ class MLModelSerializer(serializers.ModelSerializer):
 
 
 class FeedbackRequestSerializer(serializers.Serializer):
-    actual = serializers.JSONField(
-        help_text="The true class label (classifiers) or value (regressors)."
-    )
+    actual = ActualField(help_text="The true class label (classifiers) or value (regressors).")
 
 
 class FeedbackSerializer(serializers.ModelSerializer):

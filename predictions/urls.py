@@ -1,10 +1,11 @@
 """Routes of the prediction API (under /api/v1)."""
 
 from mlplatform.api.routes import route
-from predictions import batch_views, stats_views, views
+from predictions import batch_views, stats_views, stream_views, views
 
 urlpatterns = [
     *route("predict", views.PredictView.as_view(), "predict"),
+    *route("predict/stream", stream_views.PredictStreamView.as_view(), "predict-stream"),
     *route("predict/batch", batch_views.BatchSubmitView.as_view(), "batch-submit"),
     *route("predict/batch/<uuid:pk>", batch_views.BatchJobDetailView.as_view(), "batch-detail"),
     *route(

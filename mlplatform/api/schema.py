@@ -1,4 +1,8 @@
-"""OpenAPI schema hooks."""
+"""OpenAPI schema: hooks, and the error answers every v1 operation documents."""
+
+from drf_spectacular.openapi import AutoSchema
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
 
 
 def drop_trailing_slash_duplicates(endpoints, **kwargs):
@@ -9,3 +13,107 @@ def drop_trailing_slash_duplicates(endpoints, **kwargs):
         for path, regex, method, callback in endpoints
         if not (path.endswith("/") and path.rstrip("/") in paths)
     ]
+
+
+def event_stream_schema(*events: str) -> dict:
+    """The schema of one event of a ``text/event-stream`` answer (as schemathesis reads it)."""
+    return {
+        "type": "object",
+        "description": "One Server-Sent Event; its data is a JSON document.",
+        "properties": {
+            "event": {"type": "string", "enum": list(events)},
+            "id": {"type": "string"},
+            "data": {"type": "string", "contentMediaType": "application/json"},
+        },
+        "required": ["event", "data"],
+    }
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Documents ``mlplatform.api.exceptions.error_body``: the one error shape of the API."""
+
+    detail = serializers.CharField(help_text="What went wrong, in words.")
+    code = serializers.CharField(help_text="Machine-readable: invalid, not_found, rate_limited...")
+    errors = serializers.DictField(
+        required=False, help_text="Validation errors only: messages by field."
+    )
+    request_id = serializers.CharField(required=False, help_text="Quote it to an operator.")
+
+
+_DESCRIPTIONS = {
+    "400": "Invalid input; the detail names the problem.",
+    "401": "Missing, malformed, expired or revoked credentials.",
+    "403": "Valid credentials without the scope or kind of login this operation needs.",
+    "404": "The object in the path does not exist or belongs to another principal; or there "
+    "is no such page.",
+    "413": "The body is larger than the configured limit.",
+    "415": "The body's content type is not one this operation reads.",
+    "429": "A rate limit (or a limit of unfinished jobs) was reached.",
+    "503": "The database is unavailable; retry after a few seconds.",
+}
+_HEADER = {"schema": {"type": "string"}}
+_HEADERS = {
+    "401": {
+        "WWW-Authenticate": {
+            **_HEADER,
+            "required": True,
+            "description": "The accepted schemes: Bearer, and ApiKey in the X-API-Key header.",
+        }
+    },
+    "429": {
+        "Retry-After": {**_HEADER, "description": "Seconds until the rate-limit window ends."},
+        "X-RateLimit-Limit": {**_HEADER, "description": "Requests allowed per window."},
+        "X-RateLimit-Remaining": {**_HEADER, "description": "Requests left in the window."},
+        "X-RateLimit-Reset": {**_HEADER, "description": "Unix time at which the window ends."},
+    },
+    "503": {"Retry-After": {**_HEADER, "description": "Seconds to wait before retrying."}},
+}
+
+
+class PlatformAutoSchema(AutoSchema):
+    """drf-spectacular's schema, plus the error answers a v1 operation can give.
+
+    Every v1 view is rate limited and can meet an unavailable database; each can refuse
+    credentials; a path parameter can name what does not exist (or is not the caller's); a body
+    can be malformed, too large or of the wrong type. Operation-specific errors (a model named
+    in the body, 409, 422, 504...) are declared on the views with ``ErrorSerializer``.
+    """
+
+    def get_operation(self, path, path_regex, path_prefix, method, registry):
+        operation = super().get_operation(path, path_regex, path_prefix, method, registry)
+        if operation is None or not path.startswith("/api/v1/"):
+            return operation
+        error = {
+            "application/json": {"schema": self.resolve_serializer(ErrorSerializer, "response").ref}
+        }
+        responses = operation["responses"]
+        for code in self._error_codes(operation):
+            response = responses.setdefault(code, {"description": _DESCRIPTIONS[code]})
+            response.setdefault("content", error)
+            if code in _HEADERS:
+                response.setdefault("headers", _HEADERS[code])
+        return operation
+
+    def get_auth(self):
+        """As drf-spectacular says, but API keys are no way into operations they may not use."""
+        from accounts.permissions import UserCredentialsOnly
+
+        auth = super().get_auth()
+        if any(issubclass(p, UserCredentialsOnly) for p in self.view.permission_classes):
+            auth = [scheme for scheme in auth if "ApiKeyAuth" not in scheme]
+        return auth
+
+    def _error_codes(self, operation) -> list[str]:
+        codes = ["401", "429", "503"]
+        has_body = "requestBody" in operation
+        in_path = any(p["in"] == "path" for p in operation.get("parameters", ()))
+        in_query = any(p["in"] in ("query", "header") for p in operation.get("parameters", ()))
+        if has_body or in_query:
+            codes.append("400")
+        if not all(permission is AllowAny for permission in self.view.permission_classes):
+            codes.append("403")
+        if in_path or any(p["name"] == "page" for p in operation.get("parameters", ())):
+            codes.append("404")
+        if has_body:
+            codes += ["413", "415"]
+        return sorted(codes)

@@ -1,0 +1,1 @@
+"""GraphQL at /graphql (strawberry): the prediction services, auth and scopes of the REST API."""

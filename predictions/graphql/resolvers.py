@@ -1,0 +1,187 @@
+"""Resolvers: check the caller, call the same selectors and services as the REST views."""
+
+import uuid
+from datetime import datetime
+
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from mlplatform.conf import platform_setting
+from mlplatform.errors import InvalidInput, NotFound
+from predictions.batch_io import job_payload
+from predictions.batch_views import BatchSubmitSerializer, _rows
+from predictions.graphql.auth import caller
+from predictions.graphql.types import BatchJob, MLModel, Prediction
+from predictions.models import BatchJob as BatchJobModel
+from predictions.models import MLModel as MLModelModel
+from predictions.models import ModelVersion as ModelVersionModel
+from predictions.selectors import (
+    batch_job_get,
+    batch_jobs_for,
+    live_metrics,
+    prediction_get,
+    predictions_filter,
+    predictions_for,
+)
+from predictions.serializers import MLModelSerializer, PredictRequestSerializer, prediction_payload
+from predictions.services import prediction_create
+from predictions.services.batch import batch_job_cancel, batch_job_submit
+from predictions.services.predict import model_resolve
+
+READ_JOBS = ("read", "batch")
+
+
+def _uuid(value: str, missing: NotFound) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise missing from None
+
+
+def _limit(limit: int) -> int:
+    if limit < 1:
+        raise InvalidInput("limit must be at least 1.")
+    return min(limit, platform_setting("MAX_PAGE_SIZE"))
+
+
+def _request_id(info: Info) -> str:
+    return getattr(info.context.request, "request_id", "")
+
+
+# --- queries ------------------------------------------------------------------------------
+
+
+def prediction(info: Info, id: strawberry.ID) -> Prediction | None:
+    user, _ = caller(info, "read", group="api")
+    missing = NotFound(f"No prediction {id}.", code="prediction_not_found")
+    found = prediction_get(user=user, prediction_id=_uuid(id, missing))
+    return Prediction.from_payload(prediction_payload(found))
+
+
+def predictions(
+    info: Info,
+    limit: int = 50,
+    model: str | None = None,
+    version: str | None = None,
+    after: datetime | None = None,
+    before: datetime | None = None,
+) -> list[Prediction]:
+    user, _ = caller(info, "read", group="api")
+    queryset = predictions_filter(
+        predictions_for(user),
+        model=model,
+        version=version,
+        created_after=after,
+        created_before=before,
+    )
+    return [Prediction.from_payload(prediction_payload(p)) for p in queryset[: _limit(limit)]]
+
+
+def batch_job(info: Info, id: strawberry.ID) -> BatchJob | None:
+    user, _ = caller(info, *READ_JOBS, group="api")
+    missing = NotFound(f"No batch job {id}.", code="job_not_found")
+    return BatchJob.from_payload(job_payload(batch_job_get(user=user, job_id=_uuid(id, missing))))
+
+
+def batch_jobs(
+    info: Info, limit: int = 50, status: str | None = None, model: str | None = None
+) -> list[BatchJob]:
+    user, _ = caller(info, *READ_JOBS, group="api")
+    jobs = batch_jobs_for(user)
+    if status:
+        if status not in BatchJobModel.Status.values:
+            raise InvalidInput(f"status: choose from {', '.join(BatchJobModel.Status.values)}.")
+        jobs = jobs.filter(status=status)
+    if model:
+        jobs = jobs.filter(model_version__model__name=model)
+    return [BatchJob.from_payload(job_payload(job)) for job in jobs[: _limit(limit)]]
+
+
+def _models(name: str | None = None) -> list[MLModel]:
+    from django.db.models import Prefetch
+
+    versions = ModelVersionModel.objects.defer("artifact").select_related("model")
+    models = MLModelModel.objects.prefetch_related(Prefetch("versions", queryset=versions))
+    if name is not None:
+        models = models.filter(name=name)
+    models = list(models)
+    context = {"live_metrics": live_metrics(v.id for m in models for v in m.versions.all())}
+    data = MLModelSerializer(models, many=True, context=context).data
+    return [MLModel.from_data(item) for item in data]
+
+
+def models(info: Info) -> list[MLModel]:
+    caller(info, group="api")
+    return _models()
+
+
+def model(info: Info, name: str) -> MLModel | None:
+    caller(info, group="api")
+    found = _models(name)
+    if not found:
+        raise NotFound(f"Unknown model {name!r}.", code="model_not_found")
+    return found[0]
+
+
+# --- mutations ----------------------------------------------------------------------------
+
+
+def predict(
+    info: Info,
+    input_data: JSON,
+    model: str | None = None,
+    model_version: str | None = None,
+    timeout: float | None = None,
+) -> Prediction:
+    user, api_key = caller(info, "predict", group="predict")
+    body = {"input_data": input_data, "model": model, "model_version": model_version}
+    body = {k: v for k, v in (body | {"timeout": timeout}).items() if v is not None}
+    serializer = PredictRequestSerializer(data=body)
+    serializer.is_valid(raise_exception=True)
+    data = serializer.validated_data
+    created = prediction_create(
+        user=user,
+        api_key=api_key,
+        input_data=data["input_data"],
+        model_name=data.get("model"),
+        version_label=data.get("model_version"),
+        timeout=data.get("timeout"),
+        request_id=_request_id(info),
+    )
+    return Prediction.from_payload(prediction_payload(created))
+
+
+def predict_batch(
+    info: Info,
+    inputs: JSON,
+    model: str | None = None,
+    model_version: str | None = None,
+    callback_url: str | None = None,
+) -> BatchJob:
+    user, api_key = caller(info, "batch", group="batch")
+    body = {"inputs": inputs, "model": model, "model_version": model_version}
+    body = {k: v for k, v in (body | {"callback_url": callback_url}).items() if v is not None}
+    serializer = BatchSubmitSerializer(data=body)
+    serializer.is_valid(raise_exception=True)
+    data = serializer.validated_data
+    entry = model_resolve(data.get("model"))
+    rows, input_format, _ = _rows(data, len(entry.feature_names), entry.feature_names)
+    job = batch_job_submit(
+        user=user,
+        api_key=api_key,
+        rows=rows,
+        input_format=input_format,
+        model_name=entry.name,
+        version_label=data.get("model_version"),
+        callback_url=data.get("callback_url", ""),
+        request_id=_request_id(info),
+    )
+    return BatchJob.from_payload(job_payload(job))
+
+
+def cancel_batch_job(info: Info, id: strawberry.ID) -> BatchJob:
+    user, _ = caller(info, "batch", group="api")
+    missing = NotFound(f"No batch job {id}.", code="job_not_found")
+    job = batch_job_cancel(job=batch_job_get(user=user, job_id=_uuid(id, missing)))
+    return BatchJob.from_payload(job_payload(job))

@@ -1,0 +1,113 @@
+"""GraphQL object types: the fields of the REST bodies, in camelCase."""
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from django.utils.dateparse import parse_datetime
+from strawberry.scalars import JSON
+
+
+@strawberry.type(description="A stored prediction, as GET /api/v1/predict/{id} shows it.")
+class Prediction:
+    prediction_id: strawberry.ID
+    model: str
+    model_version: str
+    prediction: list[float] = strawberry.field(
+        description="Class probabilities (classifiers) or values (regressors)."
+    )
+    label: str | None
+    confidence: float | None
+    processing_time: float = strawberry.field(description="Seconds spent on inference.")
+    timestamp: datetime
+    cached: bool = strawberry.field(description="Answered from the model's response cache.")
+    routing: str = strawberry.field(
+        description="Why this version served: explicit, latest, split or default."
+    )
+    input_data: JSON
+    request_id: str
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "Prediction":
+        return cls(**payload)
+
+
+@strawberry.type(description="Accuracy or error of a version, from feedback on its predictions.")
+class LiveMetrics:
+    feedback_count: int
+    accuracy: float | None
+    mean_absolute_error: float | None
+
+
+@strawberry.type(description="A version of a model.")
+class ModelVersion:
+    label: str
+    description: str
+    runtime: str
+    status: str
+    traffic_weight: float
+    is_shadow: bool
+    shadow_share: float
+    checksum: str
+    metrics: JSON = strawberry.field(description="Metrics from training.")
+    created_at: datetime
+    is_default: bool
+    live_metrics: LiveMetrics
+
+
+@strawberry.type(description="A registered model, as GET /api/v1/models/{name} shows it.")
+class MLModel:
+    name: str
+    description: str
+    task: str
+    n_features: int
+    feature_names: list[str]
+    labels: list[str]
+    input_schema: JSON = strawberry.field(description="A JSON Schema of inputData.")
+    default_version: str | None
+    latest_version: str | None
+    cache_ttl: int
+    versions: list[ModelVersion]
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> "MLModel":
+        """From the REST serializer's data, so that both APIs show the same values."""
+        versions = [
+            ModelVersion(
+                **{
+                    **version,
+                    "created_at": parse_datetime(version["created_at"]),
+                    "live_metrics": LiveMetrics(**version["live_metrics"]),
+                }
+            )
+            for version in data["versions"]
+        ]
+        return cls(**{**data, "versions": versions})
+
+
+@strawberry.type(description="A batch job, as GET /api/v1/predict/batch/{id} shows it.")
+class BatchJob:
+    job_id: strawberry.ID
+    status: str
+    model: str
+    model_version: str
+    routing: str
+    total_inputs: int
+    completed: int
+    progress: float = strawberry.field(description="completed / totalInputs, 0 to 1.")
+    input_format: str
+    error: str | None
+    cancel_requested: bool
+    callback_url: str | None
+    webhook: JSON | None = strawberry.field(description="Delivery state of the job's webhook.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    processing_seconds: float | None
+    estimated_completion: datetime | None
+    request_id: str
+    links: JSON = strawberry.field(description="REST links: self, results, events, cancel.")
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "BatchJob":
+        return cls(**payload)

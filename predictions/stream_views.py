@@ -1,0 +1,116 @@
+"""POST /predict/stream: predictions as Server-Sent Events, each stored as ``/predict`` does."""
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.renderers import BaseRenderer
+from rest_framework.views import APIView
+
+from accounts.models import ApiKey
+from accounts.permissions import scope_required
+from mlplatform.api.renderers import ORJSONRenderer
+from predictions.serializers import PredictRequestSerializer
+from predictions.streaming import (
+    CONTENT_TYPE,
+    HEADERS,
+    held_stream,
+    prediction_events,
+    sse_event,
+    stream_inputs,
+)
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets ``Accept: text/event-stream`` through; an error answer becomes one ``error`` event."""
+
+    media_type = CONTENT_TYPE
+    format = "sse"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        return b"" if data is None else sse_event("error", data)
+
+
+def event_stream_response(events) -> StreamingHttpResponse:
+    """A streaming answer of ``events``, holding a stream slot until it is closed (503 if none)."""
+    response = StreamingHttpResponse(held_stream(events), content_type=CONTENT_TYPE)
+    for name, value in HEADERS.items():
+        response[name] = value
+    return response
+
+
+class PredictStreamRequestSerializer(PredictRequestSerializer):
+    input_data = serializers.JSONField(
+        required=False, help_text="One row, as for /predict (or send 'inputs')."
+    )
+    inputs = serializers.JSONField(
+        required=False,
+        help_text="Several rows (at most MAX_STREAM_ROWS, default 1000), predicted in order.",
+    )
+
+    def validate(self, data):
+        if ("input_data" in data) == ("inputs" in data):
+            raise serializers.ValidationError("Send either 'input_data' (one row) or 'inputs'.")
+        return data
+
+
+_EXAMPLE = (
+    'event: started\ndata: {"stream_id":"9f0c...","total":2,"model":"iris","request_id":"..."}\n\n'
+    'event: prediction\ndata: {"index":0,"prediction_id":"...","model":"iris",'
+    '"model_version":"v2","prediction":[0.98,0.02,0.0],"label":"setosa","confidence":0.98,...}\n\n'
+    'event: progress\ndata: {"completed":1,"total":2,"percent":50.0}\n\n'
+    "...\n\n"
+    'event: completed\ndata: {"stream_id":"9f0c...","total":2,"completed":2,"failed":0,...}\n\n'
+)
+
+
+class PredictStreamView(APIView):
+    """Predict one row or many, as Server-Sent Events; each prediction is stored as it is sent."""
+
+    permission_classes = [scope_required("stream")]
+    ratelimit_group = "stream"
+    renderer_classes = [ORJSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        request=PredictStreamRequestSerializer,
+        responses={
+            (200, CONTENT_TYPE): OpenApiResponse(
+                response=str,
+                description=(
+                    "Events `started` (stream_id, total), per row `prediction` (index, "
+                    "prediction, label, confidence, prediction_id, ...) or `error` (index, "
+                    "detail, code), and `progress` (completed, total, percent), then "
+                    "`completed` (summary). A `: keep-alive` comment when nothing was sent for "
+                    "STREAM_HEARTBEAT_SECONDS (15 s). Closing the connection stops the work."
+                ),
+                examples=[OpenApiExample("two rows", value=_EXAMPLE, media_type=CONTENT_TYPE)],
+            ),
+            400: OpenApiResponse(description="A bad row, named before any event is sent."),
+            404: OpenApiResponse(description="Unknown model or version."),
+            503: OpenApiResponse(description="This server holds its limit of open streams."),
+        },
+    )
+    def post(self, request):
+        serializer = PredictStreamRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        api_key = request.auth if isinstance(request.auth, ApiKey) else None
+        field = "inputs" if "inputs" in data else "input_data"
+        model_name, rows = stream_inputs(
+            field=field,
+            value=data[field],
+            model_name=data.get("model"),
+            version_label=data.get("model_version"),
+            user=request.user,
+            api_key=api_key,
+        )
+        events = prediction_events(
+            user=request.user,
+            api_key=api_key,
+            rows=rows,
+            model_name=model_name,
+            version_label=data.get("model_version"),
+            timeout=data.get("timeout"),
+            request_id=request.request_id,
+        )
+        return event_stream_response(events)

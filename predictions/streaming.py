@@ -1,0 +1,372 @@
+"""Server-Sent Events: the wire format, open-stream slots, and the prediction stream.
+
+A stream runs on the thread of the request that opened it (gunicorn's gthread worker), so each
+open stream holds a thread. ``stream_slots`` caps how many streams one process holds open, and
+``gunicorn_conf.py`` gives the process that many threads on top of those that serve other
+requests: a crowd of streams can fill its own slots, never the threads of ``/predict``.
+
+Streams of batch job events wait, mostly: ``job_watcher`` reads the state of every job watched
+in a process with one query per poll, and a waiting stream gives back its database connection,
+so a hundred open streams cost one query per half second and no database connection each.
+"""
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import orjson
+from django.db import connection
+
+from accounts.models import ApiKey, User
+from mlplatform.conf import platform_setting
+from mlplatform.errors import InvalidInput, PlatformError
+from predictions.batch_io import job_events, job_state
+from predictions.models import BatchJob
+from predictions.runtime.errors import InputError
+from predictions.runtime.inputs import rows_from_input
+from predictions.services.predict import (
+    model_resolve,
+    prediction_create,
+    principal_id,
+    version_resolve,
+)
+
+logger = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/event-stream"
+HEARTBEAT = b": keep-alive\n\n"
+# Headers of every event stream: never cached, never buffered by a proxy (nginx honours
+# X-Accel-Buffering), so each event reaches the client when it is written.
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_JSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
+
+
+def sse_event(event: str, data: Mapping[str, Any], event_id: str | None = None) -> bytes:
+    """One event: optional ``id``, ``event`` name and a one-line JSON ``data`` field."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: ".encode() + orjson.dumps(data, option=_JSON) + b"\n\n"
+
+
+class StreamsBusy(PlatformError):
+    status_code = 503
+    code = "too_many_streams"
+
+
+class StreamSlots:
+    """Counts the streams this process holds open; refuses one more than ``MAX_OPEN_STREAMS``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.open = 0
+
+    def acquire(self) -> Callable[[], None]:
+        """Take a slot (StreamsBusy when none is free); return the function that frees it once."""
+        limit = platform_setting("MAX_OPEN_STREAMS")
+        with self._lock:
+            if self.open >= limit:
+                raise StreamsBusy(
+                    f"This server holds its limit of {limit} open streams; retry shortly."
+                )
+            self.open += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if not released:
+                    released = True
+                    self.open -= 1
+
+        return release
+
+
+stream_slots = StreamSlots()
+
+
+class HeldStream:
+    """Events that hold a stream slot until the server closes the response.
+
+    The server calls ``close()`` when the stream ends, fails, or the client went away (a write
+    to its closed socket raises), even if no event was ever produced; a generator's ``finally``
+    would not run in that last case.
+    """
+
+    def __init__(self, events: Iterator[bytes], release: Callable[[], None]) -> None:
+        self._events = events
+        self._release = release
+
+    def __iter__(self) -> "HeldStream":
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._events)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._events, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._release()
+
+
+def held_stream(events: Iterator[bytes]) -> HeldStream:
+    """Take a stream slot for ``events`` (StreamsBusy, a 503, when none is free)."""
+    return HeldStream(events, stream_slots.acquire())
+
+
+def stream_inputs(
+    *,
+    field: str,
+    value: Any,
+    model_name: str | None,
+    version_label: str | None,
+    user: User,
+    api_key: ApiKey | None,
+) -> tuple[str, list]:
+    """Check a stream request before it starts: model, version and every row.
+
+    ``field`` is ``input_data`` (one row) or ``inputs`` (rows), and ``value`` what was sent.
+    Returns the model's name and the rows as sent (each is stored as its prediction's input).
+    An unknown model or version is a 404 and a bad row a 400 naming it, before any event.
+    """
+    model = model_resolve(model_name)
+    version_resolve(model, version_label, principal=principal_id(user, api_key))
+    nested = type(value) is list and (not value or not _is_scalar(value[0]))
+    items = value if field == "inputs" and nested else [value]
+    try:
+        rows = rows_from_input(
+            items if field == "inputs" else value,
+            n_features=len(model.feature_names),
+            feature_names=model.feature_names,
+            field=field,
+            max_rows=platform_setting("MAX_STREAM_ROWS"),
+        )
+    except InputError as exc:
+        raise InvalidInput(str(exc)) from None
+    if field == "input_data" and rows.shape[0] != 1:
+        raise InvalidInput("input_data: send one row, or several rows as 'inputs'.")
+    return model.name, items
+
+
+def _is_scalar(value: Any) -> bool:
+    return not (type(value) is list or isinstance(value, Mapping))
+
+
+def prediction_events(
+    *,
+    user: User,
+    api_key: ApiKey | None,
+    rows: list,
+    model_name: str | None,
+    version_label: str | None,
+    timeout: float | None,
+    request_id: str,
+    heartbeat_seconds: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[bytes]:
+    """Predict and store ``rows`` one by one, as ``/predict`` would, yielding events.
+
+    ``started``, then per row ``prediction`` (or ``error`` for a row the model failed on) and
+    ``progress``, then ``completed``; a keep-alive comment when nothing was sent for
+    ``heartbeat_seconds``. Each prediction is stored before its event is written. When the
+    client goes away, the server closes this generator at its next write and no further row
+    is predicted.
+    """
+    if heartbeat_seconds is None:
+        heartbeat_seconds = platform_setting("STREAM_HEARTBEAT_SECONDS")
+    stream_id = uuid.uuid4().hex
+    total = len(rows)
+    started = last_sent = clock()
+    completed = failed = 0
+    versions: dict[str, int] = {}
+    yield sse_event(
+        "started",
+        {"stream_id": stream_id, "total": total, "model": model_name, "request_id": request_id},
+    )
+    try:
+        for index, row in enumerate(rows):
+            if clock() - last_sent >= heartbeat_seconds:
+                yield HEARTBEAT
+            try:
+                prediction = prediction_create(
+                    user=user,
+                    api_key=api_key,
+                    input_data=row,
+                    model_name=model_name,
+                    version_label=version_label,
+                    timeout=timeout,
+                    request_id=request_id,
+                )
+            except PlatformError as exc:
+                failed += 1
+                yield sse_event("error", {"index": index, "detail": exc.detail, "code": exc.code})
+            else:
+                completed += 1
+                versions[prediction.version_label] = versions.get(prediction.version_label, 0) + 1
+                yield sse_event("prediction", _prediction_event(index, prediction))
+            done = completed + failed
+            yield sse_event(
+                "progress",
+                {"completed": done, "total": total, "percent": round(100 * done / total, 2)},
+            )
+            last_sent = clock()
+    except GeneratorExit:
+        logger.info(
+            "stream %s closed by the client after %d of %d rows", stream_id, completed, total
+        )
+        raise
+    except Exception:
+        logger.exception("stream %s failed", stream_id)
+        yield sse_event(
+            "error", {"detail": "The stream failed on the server.", "code": "server_error"}
+        )
+        return
+    yield sse_event(
+        "completed",
+        {
+            "stream_id": stream_id,
+            "total": total,
+            "completed": completed,
+            "failed": failed,
+            "model": model_name,
+            "model_versions": versions,
+            "seconds": round(clock() - started, 6),
+        },
+    )
+
+
+def _prediction_event(index: int, prediction) -> dict:
+    return {
+        "index": index,
+        "prediction_id": str(prediction.id),
+        "model": prediction.model_name,
+        "model_version": prediction.version_label,
+        "prediction": prediction.output,
+        "label": prediction.label,
+        "confidence": prediction.confidence,
+        "processing_time": prediction.processing_time,
+        "cached": prediction.cached,
+        "routing": prediction.routing,
+        "timestamp": prediction.created_at,
+    }
+
+
+# --- batch job events -----------------------------------------------------------------------
+
+
+class JobWatcher:
+    """One thread per process reads the state of every watched job, one query per poll."""
+
+    def __init__(self, poll_seconds: float = 0.5) -> None:
+        self.poll_seconds = poll_seconds
+        self._lock = threading.Lock()
+        self._watchers: dict = {}  # job id -> number of streams watching it
+        self._states: dict = {}
+        self._thread: threading.Thread | None = None
+
+    def watch(self, job_id, state: dict) -> None:
+        with self._lock:
+            self._watchers[job_id] = self._watchers.get(job_id, 0) + 1
+            self._states.setdefault(job_id, state)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="job-watcher", daemon=True)
+                self._thread.start()
+
+    def unwatch(self, job_id) -> None:
+        with self._lock:
+            self._watchers[job_id] -= 1
+            if not self._watchers[job_id]:
+                del self._watchers[job_id]
+                self._states.pop(job_id, None)
+
+    def state(self, job_id) -> dict:
+        with self._lock:
+            return self._states[job_id]
+
+    def _run(self) -> None:
+        try:
+            while True:
+                time.sleep(self.poll_seconds)
+                with self._lock:
+                    ids = list(self._watchers)
+                    if not ids:
+                        self._thread = None  # a new watch starts a new thread
+                        return
+                try:
+                    rows = BatchJob.objects.filter(pk__in=ids).values(
+                        "id", "status", "completed_inputs", "total_inputs", "error"
+                    )
+                    fresh = {row.pop("id"): row for row in rows}
+                except Exception:
+                    logger.exception("reading the state of watched batch jobs failed")
+                    connection.close()
+                    continue
+                with self._lock:
+                    for job_id, row in fresh.items():
+                        if job_id in self._states:
+                            self._states[job_id] = row
+        finally:
+            connection.close()
+
+
+job_watcher = JobWatcher()
+
+
+def client_gone_check(request) -> Callable[[], bool]:
+    """Whether the client of ``request`` closed its connection, asked without writing to it.
+
+    gunicorn hands the client's socket to the app (``gunicorn.socket``); a peek that finds the
+    end of the stream (or an error) means the client left. A waiting stream sees it within a
+    poll instead of at its next heartbeat write, and frees its slot. Without the socket (other
+    servers, tests), never.
+    """
+    sock = request.META.get("gunicorn.socket")
+    if sock is None:
+        return lambda: False
+
+    def gone() -> bool:
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        except ValueError:  # a TLS socket takes no flags: rely on the heartbeat write
+            return False
+
+    return gone
+
+
+class _ClientGone(Exception):
+    pass
+
+
+def watched_job_events(
+    job: BatchJob, *, client_gone: Callable[[], bool] = lambda: False, **options
+) -> Iterator[bytes]:
+    """``job_events`` of a job, its state read by ``job_watcher`` while the stream waits."""
+    state = job_state(job.pk)
+    if state["status"] in BatchJob.TERMINAL:
+        yield from job_events(job, read=lambda: state, **options)
+        return
+
+    def read() -> dict:
+        if client_gone():
+            raise _ClientGone
+        return job_watcher.state(job.pk)
+
+    job_watcher.watch(job.pk, state)
+    if not connection.in_atomic_block:
+        # This thread may wait for hours: it needs no connection of its own meanwhile.
+        connection.close()
+    try:
+        yield from job_events(job, read=read, **options)
+    except _ClientGone:
+        logger.info("events of job %s: the client left", job.pk)
+    finally:
+        job_watcher.unwatch(job.pk)
