@@ -7,6 +7,7 @@ from rest_framework import exceptions, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import AccessToken
@@ -30,10 +31,11 @@ class ApiKeyListView(APIView):
     """List your API keys, or create one (its secret is in this response only)."""
 
     permission_classes = [IsAuthenticated, UserCredentialsOnly]
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS  # documents the paginated list
 
     @extend_schema(responses=ApiKeySerializer(many=True))
     def get(self, request):
-        paginator = self.settings.DEFAULT_PAGINATION_CLASS()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(api_keys_for(request.user), request, view=self)
         return paginator.get_paginated_response(ApiKeySerializer(page, many=True).data)
 

@@ -1,13 +1,15 @@
 """Thin views of the prediction API: validate, call one service or selector, serialize."""
 
 from django.db.models import Prefetch
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from accounts.models import ApiKey
 from accounts.permissions import scope_required
+from mlplatform.api.schema import ErrorSerializer
 from mlplatform.errors import NotFound
 from predictions.models import MLModel, ModelVersion
 from predictions.selectors import (
@@ -44,7 +46,13 @@ class PredictView(APIView):
 
     @extend_schema(
         request=PredictRequestSerializer,
-        responses={200: PredictionSerializer},
+        responses={
+            200: PredictionSerializer,
+            404: OpenApiResponse(ErrorSerializer, "Unknown model or version."),
+            409: OpenApiResponse(ErrorSerializer, "The Idempotency-Key's first request runs."),
+            422: OpenApiResponse(ErrorSerializer, "The Idempotency-Key came with another body."),
+            504: OpenApiResponse(ErrorSerializer, "Inference took longer than the timeout."),
+        },
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
@@ -124,6 +132,7 @@ class PredictionListView(APIView):
     """Your stored predictions, newest first, filtered and paginated."""
 
     permission_classes = [scope_required("read")]
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS  # documents the paginated list
 
     @extend_schema(
         parameters=[
@@ -137,7 +146,7 @@ class PredictionListView(APIView):
         filters = PredictionFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         queryset = predictions_filter(predictions_for(request.user), **filters.validated_data)
-        paginator = self.settings.DEFAULT_PAGINATION_CLASS()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response([prediction_payload(p) for p in page])
 

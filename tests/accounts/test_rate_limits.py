@@ -56,9 +56,7 @@ def test_overrides_parse_and_name_their_problem():
         parse_overrides("5/m, predict=6/m")
 
 
-def test_predict_admits_the_limit_then_answers_429_with_retry_after(
-    tiers, demo_models, key_client
-):
+def test_predict_admits_the_limit_then_answers_429_with_retry_after(tiers, demo_models, key_client):
     tiers(predict="3/m")
 
     answers = [_predict(key_client) for _ in range(4)]

@@ -1,0 +1,277 @@
+"""OWASP API2:2023 Broken Authentication.
+
+Forged, expired, replayed and revoked credentials of every kind are refused with 401, the one
+error shape and a ``WWW-Authenticate`` challenge; nothing is served to them.
+"""
+
+import base64
+import json
+from datetime import timedelta
+
+import jwt
+import pytest
+from django.conf import settings
+from django.utils import timezone
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+
+from accounts import crypto
+from accounts.models import ApiKey
+from tests.security.conftest import IRIS, assert_error, jwt_client
+
+PROTECTED = "/api/v1/predictions"
+OTHER_KEY = "a-key-that-is-not-the-signing-key-of-this-platform-at-all-0123456789"
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def assert_refused(response, code: str | None = None) -> None:
+    assert_error(response, 401, code)
+    assert response["WWW-Authenticate"]
+
+
+def bearer(token: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+def _claims(user) -> dict:
+    return jwt.decode(
+        str(AccessToken.for_user(user)), settings.JWT_SIGNING_KEY, algorithms=["HS256"]
+    )
+
+
+# --- JWT --------------------------------------------------------------------------------
+
+
+def test_a_valid_access_token_is_accepted(user):
+    """The control for the forgeries below."""
+    assert bearer(str(AccessToken.for_user(user))).get(PROTECTED).status_code == 200
+
+
+def test_an_expired_access_token_is_401(user):
+    token = AccessToken.for_user(user)
+    token.set_exp(from_time=timezone.now() - timedelta(hours=1))
+
+    assert_refused(bearer(str(token)).get(PROTECTED), "token_not_valid")
+
+
+def test_a_tampered_payload_is_401(user, other_user):
+    header, payload, signature = str(AccessToken.for_user(user)).split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["user_id"] = str(other_user.pk)
+
+    forged = ".".join([header, _b64(claims), signature])
+
+    assert_refused(bearer(forged).get(PROTECTED), "token_not_valid")
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE"])
+def test_an_unsigned_alg_none_token_is_401(user, alg):
+    claims = _claims(user)
+    unsigned = f"{_b64({'alg': alg, 'typ': 'JWT'})}.{_b64(claims)}."
+
+    assert_refused(bearer(unsigned).get(PROTECTED), "token_not_valid")
+
+
+@pytest.mark.parametrize(
+    ("key", "alg"),
+    [
+        (OTHER_KEY, "HS256"),
+        (None, "HS256"),  # Django's SECRET_KEY: a real secret, but not the JWT key
+        (OTHER_KEY, "HS512"),
+    ],
+)
+def test_a_token_signed_with_another_key_or_algorithm_is_401(user, key, alg):
+    forged = jwt.encode(_claims(user), key or settings.SECRET_KEY, algorithm=alg)
+
+    assert_refused(bearer(forged).get(PROTECTED), "token_not_valid")
+
+
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+def test_the_signing_algorithm_cannot_be_switched_to_hs512_with_the_real_key(user):
+    forged = jwt.encode(_claims(user), settings.JWT_SIGNING_KEY, algorithm="HS512")
+
+    assert_refused(bearer(forged).get(PROTECTED), "token_not_valid")
+
+
+def test_a_refresh_token_is_not_an_access_token(user):
+    refresh = str(RefreshToken.for_user(user))
+
+    assert_refused(bearer(refresh).get(PROTECTED), "token_not_valid")
+
+
+def test_a_token_of_a_deactivated_user_is_401(user):
+    token = str(AccessToken.for_user(user))
+    user.is_active = False
+    user.save()
+
+    assert_refused(bearer(token).get(PROTECTED))
+
+
+@pytest.mark.parametrize(
+    "header", ["Bearer", "Bearer ", "Bearer a b", "Token abc", "Basic YWxpY2U6eA==", "bearer x.y.z"]
+)
+def test_a_malformed_authorization_header_is_refused(db, header):
+    response = APIClient().get(PROTECTED, HTTP_AUTHORIZATION=header)
+
+    assert_refused(response)
+
+
+def test_a_refresh_token_reused_after_rotation_is_blacklisted(user):
+    _, tokens = jwt_client(user.username)
+    client = APIClient()
+
+    rotated = client.post(
+        "/api/v1/auth/token/refresh", {"refresh": tokens["refresh"]}, format="json"
+    )
+    replayed = client.post(
+        "/api/v1/auth/token/refresh", {"refresh": tokens["refresh"]}, format="json"
+    )
+
+    assert rotated.status_code == 200
+    assert_refused(replayed, "token_not_valid")
+    assert "blacklisted" in replayed.json()["detail"]
+    assert "access" not in replayed.json()
+
+
+def test_a_logged_out_refresh_token_is_refused(user):
+    _, tokens = jwt_client(user.username)
+    client = APIClient()
+    logout = client.post("/api/v1/auth/logout", {"refresh": tokens["refresh"]}, format="json")
+    assert logout.status_code == 200
+
+    refreshed = client.post(
+        "/api/v1/auth/token/refresh", {"refresh": tokens["refresh"]}, format="json"
+    )
+    logged_out_again = client.post(
+        "/api/v1/auth/logout", {"refresh": tokens["refresh"]}, format="json"
+    )
+
+    assert_refused(refreshed, "token_not_valid")
+    assert_refused(logged_out_again, "token_not_valid")
+
+
+@pytest.mark.parametrize("url", ["/api/v1/auth/token", "/api/v1/auth/login"])
+def test_wrong_passwords_and_unknown_users_are_401_alike(user, url):
+    wrong = APIClient().post(url, {"username": "alice", "password": "nope"}, format="json")
+    unknown = APIClient().post(url, {"username": "mallory", "password": "nope"}, format="json")
+
+    assert_refused(wrong)
+    assert_refused(unknown)
+    # The same words: the answer does not tell which usernames exist.
+    assert wrong.json()["detail"] == unknown.json()["detail"]
+
+
+# --- API keys ---------------------------------------------------------------------------
+
+
+def _key_client(raw: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=raw)
+    return client
+
+
+@pytest.mark.usefixtures("demo_models")
+def test_a_revoked_key_is_401(user, make_key):
+    raw = make_key(user)
+    ApiKey.objects.update(revoked_at=timezone.now())
+
+    response = _key_client(raw).post("/api/v1/predict", {"input_data": IRIS}, format="json")
+
+    assert_refused(response, "revoked_api_key")
+
+
+@pytest.mark.usefixtures("demo_models")
+def test_an_expired_key_is_401(user, make_key):
+    raw = make_key(user, expires_at=timezone.now() + timedelta(days=1))
+    ApiKey.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    response = _key_client(raw).post("/api/v1/predict", {"input_data": IRIS}, format="json")
+
+    assert_refused(response, "expired_api_key")
+
+
+def _with_valid_checksum(body: str) -> str:
+    return body + crypto.checksum(body)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "mlp_",
+        "not-a-key",
+        "mlp_short_key",
+        "mlp_" + "A" * 200,
+        "xyz_AAAAAAAAAAAA_" + "A" * 46,
+        "mlp_AAAAAAAAAAAA_" + "A" * 46,  # the shape, a wrong checksum
+        "mlp_AAAAAAAAAAAA_" + "A" * 45 + "\u00e9",
+        "' OR 1=1 --",
+    ],
+)
+def test_a_malformed_key_is_401(db, raw):
+    assert_refused(_key_client(raw).get(PROTECTED), "malformed_api_key")
+
+
+def test_a_well_formed_unknown_key_is_401(user, make_key):
+    make_key(user)
+    unknown = _with_valid_checksum("mlp_" + "B" * crypto.LOOKUP_LENGTH + "_" + "C" * 40)
+
+    assert_refused(_key_client(unknown).get(PROTECTED), "invalid_api_key")
+
+
+def test_a_known_lookup_with_another_secret_is_401(user, make_key):
+    raw = make_key(user)
+    lookup = crypto.parse_lookup(raw)
+    forged = _with_valid_checksum(f"mlp_{lookup}_" + "Z" * crypto.SECRET_LENGTH)
+
+    assert_refused(_key_client(forged).get(PROTECTED), "invalid_api_key")
+
+
+def test_a_key_of_a_deactivated_user_is_401(user, make_key):
+    raw = make_key(user)
+    user.is_active = False
+    user.save()
+
+    assert_refused(_key_client(raw).get(PROTECTED), "user_inactive")
+
+
+def test_without_credentials_the_answer_is_401_with_a_challenge(db):
+    response = APIClient().get(PROTECTED)
+
+    assert_refused(response, "not_authenticated")
+    assert "X-API-Key" in response["WWW-Authenticate"]
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_bad_key_is_not_rescued_by_a_good_token(user, make_key):
+    """Two credentials, one bad: refused, never authenticated by the other one."""
+    client = bearer(str(AccessToken.for_user(user)))
+    client.credentials(
+        HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(user)}", HTTP_X_API_KEY="mlp_bad"
+    )
+
+    assert_refused(client.get(PROTECTED), "malformed_api_key")
+
+
+def test_login_brute_force_is_rate_limited_per_client_address(user, settings):
+    from mlplatform.conf import DEFAULTS
+
+    settings.PLATFORM = {
+        **settings.PLATFORM,
+        "RATE_LIMITS": {**DEFAULTS["RATE_LIMITS"], "auth": "5/m"},
+    }
+    client = APIClient(REMOTE_ADDR="203.0.113.50")
+    guesses = [
+        client.post("/api/v1/auth/login", {"username": "alice", "password": f"guess{i}"})
+        for i in range(6)
+    ]
+    right = client.post("/api/v1/auth/token", {"username": "alice", "password": "alice-pass-123"})
+
+    assert [g.status_code for g in guesses] == [401] * 5 + [429]
+    assert_error(right, 429, "rate_limited")
+    assert "access" not in right.json()
