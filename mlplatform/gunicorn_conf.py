@@ -14,6 +14,10 @@ import tempfile
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
+# Web processes share a pool of database connections among their many threads (settings.py;
+# PostgreSQL only). Set here, before the application loads, so that only they get one.
+os.environ.setdefault("MLPLATFORM_DB_POOL", "1")
+
 _production = bool(os.environ.get("DATABASE_URL"))
 _cores = os.cpu_count() or 1
 

@@ -149,11 +149,27 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------------
 if DATABASE_URL:
+    # A web process runs a thread per open stream besides its request threads (gunicorn_conf),
+    # far more threads than PostgreSQL has connections: they borrow from a pool of DB_POOL_MAX
+    # connections per process (psycopg_pool), one request at a time. gunicorn_conf.py turns
+    # the pool on for web processes only: django-q2 forks its workers, which must not inherit
+    # a pool's open connections. Elsewhere (or with DB_POOL_MAX=0) each thread keeps its own
+    # persistent connection (DB_CONN_MAX_AGE seconds).
+    _POOL_MAX = env_int("DB_POOL_MAX", 8) if os.environ.get("MLPLATFORM_DB_POOL") == "1" else 0
     DATABASES = {
         "default": dj_database_url.parse(
-            DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True
+            DATABASE_URL,
+            conn_max_age=0 if _POOL_MAX else env_int("DB_CONN_MAX_AGE", 60),
+            conn_health_checks=not _POOL_MAX,
         )
     }
+    if _POOL_MAX:
+        # Django checks each connection as it is borrowed (one empty round trip).
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(2, _POOL_MAX),
+            "max_size": _POOL_MAX,
+            "timeout": env_int("DB_POOL_TIMEOUT", 5),  # then 503, as with no database
+        }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {

@@ -212,11 +212,19 @@ def test_losing_the_database_answers_503_and_recovers_without_a_restart(serve, i
 
         proxy.start()
         back = time.monotonic()
+        # Connections come back as the pool reconnects (with backoff): seconds, no restart.
         while predict(server.base_url, key, timeout=20).status_code != 200:
-            assert time.monotonic() - back < 15, "did not recover after the database came back"
+            assert time.monotonic() - back < 20, "predictions did not recover"
             time.sleep(0.2)
-        print(f"\nrecovered {time.monotonic() - back:.2f} s after the database came back")
-        assert requests.get(server.url("/ready"), timeout=10).status_code == 200
+        predicting = time.monotonic() - back
+        while (ready := requests.get(server.url("/ready"), timeout=20)).status_code != 200:
+            assert time.monotonic() - back < 20, f"/ready did not recover: {ready.text}"
+            time.sleep(0.2)
+        print(
+            f"\nafter the database came back: predictions in {predicting:.2f} s, "
+            f"/ready in {time.monotonic() - back:.2f} s"
+        )
+        assert all(predict(server.base_url, key).status_code == 200 for _ in range(5))
         assert server.process.poll() is None  # the same server, never restarted
     finally:
         proxy.stop()
