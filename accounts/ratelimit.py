@@ -137,7 +137,9 @@ class RateLimited(exceptions.Throttled):
     default_code = "rate_limited"
 
     def __init__(self, usage: Usage):
-        super().__init__(wait=usage.retry_after, detail=usage.describe(), code="rate_limited")
+        # The detail already says when to retry; DRF would add its own sentence for ``wait``.
+        super().__init__(detail=usage.describe(), code="rate_limited")
+        self.wait = usage.retry_after  # the Retry-After header
         self.usage = usage
 
 

@@ -119,6 +119,10 @@ def instance(profile: str, redis_db: int = 5) -> Iterator[Instance]:
         **os.environ,
         "MLPLATFORM_VAR_DIR": str(var_dir),
         "DJANGO_SETTINGS_MODULE": "mlplatform.settings",
+        # The benchmarks measure serving, not the rate limits (tested elsewhere), over plain
+        # HTTP on localhost (the production profile would redirect to HTTPS).
+        "RATELIMIT_ENABLE": "0",
+        "SECURE_SSL_REDIRECT": "0",
     }
     for name in PRODUCTION_VARIABLES:
         env.pop(name, None)

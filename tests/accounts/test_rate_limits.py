@@ -68,7 +68,9 @@ def test_predict_admits_the_limit_then_answers_429_with_retry_after(tiers, demo_
     assert time.time() - 1 <= reset <= time.time() + 61
     refused = answers[-1]
     assert refused.json()["code"] == "rate_limited"
-    assert "Rate limit of 3 requests per minute for 'predict' exceeded" in refused.json()["detail"]
+    detail = refused.json()["detail"]
+    assert detail.startswith("Rate limit of 3 requests per minute for 'predict' exceeded; retry in")
+    assert detail.count("retry") == 1 and "Expected available" not in detail
     assert 1 <= int(refused["Retry-After"]) <= 60
 
 
