@@ -150,8 +150,8 @@ def wait_until_healthy(server: Server) -> None:
         time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
-def _database_url() -> Iterator[str | None]:
+@contextlib.contextmanager
+def fresh_database(tag: str) -> Iterator[str | None]:
     """A fresh PostgreSQL database on the production profile (dropped afterwards), else None."""
     configured = os.environ.get("DATABASE_URL")
     if not configured:
@@ -160,7 +160,7 @@ def _database_url() -> Iterator[str | None]:
     import psycopg
 
     parts = urlsplit(configured)
-    name = f"{parts.path.lstrip('/') or 'mlplatform'}_e2e_{secrets.token_hex(4)}"
+    name = f"{parts.path.lstrip('/') or 'mlplatform'}_{tag}_{secrets.token_hex(4)}"
     assert re.fullmatch(r"[A-Za-z0-9_]+", name), name
     maintenance = urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(maintenance, autocommit=True) as conn:
@@ -170,6 +170,13 @@ def _database_url() -> Iterator[str | None]:
     finally:
         with psycopg.connect(maintenance, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def _database_url() -> Iterator[str | None]:
+    """The session's instance database (production profile), else None."""
+    with fresh_database("e2e") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -6,19 +6,16 @@ The module has an instance of its own, so no background worker of another test's
 
 import json
 import os
-import re
 import secrets
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import Instance, Server, start_server
+from tests.e2e.conftest import Instance, Server, fresh_database, start_server
 
 pytestmark = pytest.mark.e2e
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -26,33 +23,11 @@ ROUND = 24  # predictions per round, sent 8 at a time, each on a connection of i
 MAX_ROUNDS = 8
 
 
-@contextmanager
-def own_database() -> Iterator[str | None]:
-    """A PostgreSQL database of this module's own on the production profile, else None."""
-    configured = os.environ.get("DATABASE_URL")
-    if not configured:
-        yield None
-        return
-    import psycopg
-
-    parts = urlsplit(configured)
-    name = f"{parts.path.lstrip('/') or 'mlplatform'}_metrics_{secrets.token_hex(4)}"
-    assert re.fullmatch(r"[A-Za-z0-9_]+", name), name
-    maintenance = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(maintenance, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(parts._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(maintenance, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="module")
 def two_worker_server(tmp_path_factory) -> Iterator[tuple[Server, Instance]]:
     """``serve --workers 2`` (two gunicorn workers and a qcluster) on a fresh instance."""
     var_dir = tmp_path_factory.mktemp("metrics-instance")
-    with own_database() as database_url:
+    with fresh_database("metrics") as database_url:
         env = {
             **os.environ,
             "MLPLATFORM_VAR_DIR": str(var_dir),
