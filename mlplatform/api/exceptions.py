@@ -6,6 +6,8 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -51,6 +53,14 @@ def exception_handler(exc, context):
         )
     if isinstance(exc, DatabaseError):
         return None
+    if isinstance(exc, ConnectionInterrupted | RedisError):
+        # Redis holds the response cache and the rate-limit counters (production profile).
+        logger.warning("cache unavailable: %s", exc)
+        return Response(
+            error_body("The cache is unavailable; try again shortly.", "cache_unavailable"),
+            status=503,
+            headers={"Retry-After": "5"},
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

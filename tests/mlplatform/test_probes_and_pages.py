@@ -112,3 +112,22 @@ def test_the_api_body_limit_does_not_apply_to_admin_uploads(settings, client, db
     assert api.status_code == 413
     assert admin_ok.status_code != 413
     assert admin_too_large.status_code == 413
+
+
+def test_a_redis_that_does_not_answer_gives_503_not_500(settings, key_client, demo_models):
+    # Nothing listens on port 1: django-redis fails to connect, as when Redis is down.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+
+    response = key_client.post(
+        "/api/v1/predict", {"input_data": [5.1, 3.5, 1.4, 0.2]}, format="json"
+    )
+
+    assert response.status_code == 503
+    assert response.json()["code"] == "cache_unavailable"
+    assert response["Retry-After"] == "5"
