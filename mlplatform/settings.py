@@ -169,6 +169,10 @@ if DATABASE_URL:
             "min_size": min(2, _POOL_MAX),
             "max_size": _POOL_MAX,
             "timeout": env_int("DB_POOL_TIMEOUT", 5),  # then 503, as with no database
+            # psycopg_pool retries a failed connection with doubling waits until this many
+            # seconds have passed, then the next request starts over: kept short, so that
+            # the pool reconnects within seconds of the database's return after any outage.
+            "reconnect_timeout": 4,
         }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
