@@ -205,7 +205,12 @@ def test_batch_events_wait_with_heartbeats_resume_and_follow_the_job_to_the_end(
 
 
 def test_streams_beyond_the_limit_get_503_and_a_disconnect_frees_the_slot(serve, instance):
-    server = serve("slots", args=["--no-worker"], env={**FAST, "MLPLATFORM_MAX_OPEN_STREAMS": "2"})
+    # The limit is per web process: one process, so that every stream meets the same count.
+    server = serve(
+        "slots",
+        args=["--no-worker", "--workers", "1"],
+        env={**FAST, "MLPLATFORM_MAX_OPEN_STREAMS": "2"},
+    )
     try:
         _slots_are_freed_by_a_disconnect(server, instance.demo_key)
     finally:
