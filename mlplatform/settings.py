@@ -160,11 +160,12 @@ if DATABASE_URL:
         "default": dj_database_url.parse(
             DATABASE_URL,
             conn_max_age=0 if _POOL_MAX else env_int("DB_CONN_MAX_AGE", 60),
-            conn_health_checks=not _POOL_MAX,
+            # With the pool: each connection is checked as it is borrowed (one empty round
+            # trip), so a connection broken by an outage is replaced, never handed out.
+            conn_health_checks=True,
         )
     }
     if _POOL_MAX:
-        # Django checks each connection as it is borrowed (one empty round trip).
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": min(2, _POOL_MAX),
             "max_size": _POOL_MAX,
