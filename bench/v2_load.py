@@ -26,7 +26,6 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -41,7 +40,8 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
 
 from bench import cpu, platform_setup  # noqa: E402
 from bench.loadtypes import LoadResult, LoadSettings  # noqa: E402
-from bench.wrk import RESULT_PREFIX, ensure_wrk  # noqa: E402
+from bench.wrk import ensure_wrk  # noqa: E402
+from bench.wrk import run_script as wrk_script  # noqa: E402
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 BIG = 1000
@@ -239,30 +239,10 @@ def run_wrk(
     script.write_text(LUA)
     body.write_bytes(scenario.body)
     env = {
-        **os.environ,
         "BENCH_BODY_FILE": str(body),
         "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in scenario.headers.items()),
     }
-    cmd = [wrk, f"-t{settings.threads}", f"-c{settings.connections}"]
-    cmd += [f"-d{max(1, round(seconds))}s", f"--timeout={max(1, round(settings.timeout_s))}s"]
-    cmd += ["-s", str(script), url]
-    proc = subprocess.run(
-        cmd, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False
-    )
-    lines = [x for x in proc.stdout.splitlines() if x.startswith(RESULT_PREFIX)]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
-    raw = json.loads(lines[-1][len(RESULT_PREFIX) :])
-    return LoadResult(
-        requests=raw["requests"],
-        duration_s=raw["duration_us"] / 1e6,
-        p50_ms=raw["p50_us"] / 1e3,
-        p99_ms=raw["p99_us"] / 1e3,
-        max_ms=raw["max_us"] / 1e3,
-        non200=raw["non200"],
-        socket_errors=raw["socket_errors"],
-        generator="wrk",
-    )
+    return wrk_script(wrk, script, url, env, settings, seconds)
 
 
 def measure(

@@ -30,11 +30,17 @@ def ensure_wrk() -> str | None:
 def run_wrk(wrk: str, target: Target, settings: LoadSettings, duration_s: float) -> LoadResult:
     """Run wrk once against target for duration_s seconds and parse the Lua summary."""
     env = {
-        **os.environ,
         "BENCH_BODY": target.body,
         "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in target.headers.items()),
         "BENCH_MARKER": target.marker,
     }
+    return run_script(wrk, LUA_SCRIPT, target.url, env, settings, duration_s)
+
+
+def run_script(
+    wrk: str, script: Path, url: str, env: dict[str, str], settings: LoadSettings, duration_s: float
+) -> LoadResult:
+    """Run wrk with a Lua script that prints the summary line; ``env`` adds to the environment."""
     cmd = [
         wrk,
         f"-t{settings.threads}",
@@ -42,11 +48,16 @@ def run_wrk(wrk: str, target: Target, settings: LoadSettings, duration_s: float)
         f"-d{max(1, round(duration_s))}s",
         f"--timeout={max(1, round(settings.timeout_s))}s",
         "-s",
-        str(LUA_SCRIPT),
-        target.url,
+        str(script),
+        url,
     ]
     proc = subprocess.run(
-        cmd, env=env, capture_output=True, text=True, timeout=duration_s + 60, check=False
+        cmd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 60,
+        check=False,
     )
     lines = [x for x in proc.stdout.splitlines() if x.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
@@ -61,5 +72,5 @@ def run_wrk(wrk: str, target: Target, settings: LoadSettings, duration_s: float)
         non200=raw["non200"],
         socket_errors=raw["socket_errors"],
         generator="wrk",
-        marked=raw["marked"],
+        marked=raw.get("marked", 0),
     )
