@@ -1,24 +1,10 @@
 """Shadow traffic: copies answered off the request path, stored, never returned."""
 
-import pytest
-
-from predictions.models import MLModel, ModelVersion, Prediction, ShadowPrediction
-from predictions.services import model_version_create, model_version_save, registry_touch
+from predictions.models import ModelVersion, Prediction, ShadowPrediction
+from predictions.services import model_version_save, registry_touch
 from predictions.services.shadow import shadow_runner
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
-
-
-@pytest.fixture
-def shadow_v3(transactional_db, demo_models):
-    """iris v3 (v2's weights) listening to every request as a shadow."""
-    iris = MLModel.objects.get(name="iris")
-    artifact = bytes(iris.versions.get(label="v2").artifact)
-    version = model_version_create(model=iris, label="v3", artifact=artifact, status="active")
-    version.is_shadow = True
-    version.shadow_share = 1.0
-    model_version_save(version=version)
-    return version
 
 
 def predict(client, row=SETOSA):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from predictions.models import MLModel, ModelVersion, Prediction, ShadowPrediction
+from predictions.models import ModelVersion, Prediction, ShadowPrediction
 from predictions.runtime.datasets import load_dataset
-from predictions.services import model_version_create, model_version_save, registry_touch
+from predictions.services import registry_touch
 from predictions.services.shadow import shadow_runner
 
 IRIS_ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], "f4")
@@ -505,17 +505,6 @@ def test_inference_past_the_timeout_parameter_answers_504(key_client):
 
 
 # --- traffic features and metrics ---------------------------------------------------------------
-
-
-@pytest.fixture
-def shadow_v3(transactional_db, demo_models):
-    iris = MLModel.objects.get(name="iris")
-    artifact = bytes(iris.versions.get(label="v2").artifact)
-    version = model_version_create(model=iris, label="v3", artifact=artifact, status="active")
-    version.is_shadow = True
-    version.shadow_share = 1.0
-    model_version_save(version=version)
-    return version
 
 
 def test_every_row_of_a_tensor_is_copied_to_a_shadow_version(key_client, shadow_v3):

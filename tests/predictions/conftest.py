@@ -1,0 +1,18 @@
+"""Fixtures shared by the prediction tests."""
+
+import pytest
+
+from predictions.models import MLModel
+from predictions.services import model_version_create, model_version_save
+
+
+@pytest.fixture
+def shadow_v3(transactional_db, demo_models):
+    """iris v3 (v2's weights) listening to every request as a shadow."""
+    iris = MLModel.objects.get(name="iris")
+    artifact = bytes(iris.versions.get(label="v2").artifact)
+    version = model_version_create(model=iris, label="v3", artifact=artifact, status="active")
+    version.is_shadow = True
+    version.shadow_share = 1.0
+    model_version_save(version=version)
+    return version
