@@ -191,6 +191,10 @@ else:
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
+            # Tests use a file too, not Django's shared in-memory database: there a second
+            # writing thread (the shadow runner, the stream watcher) fails at once with "table
+            # is locked" instead of waiting its turn as it does on the profile users run.
+            "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
         }
     }
 
