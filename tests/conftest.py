@@ -1,6 +1,10 @@
 """Shared fixtures: users with scopes, API keys, clients and the demo models."""
 
+import contextlib
+import os
+
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.cache import cache
 from rest_framework.test import APIClient
@@ -10,6 +14,17 @@ from accounts.models import User
 from accounts.scopes import ALL_SCOPES
 from accounts.services import api_key_create
 from predictions.registry import registry
+
+
+def pytest_sessionstart(session):
+    # On SQLite the test database is a file (settings.py). Django deletes it before creating
+    # it again, but not the WAL beside it, which threads still connected at exit (or a run
+    # killed midway) leave behind, and which SQLite would replay into the new database.
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3") and database.get("TEST", {}).get("NAME"):
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(f"{database['TEST']['NAME']}{suffix}")
 
 
 @pytest.fixture(autouse=True)
