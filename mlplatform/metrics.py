@@ -131,6 +131,22 @@ MODEL_LOAD_SECONDS = Histogram(
 )
 
 
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, *values: str):
+    """``metric.labels(*values)``, remembered.
+
+    ``labels()`` takes the metric's lock and checks the label names on every call; a child
+    never changes once made and label values are bounded sets, so each is looked up once.
+    """
+    key = (metric, values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 class RequestMetricsMiddleware(PrometheusAfterMiddleware):
     """django-prometheus's request metrics, with the updates that only repeat others left out.
 
@@ -147,17 +163,26 @@ class RequestMetricsMiddleware(PrometheusAfterMiddleware):
     def process_request(self, request):
         request.prometheus_after_middleware_event = Time()
 
+    def process_view(self, request, view_func, *view_args, **view_kwargs):
+        transport = "https" if request.is_secure() else "http"
+        _child(
+            self.metrics.requests_by_view_transport_method,
+            self._get_view_name(request),
+            transport,
+            self._method(request),
+        ).inc()
+
     def process_template_response(self, request, response):
         return response
 
     def process_response(self, request, response):
         method, name = self._method(request), self._get_view_name(request)
-        self.metrics.responses_by_status_view_method.labels(
-            status=str(response.status_code), view=name, method=method
+        _child(
+            self.metrics.responses_by_status_view_method, str(response.status_code), name, method
         ).inc()
         started = getattr(request, "prometheus_after_middleware_event", None)
         if started is not None:
-            self.metrics.requests_latency_by_view_method.labels(view=name, method=method).observe(
+            _child(self.metrics.requests_latency_by_view_method, name, method).observe(
                 TimeSince(started)
             )
         return response
@@ -169,9 +194,9 @@ def prediction_observed(
     """A prediction answered: count it, and time the model when it ran."""
     if not instrumented():
         return
-    PREDICTIONS.labels(model, version, routing, "true" if cached else "false", "ok").inc()
+    _child(PREDICTIONS, model, version, routing, "true" if cached else "false", "ok").inc()
     if not cached:
-        INFERENCE_SECONDS.labels(model, version).observe(seconds)
+        _child(INFERENCE_SECONDS, model, version).observe(seconds)
 
 
 def prediction_refused(*, model: str, version: str, routing: str, code: str) -> None:
@@ -182,7 +207,7 @@ def prediction_refused(*, model: str, version: str, routing: str, code: str) -> 
 
 def response_cache_lookup(*, model: str, hit: bool) -> None:
     if instrumented():
-        RESPONSE_CACHE.labels(model, "hit" if hit else "miss").inc()
+        _child(RESPONSE_CACHE, model, "hit" if hit else "miss").inc()
 
 
 def batch_job_status(status: str) -> None:

@@ -127,7 +127,7 @@ def test_authentication_failures_are_counted_by_reason(client_for):
 def test_rate_limited_requests_are_counted_by_group(key_client, settings):
     settings.PLATFORM = {
         **settings.PLATFORM,
-        "RATE_LIMITS": {**DEFAULTS["RATE_LIMITS"], "predict": "1/m"},
+        "RATE_LIMITS": {**DEFAULTS["RATE_LIMITS"], "predict": "1/h"},
     }
     before = value("mlplatform_rate_limited_total", group="predict")
 
@@ -179,6 +179,36 @@ def test_metrics_page_has_request_database_batch_and_process_metrics(key_client,
     assert re.search(r"^mlplatform_batch_oldest_queued_seconds \d", text, re.M)
     assert re.search(r'^mlplatform_process_cpu_seconds_total\{pid="\d+"', text, re.M)
     assert re.search(r"^mlplatform_process_resident_memory_bytes\{.*\} [1-9]", text, re.M)
+
+
+def test_database_metrics_count_statements_errors_and_their_duration(db):
+    from django.db import DatabaseError, connection
+
+    labels = {"alias": "default", "vendor": connection.vendor}
+    # Errors are counted by the driver's exception type, which Django then wraps.
+    driver_error = "OperationalError" if connection.vendor == "sqlite" else "UndefinedTable"
+    failed = {**labels, "type": driver_error}
+    before = {
+        name: value(name, **(failed if "errors" in name else labels))
+        for name in (
+            "django_db_execute_total",
+            "django_db_query_duration_seconds_count",
+            "django_db_errors_total",
+        )
+    }
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        with pytest.raises(DatabaseError) as raised:
+            cursor.execute("SELECT * FROM no_such_table")
+    assert type(raised.value.__cause__).__name__ == failed["type"]
+
+    assert value("django_db_execute_total", **labels) == before["django_db_execute_total"] + 2
+    assert (
+        value("django_db_query_duration_seconds_count", **labels)
+        == before["django_db_query_duration_seconds_count"] + 2
+    )
+    assert value("django_db_errors_total", **failed) == before["django_db_errors_total"] + 1
 
 
 def set_access(settings, **knobs):

@@ -1,22 +1,13 @@
-"""django-prometheus's SQLite backend, with its counting cursor class built once.
-
-django-prometheus builds a new cursor class (``ExportingCursorWrapper``) every time the SQLite
-backend opens a cursor, which costs more than the query of a prediction; the class depends on
-nothing but the backend's cursor class, alias and vendor, so it is built once per combination.
-The metrics (``django_db_*``) are django-prometheus's own.
-"""
-
-import functools
+"""SQLite with django-prometheus's database metrics, counted by ``mlplatform.db.counting``."""
 
 from django_prometheus.db.backends.sqlite3 import base
-from django_prometheus.db.common import ExportingCursorWrapper
+
+from mlplatform.db.counting import counting_cursor
 
 DatabaseFeatures = base.DatabaseFeatures
-
-_counting_cursor = functools.cache(ExportingCursorWrapper)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
     def create_cursor(self, name=None):
-        factory = _counting_cursor(self.CURSOR_CLASS, self.alias, self.vendor)
+        factory = counting_cursor(self.CURSOR_CLASS, self.alias, self.vendor)
         return self.connection.cursor(factory=factory)
