@@ -79,10 +79,12 @@ def measure_paced(
     settings: LoadSettings,
     server_pgid: int | None = None,
     keep_bodies: bool = False,
+    port: int | None = None,
 ) -> PacedResult:
     """Warm up, then send `rate` requests per second (open loop) over `settings.connections`.
 
-    Only the Python generator paces: Debian has no fixed-rate wrk (wrk2) package.
+    Only the Python generator paces: Debian has no fixed-rate wrk (wrk2) package. With the
+    server's `port`, notes how the connections spread over its processes mid-run.
     """
 
     def once(duration_s: float, bodies: bool) -> PacedResult:
@@ -92,4 +94,12 @@ def measure_paced(
 
     if settings.warmup_s > 0:
         once(settings.warmup_s, bodies=False)
-    return _accounted(lambda: once(settings.duration_s, keep_bodies), server_pgid)
+    if port is None:
+        return _accounted(lambda: once(settings.duration_s, keep_bodies), server_pgid)
+    sampler = SpreadSampler(port, delay_s=min(2.0, settings.duration_s / 2))
+    sampler.start()
+    try:
+        result = _accounted(lambda: once(settings.duration_s, keep_bodies), server_pgid)
+    finally:
+        spread = sampler.stop()
+    return replace(result, connection_spread=spread)

@@ -103,6 +103,7 @@ class PacedResult:
     server_cpu_s: float = 0.0
     generator_cpu_s: float = 0.0
     host_busy_s: float = 0.0
+    connection_spread: tuple[int, ...] = ()  # connections per server process, mid-run
 
     @property
     def errors(self) -> int:

@@ -180,7 +180,12 @@ class Bench:
                 cpu.settle(self.args.quiet_wait)
                 started = _now()
                 result = measure_paced(
-                    target, rate, self.paced, self.running.server.pgid, keep_bodies=True
+                    target,
+                    rate,
+                    self.paced,
+                    self.running.server.pgid,
+                    keep_bodies=True,
+                    port=self.running.port,
                 )
                 time.sleep(DRAIN_S)
                 windows[name].append((started, _now()))

@@ -188,7 +188,8 @@ def as_tables(
         f"{paced_duration:g}s after {closed.warmup_s:g}s warm-up; latency from the scheduled "
         "send time",
         f"{'profile':<11}{'shadow':<9}{'req/s':>7}{'sent':>7}{'p50 ms':>8}{'p95 ms':>8}"
-        f"{'p99 ms':>8}{'max ms':>8}{'cpu ms/req':>11}{'lag p99':>8}{'errors':>7}{'other cpu':>10}",
+        f"{'p99 ms':>8}{'max ms':>8}{'cpu ms/req':>11}{'lag p99':>8}{'errors':>7}{'other cpu':>10}"
+        f"{'conns':>7}",
     ]
     for r in results:
         s = r.shadow
@@ -229,11 +230,11 @@ def _paced_line(profile: str, name: str, run: PacedResult) -> str:
         f"{profile:<11}{name:<9}{run.rate:>7.1f}{run.scheduled:>7}{run.p50_ms:>8.2f}"
         f"{run.p95_ms:>8.2f}{run.p99_ms:>8.2f}{run.max_ms:>8.1f}"
         f"{run.server_cpu_ms_per_request:>11.2f}{run.lag_p99_ms:>8.2f}{run.errors:>7}"
-        f"{run.other_cpu_cores:>10.2f}"
+        f"{run.other_cpu_cores:>10.2f}{_spread(run):>7}"
     )
 
 
-def _spread(run: LoadResult) -> str:
+def _spread(run: LoadResult | PacedResult) -> str:
     """Connections per server process mid-run, e.g. '9+8' ('?' when unknown)."""
     return "+".join(map(str, run.connection_spread)) or "?"
 
