@@ -75,7 +75,7 @@ def test_predict_admits_the_limit_then_answers_429_with_retry_after(tiers, demo_
 
 
 def test_a_refused_request_stores_nothing(tiers, demo_models, key_client, user):
-    tiers(predict="1/m")
+    tiers(predict="1/h")
     assert _predict(key_client).status_code == 200
 
     assert _predict(key_client).status_code == 429
@@ -84,7 +84,7 @@ def test_a_refused_request_stores_nothing(tiers, demo_models, key_client, user):
 
 
 def test_each_key_has_its_own_counter(tiers, demo_models, user, make_key, client_for):
-    tiers(predict="1/m")
+    tiers(predict="1/h")
     first, second = client_for(make_key(user)), client_for(make_key(user))
 
     assert _predict(first).status_code == 200
@@ -93,7 +93,7 @@ def test_each_key_has_its_own_counter(tiers, demo_models, user, make_key, client
 
 
 def test_groups_are_counted_apart(tiers, demo_models, key_client):
-    tiers(predict="1/m", api="2/m")
+    tiers(predict="1/h", api="2/h")
     assert _predict(key_client).status_code == 200
     assert _predict(key_client).status_code == 429
 
@@ -104,7 +104,7 @@ def test_groups_are_counted_apart(tiers, demo_models, key_client):
 
 
 def test_a_jwt_user_is_limited_per_user(tiers, demo_models, user):
-    tiers(predict="2/m")
+    tiers(predict="2/h")
     client = APIClient()
     tokens = client.post(
         "/api/v1/auth/token", {"username": "alice", "password": "alice-pass-123"}, format="json"
@@ -121,25 +121,25 @@ def test_a_jwt_user_is_limited_per_user(tiers, demo_models, user):
 def test_key_override_comes_before_the_owner_and_the_default(
     tiers, demo_models, user, make_key, client_for
 ):
-    tiers(predict="1/m")
-    user.rate_limits = "predict=2/m"
+    tiers(predict="1/h")
+    user.rate_limits = "predict=2/h"
     user.save()
     plain = client_for(make_key(user))
-    special = client_for(make_key(user, rate_limits="3/m"))
+    special = client_for(make_key(user, rate_limits="3/h"))
 
     assert [_predict(plain).status_code for _ in range(3)] == [200, 200, 429]
     assert [_predict(special).status_code for _ in range(4)] == [200, 200, 200, 429]
 
 
 def test_changing_a_key_override_applies_at_once(tiers, demo_models, user, make_key, client_for):
-    tiers(predict="1/m")
+    tiers(predict="1/h")
     raw = make_key(user)
     client = client_for(raw)
     assert _predict(client).status_code == 200
     assert _predict(client).status_code == 429
 
     key = ApiKey.objects.get(lookup=raw.split("_")[1])
-    api_key_set_rate_limits(key=key, rate_limits="predict=5/m")
+    api_key_set_rate_limits(key=key, rate_limits="predict=5/h")
 
     response = _predict(client)
     assert response.status_code == 200
@@ -150,7 +150,7 @@ def test_a_malformed_override_is_refused_by_the_service(user, make_key):
     from mlplatform.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match="rate_limits: unknown group 'everything'"):
-        make_key(user, rate_limits="everything=5/m")
+        make_key(user, rate_limits="everything=5/h")
 
 
 def test_users_cannot_raise_their_own_limits_through_the_keys_api(user):
@@ -168,7 +168,7 @@ def test_users_cannot_raise_their_own_limits_through_the_keys_api(user):
 
 
 def test_login_is_limited_per_client_ip_even_with_wrong_passwords(tiers, user):
-    tiers(auth="3/m")
+    tiers(auth="3/h")
     client = APIClient(REMOTE_ADDR="203.0.113.7")
     wrong = {"username": "alice", "password": "guess"}
 
@@ -187,7 +187,7 @@ def test_login_is_limited_per_client_ip_even_with_wrong_passwords(tiers, user):
 
 
 def test_token_endpoint_shares_the_auth_group(tiers, user):
-    tiers(auth="2/m")
+    tiers(auth="2/h")
     client = APIClient(REMOTE_ADDR="203.0.113.8")
     body = {"username": "alice", "password": "nope"}
 
@@ -198,7 +198,7 @@ def test_token_endpoint_shares_the_auth_group(tiers, user):
 
 
 def test_forwarded_for_is_ignored_without_a_trusted_proxy(tiers, user):
-    tiers(auth="1/m")
+    tiers(auth="1/h")
     body = {"username": "alice", "password": "nope"}
 
     def attempt(forged: str) -> int:
@@ -210,7 +210,7 @@ def test_forwarded_for_is_ignored_without_a_trusted_proxy(tiers, user):
 
 
 def test_a_trusted_proxy_names_the_client(tiers, settings, user):
-    tiers(auth="1/m")
+    tiers(auth="1/h")
     settings.TRUSTED_PROXY_COUNT = 1
     body = {"username": "alice", "password": "nope"}
 
@@ -225,7 +225,7 @@ def test_a_trusted_proxy_names_the_client(tiers, settings, user):
 
 
 def test_batch_submission_has_its_own_group(tiers, demo_models, key_client):
-    tiers(batch="1/m")
+    tiers(batch="1/h")
     body = {"inputs": [[5.1, 3.5, 1.4, 0.2]], "model": "iris"}
 
     first = key_client.post("/api/v1/predict/batch", body, format="json")
@@ -238,7 +238,7 @@ def test_batch_submission_has_its_own_group(tiers, demo_models, key_client):
 
 
 def test_rate_limiting_can_be_switched_off(tiers, settings, demo_models, key_client):
-    tiers(predict="1/m")
+    tiers(predict="1/h")
     settings.RATELIMIT_ENABLE = False
 
     assert [_predict(key_client).status_code for _ in range(3)] == [200, 200, 200]

@@ -416,7 +416,7 @@ def test_each_predict_field_counts_against_the_rest_predict_rate_limit(client, k
 
     settings.PLATFORM = {
         **settings.PLATFORM,
-        "RATE_LIMITS": {**DEFAULTS["RATE_LIMITS"], "predict": "3/m"},
+        "RATE_LIMITS": {**DEFAULTS["RATE_LIMITS"], "predict": "3/h"},
     }
     two = "mutation { a: predict(inputData: [5.1, 3.5, 1.4, 0.2]) { label } "
     two += "b: predict(inputData: [5.1, 3.5, 1.4, 0.2]) { label } }"

@@ -263,7 +263,7 @@ def test_login_brute_force_is_rate_limited_per_client_address(user, settings):
 
     settings.PLATFORM = {
         **settings.PLATFORM,
-        "RATE_LIMITS": {**DEFAULTS["RATE_LIMITS"], "auth": "5/m"},
+        "RATE_LIMITS": {**DEFAULTS["RATE_LIMITS"], "auth": "5/h"},
     }
     client = APIClient(REMOTE_ADDR="203.0.113.50")
     guesses = [

@@ -218,7 +218,7 @@ def test_each_group_is_rate_limited_with_429_and_retry_after(
 
 
 def test_a_limited_prediction_is_neither_computed_nor_stored(alice, tiers):
-    tiers(predict="1/m")
+    tiers(predict="1/h")
     assert alice.post("/api/v1/predict", {"input_data": IRIS}, format="json").status_code == 200
 
     refused = alice.post("/api/v1/predict", {"input_data": IRIS}, format="json")
@@ -228,7 +228,7 @@ def test_a_limited_prediction_is_neither_computed_nor_stored(alice, tiers):
 
 
 def test_anonymous_token_requests_are_limited_per_client_address(tiers, user):
-    tiers(auth="2/m")
+    tiers(auth="2/h")
     client = APIClient(REMOTE_ADDR="198.51.100.77")
     body = {"username": "alice", "password": "alice-pass-123"}
 
