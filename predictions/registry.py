@@ -94,6 +94,7 @@ class Registry:
         self._lock = threading.Lock()
         self._models: dict[str, ModelEntry] = {}
         self._predictors: dict[tuple[int, str], Predictor] = {}
+        self._loading: dict[tuple[int, str], threading.Lock] = {}  # versions being loaded
         self._revision: int | None = None
         self._checked_at = float("-inf")
         self._member_pool = None
@@ -119,23 +120,41 @@ class Registry:
         return sorted(self._models.values(), key=lambda m: m.name)
 
     def predictor(self, version: VersionEntry) -> Predictor:
-        """The loaded predictor of a version, loading its artifact on first use."""
+        """The loaded predictor of a version, loading its artifact on first use.
+
+        One thread loads a version while the others asking for it wait: the first requests
+        after a start or a new artifact come together, and each reading a large artifact
+        would hold a database connection and its memory for as long.
+        """
         key = (version.id, version.checksum)
         predictor = self._predictors.get(key)
-        if predictor is None:
-            started = time.perf_counter()
-            data = (
-                ModelVersion.objects.filter(pk=version.id, checksum=version.checksum)
-                .values_list("artifact", flat=True)
-                .get()
-            )
-            if version.runtime == ModelVersion.Runtime.ENSEMBLE:
-                predictor = self._ensemble(version, bytes(data))
-            else:
-                predictor = load_predictor(version.runtime, bytes(data))
-            self._predictors[key] = predictor
-            seconds = time.perf_counter() - started
-            metrics.model_loaded(model=version.model_name, version=version.label, seconds=seconds)
+        if predictor is not None:
+            return predictor
+        with self._lock:
+            loading = self._loading.setdefault(key, threading.Lock())
+        try:
+            with loading:
+                predictor = self._predictors.get(key)
+                if predictor is None:
+                    predictor = self._predictors[key] = self._load_predictor(version)
+        finally:
+            with self._lock:
+                self._loading.pop(key, None)
+        return predictor
+
+    def _load_predictor(self, version: VersionEntry) -> Predictor:
+        started = time.perf_counter()
+        data = (
+            ModelVersion.objects.filter(pk=version.id, checksum=version.checksum)
+            .values_list("artifact", flat=True)
+            .get()
+        )
+        if version.runtime == ModelVersion.Runtime.ENSEMBLE:
+            predictor = self._ensemble(version, bytes(data))
+        else:
+            predictor = load_predictor(version.runtime, bytes(data))
+        seconds = time.perf_counter() - started
+        metrics.model_loaded(model=version.model_name, version=version.label, seconds=seconds)
         return predictor
 
     def _ensemble(self, version: VersionEntry, data: bytes) -> WeightedEnsemble:

@@ -82,3 +82,37 @@ def test_predictors_are_loaded_once_and_dropped_when_the_artifact_changes(local_
 
     assert first is again
     assert reloaded is not first
+
+
+@pytest.mark.django_db(transaction=True)
+def test_threads_asking_at_once_for_a_version_not_loaded_yet_load_it_once():
+    # The first requests after a start or a new artifact arrive together; if each loaded the
+    # artifact, a large model would be read from the database by every thread at once.
+    import threading
+
+    from django.db import connection
+    from prometheus_client import REGISTRY
+
+    registry = Registry()
+    version = registry.model("iris").versions["v1"]
+    labels = {"model": "iris", "version": "v1"}
+    loads_before = REGISTRY.get_sample_value("mlplatform_model_load_seconds_count", labels) or 0
+    start = threading.Barrier(8)
+    got = []
+
+    def ask():
+        try:
+            start.wait()
+            got.append(registry.predictor(version))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    loads = REGISTRY.get_sample_value("mlplatform_model_load_seconds_count", labels)
+    assert len(got) == 8 and all(p is got[0] for p in got)
+    assert loads - loads_before == 1
