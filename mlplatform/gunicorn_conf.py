@@ -25,6 +25,12 @@ wsgi_app = "mlplatform.wsgi:application"
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", _cores if _production else 1))
 worker_class = "gthread"
+# With several workers, each listens on a socket of its own (SO_REUSEPORT) and the kernel
+# spreads new connections over them. On one shared socket, the worker that wakes first
+# accepts, and a client's keep-alive connections could all land on one worker: its core busy,
+# the others idle, half the throughput (bench/README.md). The cost: connections still
+# waiting in the backlog of a worker that dies are reset. WEB_REUSE_PORT=0 turns it off.
+reuse_port = workers > 1 and os.environ.get("WEB_REUSE_PORT", "1").lower() not in ("0", "false")
 # WEB_THREADS serve ordinary requests. Each open event stream (POST /predict/stream, batch job
 # events) holds a thread for as long as it lasts, so every process gets one more thread per
 # stream it may hold (MLPLATFORM_MAX_OPEN_STREAMS, the same default as mlplatform/conf.py; the
