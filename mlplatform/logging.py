@@ -141,7 +141,7 @@ class BackgroundHandler(logging.handlers.QueueHandler):
     and drains the queue at exit; a process killed with SIGKILL loses what it had not written.
     """
 
-    INTERVAL = 0.02
+    INTERVAL = 0.25
     BATCH = 512
 
     def __init__(self) -> None:
