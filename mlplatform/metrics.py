@@ -249,17 +249,13 @@ class BatchBacklogCollector:
     """Batch jobs by status and the age of the oldest queued job, from the database."""
 
     def collect(self) -> Iterator:
-        from django.db.models import Count, Min
+        from django.db.models import Min
 
         from predictions.models import BatchJob
+        from predictions.stats import count_by
 
         try:
-            counts = dict(
-                BatchJob.objects.order_by()
-                .values_list("status")
-                .annotate(n=Count("pk"))
-                .values_list("status", "n")
-            )
+            counts = count_by(BatchJob.objects, "status")
             oldest = BatchJob.objects.filter(status=BatchJob.Status.QUEUED).aggregate(
                 at=Min("created_at")
             )["at"]

@@ -122,24 +122,19 @@ def _flush_at_exit() -> None:
 atexit.register(_flush_at_exit)
 
 
+def count_by(queryset, field: str) -> dict[Any, int]:
+    """How many rows of ``queryset`` have each value of ``field`` (one GROUP BY query)."""
+    return dict(
+        queryset.order_by().values_list(field).annotate(n=Count("pk")).values_list(field, "n")
+    )
+
+
 def usage_stats(*, user: User) -> dict[str, Any]:
     """The tutorial's summary of the caller's own traffic (staff: everyone's)."""
     usage_flush()
     scope = {} if user.is_staff else {"owner": user}
-    by_model = dict(
-        Prediction.objects.filter(**scope)
-        .order_by()
-        .values_list("model_version__model__name")
-        .annotate(n=Count("pk"))
-        .values_list("model_version__model__name", "n")
-    )
-    jobs = dict(
-        BatchJob.objects.filter(**scope)
-        .order_by()
-        .values_list("status")
-        .annotate(n=Count("pk"))
-        .values_list("status", "n")
-    )
+    by_model = count_by(Prediction.objects.filter(**scope), "model_version__model__name")
+    jobs = count_by(BatchJob.objects.filter(**scope), "status")
     totals = RequestTally.objects.filter(**scope).aggregate(
         requests=Sum("requests"), errors=Sum("errors"), duration=Sum("duration")
     )

@@ -14,6 +14,7 @@ from accounts.models import User
 from accounts.scopes import ALL_SCOPES
 from accounts.services import api_key_create
 from predictions.registry import registry
+from predictions.stats import tallies
 
 
 def pytest_sessionstart(session):
@@ -31,6 +32,14 @@ def pytest_sessionstart(session):
 def _fast_password_hashing(settings):
     """Password hashing is deliberately slow; tests that create users need not wait for it."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _no_pending_tallies():
+    """Request tallies of an earlier test's (rolled back) users must not land on this test's."""
+    tallies.clear()
+    yield
+    tallies.clear()
 
 
 @pytest.fixture(autouse=True)

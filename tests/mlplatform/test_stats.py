@@ -4,18 +4,10 @@ import pytest
 
 from predictions.models import RequestTally
 from predictions.services.batch import batch_job_process
-from predictions.stats import Tallies, tallies
+from predictions.stats import Tallies
 
 pytestmark = pytest.mark.usefixtures("demo_models")
 SETOSA = [5.1, 3.5, 1.4, 0.2]
-
-
-@pytest.fixture(autouse=True)
-def _no_pending_tallies():
-    """Tallies of earlier tests' (rolled back) users must not land on this test's users."""
-    tallies.clear()
-    yield
-    tallies.clear()
 
 
 def stats(client) -> dict:

@@ -5,17 +5,9 @@ import re
 import pytest
 
 from mlplatform.charts import Series, bar_chart, line_chart, nice_ceiling
-from predictions.stats import tallies
 
 pytestmark = pytest.mark.usefixtures("demo_models")
 SETOSA = [5.1, 3.5, 1.4, 0.2]
-
-
-@pytest.fixture(autouse=True)
-def _no_pending_tallies():
-    tallies.clear()
-    yield
-    tallies.clear()
 
 
 def points(html: str, chart: str) -> list[tuple[str, float]]:
