@@ -106,10 +106,11 @@ def test_killing_a_web_worker_under_load_fails_only_the_requests_it_held(serve, 
         f"\n{len(outcomes)} requests ({killed_at} before the kill), {len(failed)} failed: "
         f"{sorted(set(map(str, failed)))}"
     )
-    # Only connection errors, never an HTTP error, and at most what the killed worker held:
-    # each worker serves its connections on WEB_THREADS (4) threads.
+    # Only connection errors, never an HTTP error, and only around the kill: each of the 6
+    # clients loses the request the killed worker held, and at most one more sent while the
+    # dying process's own socket (reuse_port) still took connections.
     assert all(isinstance(o, str) for o in failed), failed
-    assert len(failed) <= 6
+    assert len(failed) <= 2 * 6
     assert outcomes[-20:].count(200) == 20  # the master replaced the worker; all is served
     replaced = gunicorn_workers(server.process.pid)
     assert len(replaced) == 2 and workers[0] not in replaced, (workers, replaced)

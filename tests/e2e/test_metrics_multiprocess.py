@@ -98,8 +98,12 @@ def test_prediction_totals_add_up_over_two_web_workers(two_worker_server):
             )
             assert statuses == [200] * ROUND
             sent += ROUND
-            time.sleep(0.2)  # let the log lines reach the file
-            pids = {line["pid"] for line in request_lines(server, "/api/v1/predict")}
+            # Each process writes its log lines at most 250 ms after they are logged.
+            deadline = time.monotonic() + 5
+            while len(lines := request_lines(server, "/api/v1/predict")) < sent:
+                assert time.monotonic() < deadline, f"{len(lines)} of {sent} lines written"
+                time.sleep(0.05)
+            pids = {line["pid"] for line in lines}
             if len(pids) >= 2:
                 break
     assert len(pids) >= 2, f"all {sent} requests went to one worker: {pids}"
