@@ -100,6 +100,7 @@ class PacedResult:
     non200: int
     socket_errors: int
     bodies: tuple[bytes, ...] = field(default=(), repr=False)  # only when asked for
+    latencies_ms: tuple[float, ...] = field(default=(), repr=False)  # every answered request
     server_cpu_s: float = 0.0
     generator_cpu_s: float = 0.0
     host_busy_s: float = 0.0
@@ -122,8 +123,12 @@ class PacedResult:
         return max(0.0, other) / self.duration_s if self.duration_s else 0.0
 
     def as_dict(self) -> dict[str, float | int | str]:
-        """Plain dict for JSON output (without the bodies), with the derived figures."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "bodies"}
+        """Plain dict for JSON output (without bodies and latencies), with the derived figures."""
+        out = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("bodies", "latencies_ms")
+        }
         return {
             **out,
             "errors": self.errors,

@@ -239,6 +239,7 @@ async def _paced(
         non200=len(out["non200"]),
         socket_errors=len(out["socket_errors"]),
         bodies=tuple(out["bodies"] or ()),
+        latencies_ms=tuple(v * 1e3 for v in out["latency"]),
     )
 
 

@@ -57,13 +57,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--rate-share", type=float, default=0.45, help="see --rate")
     p.add_argument(
-        "--paced-duration", type=float, default=12.0, help="measured seconds per shadow run"
+        "--paced-duration", type=float, default=6.0, help="measured seconds per shadow run"
     )
     p.add_argument(
         "--paced-connections", type=int, default=8, help="connection pool of the shadow runs"
     )
     p.add_argument(
-        "--rounds", type=int, default=3, help="shadow off/on pairs (v3 staged between them)"
+        "--rounds",
+        type=int,
+        default=8,
+        help="shadow off/on pairs, in alternating order (v3 staged between them)",
     )
     p.add_argument(
         "--quiet-wait", type=float, default=20.0, help="max seconds to wait for an idle host"
@@ -79,8 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("durations must be at most 600 s, the warm-up at most 60 s")
     if args.rate is not None and not 0 < args.rate <= 10_000:
         p.error("--rate must be between 0 and 10000")
-    if not 1 <= args.rounds <= 10:
-        p.error("--rounds must be between 1 and 10")
+    if not 1 <= args.rounds <= 20:
+        p.error("--rounds must be between 1 and 20")
     if not 0 < args.rate_share <= 1:
         p.error("--rate-share must be in (0, 1]")
     return args
@@ -112,6 +115,7 @@ class Bench:
     ) -> None:
         self.args, self.instance, self.running = args, instance, running
         self.problems: list[str] = []
+        self.shadow_on: bool | None = None  # None: shadow v3 not created yet
         self.closed = closed_settings(args)
         self.paced = LoadSettings(
             connections=args.paced_connections,
@@ -154,12 +158,12 @@ class Bench:
         return CachePair(model=model, miss=runs["miss"], hit=runs["hit"])
 
     def shadow_runs(self, rate: float, saturated_rps: float) -> ShadowRuns:
-        """iris v1 at a fixed rate without a shadow, then with shadow v3 copying every request.
+        """iris v1 at a fixed rate without a shadow and with shadow v3 copying every request.
 
-        Further rounds switch v3 off (staged) and on again, so that drift on the host affects
-        both sides alike; the comparison uses the median of each figure over the rounds.
+        Each round measures both, in alternating order (none-v3, v3-none, ...), switching v3
+        on and off (staged) between runs, so that drift on the host affects both sides alike.
+        The target compares the p99 of all requests of each side's runs together.
         """
-        env = self.instance.env
         self.set_ttl("iris", 0)
         v1 = probe(self.target(predict_body("iris", "v1", IRIS_FEATURES)))
         shadow_answer = probe(self.target(predict_body("iris", SHADOW_ARTIFACT_OF, IRIS_FEATURES)))
@@ -169,14 +173,8 @@ class Bench:
         runs: dict[str, list[PacedResult]] = {"none": [], "v3": []}
         windows: dict[str, list[tuple[str, str]]] = {"none": [], "v3": []}
         for round_no in range(self.args.rounds):
-            for name in ("none", "v3"):
-                if name == "v3" and round_no == 0:
-                    traffic_admin.create_shadow(env, "iris", SHADOW_LABEL, SHADOW_ARTIFACT_OF)
-                    time.sleep(traffic_admin.NOTICE_S)
-                elif round_no > 0:
-                    status = "active" if name == "v3" else "staged"
-                    traffic_admin.set_version_status(env, "iris", SHADOW_LABEL, status)
-                    time.sleep(traffic_admin.NOTICE_S)
+            for name in ("none", "v3") if round_no % 2 == 0 else ("v3", "none"):
+                self.switch_shadow(name == "v3")
                 cpu.settle(self.args.quiet_wait)
                 started = _now()
                 result = measure_paced(
@@ -215,6 +213,23 @@ class Bench:
             leaks=leaks["v3"],
             checked=sum(len(r.bodies) for r in runs["v3"]),
         )
+
+    def switch_shadow(self, on: bool) -> None:
+        """Make iris v3 an active shadow (created the first time) or stage it; wait for it."""
+        if on == self.shadow_on:
+            return
+        env = self.instance.env
+        if self.shadow_on is None:  # v3 does not exist yet, so it is off already
+            if not on:
+                self.shadow_on = False
+                return
+            traffic_admin.create_shadow(env, "iris", SHADOW_LABEL, SHADOW_ARTIFACT_OF)
+        else:
+            traffic_admin.set_version_status(
+                env, "iris", SHADOW_LABEL, "active" if on else "staged"
+            )
+        self.shadow_on = on
+        time.sleep(traffic_admin.NOTICE_S)
 
     def drained_counts(self, windows: dict[str, list[tuple[str, str]]]) -> dict[str, int]:
         """Shadow counts once the background queue has caught up (a bounded number of reads)."""
