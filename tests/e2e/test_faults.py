@@ -106,11 +106,19 @@ def test_killing_a_web_worker_under_load_fails_only_the_requests_it_held(serve, 
         f"\n{len(outcomes)} requests ({killed_at} before the kill), {len(failed)} failed: "
         f"{sorted(set(map(str, failed)))}"
     )
-    # Only connection errors, never an HTTP error, and only around the kill: each of the 6
-    # clients loses the request the killed worker held, and at most one more sent while the
-    # dying process's own socket (reuse_port) still took connections.
+    # Only connection errors, never an HTTP error, and only at the kill: a client loses the
+    # request the killed worker held. With reuse_port, each worker has its own listening socket,
+    # and the kernel resets the connections still waiting in the dead worker's backlog: a client
+    # may lose one more there, unless net.ipv4.tcp_migrate_req moves them to another worker.
     assert all(isinstance(o, str) for o in failed), failed
-    assert len(failed) <= 2 * 6
+    held = 1 if _kernel_migrates_requests() else 2
+    for n in range(6):
+        mine = [
+            outcome for request_id, outcome in results if request_id.startswith(f"{prefix}{n}-")
+        ]
+        lost = [i for i, outcome in enumerate(mine) if outcome != 200]
+        assert len(lost) <= held, (n, mine)
+        assert lost == list(range(min(lost, default=0), min(lost, default=0) + len(lost))), mine
     assert outcomes[-20:].count(200) == 20  # the master replaced the worker; all is served
     replaced = gunicorn_workers(server.process.pid)
     assert len(replaced) == 2 and workers[0] not in replaced, (workers, replaced)
@@ -118,6 +126,14 @@ def test_killing_a_web_worker_under_load_fails_only_the_requests_it_held(serve, 
     stored = stored_predictions(instance, prefix)
     assert stored["incomplete"] == 0
     assert outcomes.count(200) <= stored["total"] <= outcomes.count(200) + len(failed)
+
+
+def _kernel_migrates_requests() -> bool:
+    """Whether Linux moves a closed listener's waiting connections to its reuse_port peers."""
+    try:
+        return Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip() == "1"
+    except OSError:
+        return False
 
 
 class TcpProxy:
