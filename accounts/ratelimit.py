@@ -4,7 +4,8 @@ Every API view belongs to a *group* (``ratelimit_group`` on the view; ``api`` wh
 none). A request is counted against its principal: the API key, else the user, else the
 client's IP address (anonymous endpoints such as token and login). The rate of a group comes
 from, in order: the key's own override, its owner's override, the platform default
-(``settings.PLATFORM["RATE_LIMITS"]``).
+(``settings.PLATFORM["RATE_LIMITS"]``). The password forms outside the API count their POSTs
+in the ``auth`` group too (``accounts/login.py``).
 
 Counters live in the Django cache: Redis on the production profile, so every process and host
 shares them; the process-local memory cache on the embedded profile, where the one web process

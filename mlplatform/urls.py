@@ -1,24 +1,35 @@
 """Top-level routes: the v1 API, probes, metrics, docs, admin and the landing page."""
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts.login import ratelimit_login_form
 from mlplatform import health, views
 from mlplatform.dashboard import dashboard_view
 from mlplatform.metrics import metrics_view
 from predictions.graphql.schema import schema as graphql_schema
 from predictions.graphql.views import PlatformGraphQLView
 
-admin.site.site_header = "ML platform"
-admin.site.site_title = "ML platform admin"
-admin.site.index_title = "Control room"
-
 api_v1 = [
     path("", views.ApiRootView.as_view(), name="api-root"),
     path("", include("accounts.urls")),
     path("", include("accounts.webhook_urls")),
     path("", include("predictions.urls")),
+]
+
+# The browsable API's session login and logout, as ``include("rest_framework.urls")`` routes
+# them, but with the password form counted in the ``auth`` rate limits like the API's login.
+browsable_api_auth = [
+    path(
+        "login/",
+        ratelimit_login_form(
+            auth_views.LoginView.as_view(template_name="rest_framework/login.html")
+        ),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]
 
 urlpatterns = [
@@ -33,7 +44,7 @@ urlpatterns = [
     path("graphql/", PlatformGraphQLView.as_view(schema=graphql_schema)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("api-auth/", include("rest_framework.urls")),
+    path("api-auth/", include((browsable_api_auth, "rest_framework"))),
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),

@@ -1,7 +1,8 @@
 """OWASP API2:2023 Broken Authentication.
 
 Forged, expired, replayed and revoked credentials of every kind are refused with 401, the one
-error shape and a ``WWW-Authenticate`` challenge; nothing is served to them.
+error shape and a ``WWW-Authenticate`` challenge; nothing is served to them. Password guesses
+are rate limited per client address, on the API's login and on the password forms alike.
 """
 
 import base64
@@ -11,12 +12,14 @@ from datetime import timedelta
 import jwt
 import pytest
 from django.conf import settings
+from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts import crypto
 from accounts.models import ApiKey
+from mlplatform.conf import DEFAULTS
 from tests.security.conftest import IRIS, assert_error, jwt_client
 
 PROTECTED = "/api/v1/predictions"
@@ -258,13 +261,26 @@ def test_a_bad_key_is_not_rescued_by_a_good_token(user, make_key):
     assert_refused(client.get(PROTECTED), "malformed_api_key")
 
 
-def test_login_brute_force_is_rate_limited_per_client_address(user, settings):
-    from mlplatform.conf import DEFAULTS
+# --- Password guessing ------------------------------------------------------------------
 
-    settings.PLATFORM = {
-        **settings.PLATFORM,
-        "RATE_LIMITS": {**DEFAULTS["RATE_LIMITS"], "auth": "5/h"},
-    }
+
+@pytest.fixture
+def auth_rate(settings):
+    """Set the ``auth`` group's rate for one test."""
+    # Per hour in these tests: django-ratelimit starts each key's window at its own offset, so
+    # a window of a minute could end in the middle of a test.
+
+    def set_rate(rate: str) -> None:
+        settings.PLATFORM = {
+            **settings.PLATFORM,
+            "RATE_LIMITS": {**DEFAULTS["RATE_LIMITS"], "auth": rate},
+        }
+
+    return set_rate
+
+
+def test_login_brute_force_is_rate_limited_per_client_address(user, auth_rate):
+    auth_rate("5/h")
     client = APIClient(REMOTE_ADDR="203.0.113.50")
     guesses = [
         client.post("/api/v1/auth/login", {"username": "alice", "password": f"guess{i}"})
@@ -275,3 +291,87 @@ def test_login_brute_force_is_rate_limited_per_client_address(user, settings):
     assert [g.status_code for g in guesses] == [401] * 5 + [429]
     assert_error(right, 429, "rate_limited")
     assert "access" not in right.json()
+
+
+# The password forms outside the API: the admin's (staff only) and the browsable API's.
+FORMS = ["/admin/login/", "/api-auth/login/"]
+STAFF = {"username": "carol", "password": "carol-pass-123"}
+
+
+def _guess(n: int) -> dict:
+    return {"username": "carol", "password": f"guess-{n}"}
+
+
+def _signed_in(client: Client) -> bool:
+    return "_auth_user_id" in client.session
+
+
+@pytest.mark.parametrize("url", FORMS)
+def test_password_guesses_on_a_login_form_get_429_past_the_limit(staff, auth_rate, url):
+    auth_rate("3/h")
+    client = Client(REMOTE_ADDR="203.0.113.61")
+    shown = [client.get(url) for _ in range(5)]
+    guesses = [client.post(url, _guess(n)) for n in range(3)]
+
+    refused = client.post(url, STAFF)
+    shown_again = client.get(url)
+
+    assert [r.status_code for r in shown] == [200] * 5  # showing the form is not counted
+    assert [g.status_code for g in guesses] == [200] * 3  # the form again, with its error
+    assert all("correct username and password" in g.content.decode() for g in guesses)
+    body = assert_error(refused, 429, "rate_limited")
+    assert body["detail"].startswith(
+        "Rate limit of 3 requests per hour for 'auth' exceeded; retry in"
+    )
+    assert 1 <= int(refused["Retry-After"]) <= 3600
+    assert refused["X-RateLimit-Limit"] == "3"
+    assert refused["X-RateLimit-Remaining"] == "0"
+    assert not _signed_in(client)  # the right password, once limited, signs nobody in
+    assert shown_again.status_code == 200
+
+
+@pytest.mark.parametrize("url", FORMS)
+def test_a_limited_address_does_not_lock_out_another(staff, auth_rate, url):
+    auth_rate("2/h")
+    attacker = Client(REMOTE_ADDR="203.0.113.62")
+    for n in range(2):
+        attacker.post(url, _guess(n))
+    owner = Client(REMOTE_ADDR="198.51.100.62")
+
+    limited = attacker.post(url, _guess(2))
+    signed_in = owner.post(url, STAFF)
+
+    assert limited.status_code == 429
+    assert signed_in.status_code == 302
+    assert _signed_in(owner)
+
+
+def test_the_forms_and_the_api_login_count_on_one_counter(staff, auth_rate):
+    """Guesses spread over every way in still add up to one limit per address."""
+    auth_rate("3/h")
+    address = "203.0.113.63"
+    wrong = _guess(0)
+
+    codes = [
+        APIClient(REMOTE_ADDR=address).post("/api/v1/auth/login", wrong).status_code,
+        Client(REMOTE_ADDR=address).post("/admin/login/", wrong).status_code,
+        Client(REMOTE_ADDR=address).post("/api-auth/login/", wrong).status_code,
+        APIClient(REMOTE_ADDR=address).post("/api/v1/auth/token", wrong).status_code,
+    ]
+
+    assert codes == [401, 200, 200, 429]
+
+
+@pytest.mark.parametrize("url", FORMS)
+def test_behind_a_trusted_proxy_a_form_counts_the_forwarded_client(staff, auth_rate, settings, url):
+    auth_rate("1/h")
+    settings.TRUSTED_PROXY_COUNT = 1
+
+    def attempt(forwarded: str) -> int:
+        client = Client(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR=forwarded)
+        return client.post(url, _guess(0)).status_code
+
+    # The client may prepend anything; the proxy appends the address it saw, which counts.
+    assert attempt("1.1.1.1, 192.0.2.20") == 200
+    assert attempt("8.8.8.8, 192.0.2.20") == 429
+    assert attempt("192.0.2.21") == 200  # another client behind the same proxy

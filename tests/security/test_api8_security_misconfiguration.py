@@ -1,6 +1,7 @@
 """OWASP API8:2023 Security Misconfiguration.
 
-The production profile passes Django's deployment checklist and refuses to start in debug mode;
+The production profile passes Django's deployment checklist, and fails it without a cache its
+processes share for the rate-limit counters; it refuses to start in debug mode;
 responses carry the security headers (HSTS over HTTPS); CORS admits only the configured origins
 and never credentials; compression never touches an answer that carries a secret or a CSRF
 token; errors never show a traceback.
@@ -85,6 +86,32 @@ def test_check_deploy_fails_when_a_safeguard_is_turned_off(tmp_path):
 
     assert done.returncode != 0
     assert "security.W004" in done.stderr + done.stdout
+
+
+def test_check_deploy_fails_on_production_without_redis(tmp_path):
+    """A process per core, each counting in its own memory, would admit N requests per process."""
+    env = production_env(tmp_path)
+    del env["REDIS_URL"]
+
+    deploy = manage(env, "check", "--deploy", "--fail-level", "WARNING")
+    plain = manage(env, "check")
+
+    assert deploy.returncode != 0
+    assert "django_ratelimit.E003" in deploy.stderr + deploy.stdout
+    assert "LocMemCache is not a shared cache" in deploy.stderr + deploy.stdout
+    assert plain.returncode != 0  # an error, not only a deployment warning
+
+
+def test_the_embedded_profile_silences_the_shared_cache_checks(tmp_path):
+    """Its one web process counts every request in its memory: the checks do not apply."""
+    env = {
+        k: v for k, v in production_env(tmp_path).items() if k not in ("DATABASE_URL", "REDIS_URL")
+    }
+
+    done = manage(env, "check")
+
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "django_ratelimit" not in done.stderr + done.stdout
 
 
 @pytest.mark.parametrize("debug", ["1", "true", "on"])
