@@ -23,9 +23,23 @@ def body_limit(path: str) -> int:
     return platform_setting("MAX_BODY_BYTES")
 
 
-def _error(request, detail: str, code: str) -> dict:
-    """The API's error shape (``mlplatform.api.exceptions`` imports this module: no cycle)."""
-    return {"detail": detail, "code": code, "request_id": request.request_id}
+def speaks_v2(path: str) -> bool:
+    """Whether a path is under /v2, where errors take the Open Inference Protocol's shape."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_response(request, detail: str, code: str, *, status: int) -> JsonResponse:
+    """An error answered outside the API's views, in the shape its path's clients read.
+
+    Under /v2 that is the protocol's ``{"error": detail}`` (tritonclient and the KServe SDK read
+    nothing else); elsewhere the API's ``{"detail", "code", "request_id"}``.
+    """
+    if speaks_v2(request.path):
+        return JsonResponse({"error": detail}, status=status)
+    # Imported here: that module imports DRF, whose parser settings import this module.
+    from mlplatform.api.exceptions import error_body
+
+    return JsonResponse(error_body(detail, code), status=status)
 
 
 class RequestIdMiddleware:
@@ -59,16 +73,14 @@ class BodySizeLimitMiddleware:
         try:
             too_large = int(declared) > limit
         except ValueError:
-            return JsonResponse(
-                _error(request, "Content-Length is not a number.", "invalid_header"), status=400
+            return error_response(
+                request, "Content-Length is not a number.", "invalid_header", status=400
             )
         if too_large:
-            return JsonResponse(
-                _error(
-                    request,
-                    f"Request body is larger than the limit of {limit} bytes.",
-                    "request_too_large",
-                ),
+            return error_response(
+                request,
+                f"Request body is larger than the limit of {limit} bytes.",
+                "request_too_large",
                 status=413,
             )
         return self.get_response(request)

@@ -1,6 +1,5 @@
 """The landing page and the JSON error pages outside DRF views."""
 
-from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
@@ -8,7 +7,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from mlplatform.api.exceptions import error_body
+from mlplatform.middleware import error_response
 from predictions.registry import registry
 
 
@@ -17,19 +16,19 @@ def landing(request):
 
 
 def not_found(request, exception=None):
-    return JsonResponse(error_body(f"No route matches {request.path!r}.", "not_found"), status=404)
+    return error_response(request, f"No route matches {request.path!r}.", "not_found", status=404)
 
 
 def server_error(request):
-    return JsonResponse(error_body("Internal server error.", "server_error"), status=500)
+    return error_response(request, "Internal server error.", "server_error", status=500)
 
 
 def bad_request(request, exception=None):
-    return JsonResponse(error_body("Bad request.", "bad_request"), status=400)
+    return error_response(request, "Bad request.", "bad_request", status=400)
 
 
 def permission_denied(request, exception=None):
-    return JsonResponse(error_body("Permission denied.", "permission_denied"), status=403)
+    return error_response(request, "Permission denied.", "permission_denied", status=403)
 
 
 class ApiRootView(APIView):

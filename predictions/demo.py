@@ -23,7 +23,7 @@ TRAFFIC = {("iris", "v1"): 50.0, ("iris", "v2"): 50.0}
 DEFAULTS = {"iris": "v2"}
 # Training is deterministic: one run per process is enough.
 _trained = functools.cache(train_demo_models)
-# The ONNX demo: digits v1's trained weights exported to an ONNX graph, served by onnxruntime.
+# The ONNX demo: digits v1's stored weights exported to an ONNX graph, served by onnxruntime.
 # Active with no traffic weight: reachable by name (and as ``latest``), outside the split.
 ONNX_DEMO = ("digits", "v1", "v1-onnx")
 
@@ -59,22 +59,29 @@ def _user(username: str, *, staff: bool, report: SeedReport) -> User:
 
 
 def _seed_onnx_demo(report: SeedReport) -> None:
-    """Export a trained demo version to ONNX and register it, once."""
+    """Export the stored source version's weights to ONNX and register them, once.
+
+    The stored artifact, not a fresh training run: both runtimes then serve the same weights,
+    whatever training would give today.
+    """
     name, source_label, label = ONNX_DEMO
     model = MLModel.objects.get(name=name)
     if not model.versions.filter(label=label).exists():
-        demo = next(d for d in _trained() if d.name == name)
-        source = next(v for v in demo.versions if v.label == source_label)
+        source = model.versions.get(label=source_label)
         services.model_version_create(
             model=model,
             label=label,
             runtime=ModelVersion.Runtime.ONNX,
-            artifact=dense_to_onnx(load_dense(source.artifact)),
+            artifact=dense_to_onnx(load_dense(bytes(source.artifact))),
             artifact_name=f"{name}-{label}.onnx",
             status=ModelVersion.Status.ACTIVE,
             traffic_weight=0.0,
             description=f"{source.description} Exported to ONNX from {source_label}'s weights.",
-            metrics={**source.metrics, "exported_from": source_label},
+            metrics={
+                **source.metrics,
+                "exported_from": source_label,
+                "exported_from_checksum": source.checksum,
+            },
         )
         report.created_versions.append(f"{name}:{label}")
     report.models[name].append(label)

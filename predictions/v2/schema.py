@@ -1,11 +1,69 @@
-"""OpenAPI descriptions of the V2 answers (they are built by hand in the views, not serialized)."""
+"""OpenAPI descriptions of the V2 operations: their answers are built by hand in the views.
+
+Every error a V2 operation gives is the protocol's ``{"error": "..."}`` (``V2Error``); each
+operation documents the statuses it can answer, with the headers the REST API documents for
+them (``WWW-Authenticate`` on 401, ``Retry-After`` and ``X-RateLimit-*`` on 429).
+"""
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers
 
-_ERROR = inline_serializer("V2Error", {"error": serializers.CharField()})
-_ERRORS = {status: _ERROR for status in (400, 401, 403, 404, 413, 415, 503, 504)}
+from predictions.v2.codec import DATATYPES
+
+_ERROR = inline_serializer(
+    "V2Error", {"error": serializers.CharField(help_text="What went wrong, in words.")}
+)
+_DESCRIPTIONS = {
+    400: "The request is malformed or does not fit the model; the error names the problem.",
+    401: "Missing, malformed, expired or revoked credentials.",
+    403: "The credentials lack the 'predict' scope.",
+    404: "No such model, or no such (or a retired) version.",
+    413: "The body, or the body once decompressed, is larger than the limit.",
+    415: "A Content-Encoding other than gzip, deflate or identity.",
+    429: "The rate limit was reached.",
+    503: "The version's artifact no longer loads, or the database or cache is unavailable.",
+    504: "Inference took longer than the request's timeout parameter.",
+}
+_HEADERS = [
+    OpenApiParameter(
+        "WWW-Authenticate",
+        str,
+        OpenApiParameter.HEADER,
+        required=True,
+        response=[401],
+        description="The accepted schemes: Bearer, and ApiKey in the X-API-Key header.",
+    ),
+    OpenApiParameter(
+        "Retry-After",
+        str,
+        OpenApiParameter.HEADER,
+        response=[429, 503],
+        description="Seconds to wait before retrying.",
+    ),
+    *(
+        OpenApiParameter(name, str, OpenApiParameter.HEADER, response=[429], description=what)
+        for name, what in (
+            ("X-RateLimit-Limit", "Requests allowed per window."),
+            ("X-RateLimit-Remaining", "Requests left in the window."),
+            ("X-RateLimit-Reset", "Unix time at which the window ends."),
+        )
+    ),
+]
+
+
+def _errors(*statuses: int) -> dict:
+    return {status: OpenApiResponse(_ERROR, _DESCRIPTIONS[status]) for status in statuses}
+
+
+def _parameters():
+    return serializers.DictField(required=False, help_text="Protocol parameters.")
 
 
 def _tensor_spec(name: str):
@@ -38,13 +96,18 @@ ready = extend_schema(
     tags=["v2"],
     responses={
         200: inline_serializer("V2Ready", {"ready": serializers.BooleanField()}),
-        503: inline_serializer(
-            "V2NotReady", {"ready": serializers.BooleanField(), "error": serializers.CharField()}
+        503: OpenApiResponse(
+            inline_serializer(
+                "V2NotReady",
+                {"ready": serializers.BooleanField(), "error": serializers.CharField()},
+            ),
+            "The database does not answer, no model can serve, or an active version does not load.",
         ),
     },
 )
 model_metadata = extend_schema(
     tags=["v2"],
+    parameters=_HEADERS,
     responses={
         200: inline_serializer(
             "V2ModelMetadata",
@@ -57,11 +120,12 @@ model_metadata = extend_schema(
                 "parameters": serializers.JSONField(),
             },
         ),
-        **_ERRORS,
+        **_errors(401, 404, 429, 503),
     },
 )
 model_ready = extend_schema(
     tags=["v2"],
+    parameters=_HEADERS,
     responses={
         200: inline_serializer(
             "V2ModelReady",
@@ -71,8 +135,75 @@ model_ready = extend_schema(
                 "ready": serializers.BooleanField(),
             },
         ),
-        **_ERRORS,
+        **_errors(401, 404, 429),
+        503: OpenApiResponse(
+            inline_serializer(
+                "V2ModelNotReady",
+                {
+                    "name": serializers.CharField(required=False),
+                    "version": serializers.CharField(required=False),
+                    "ready": serializers.BooleanField(required=False),
+                    "error": serializers.CharField(),
+                },
+            ),
+            "The version's artifact does not load (the body names the version, with "
+            '"ready": false), or the database or cache is unavailable.',
+        ),
     },
+)
+
+
+_INFER_REQUEST = inline_serializer(
+    "V2Inference",  # V2InferenceRequest in the schema, as every request body is named
+    {
+        "id": serializers.CharField(required=False, help_text="Echoed in the answer."),
+        "parameters": _parameters(),
+        "inputs": inline_serializer(
+            "V2InputTensor",
+            {
+                "name": serializers.CharField(),
+                "shape": serializers.ListField(child=serializers.IntegerField(min_value=0)),
+                "datatype": serializers.ChoiceField(choices=DATATYPES),
+                "parameters": _parameters(),
+                "data": serializers.JSONField(
+                    required=False, help_text="Row-major, flat or nested; absent for binary data."
+                ),
+            },
+            many=True,
+        ),
+        "outputs": inline_serializer(
+            "V2RequestedOutput",
+            {"name": serializers.CharField(), "parameters": _parameters()},
+            many=True,
+            required=False,
+        ),
+    },
+)
+_INFER_RESPONSE = inline_serializer(
+    "V2InferenceResponse",
+    {
+        "model_name": serializers.CharField(),
+        "model_version": serializers.CharField(),
+        "id": serializers.CharField(required=False),
+        "parameters": _parameters(),
+        "outputs": inline_serializer(
+            "V2ResponseOutput",
+            {
+                "name": serializers.CharField(),
+                "datatype": serializers.CharField(),
+                "shape": serializers.ListField(child=serializers.IntegerField()),
+                "parameters": _parameters(),
+                "data": serializers.ListField(
+                    required=False, help_text="Flat, row-major; absent for binary data."
+                ),
+            },
+            many=True,
+        ),
+    },
+)
+_INFERRED = (
+    "The outputs: JSON, or (when any output is asked for in binary) the JSON header of "
+    "Inference-Header-Content-Length bytes followed by the binary outputs."
 )
 infer = extend_schema(
     tags=["v2"],
@@ -80,12 +211,47 @@ infer = extend_schema(
         "An Open Inference Protocol request: JSON tensors, or a JSON header of "
         "Inference-Header-Content-Length bytes followed by binary tensor data. See docs/v2.md."
     ),
-    request=OpenApiTypes.OBJECT,
-    responses={
-        200: OpenApiResponse(
-            OpenApiTypes.OBJECT,
-            description="JSON, or application/octet-stream with binary outputs after the header.",
+    parameters=[
+        OpenApiParameter(
+            "Inference-Header-Content-Length",
+            int,
+            OpenApiParameter.HEADER,
+            description="With binary inputs: the length of the JSON header before them.",
         ),
-        **_ERRORS,
+        OpenApiParameter(
+            "Inference-Header-Content-Length",
+            int,
+            OpenApiParameter.HEADER,
+            response=[200],
+            description="With binary outputs: the length of the JSON header before them.",
+        ),
+        *_HEADERS,
+    ],
+    request={
+        "application/json": _INFER_REQUEST,
+        "application/octet-stream": OpenApiTypes.BINARY,
+    },
+    examples=[
+        OpenApiExample(
+            "iris",
+            request_only=True,
+            media_type="application/json",
+            value={
+                "id": "req-1",
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, 4],
+                        "datatype": "FP32",
+                        "data": [5.1, 3.5, 1.4, 0.2],
+                    }
+                ],
+            },
+        )
+    ],
+    responses={
+        (200, "application/json"): OpenApiResponse(_INFER_RESPONSE, _INFERRED),
+        (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, _INFERRED),
+        **_errors(400, 401, 403, 404, 413, 415, 429, 503, 504),
     },
 )

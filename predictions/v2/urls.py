@@ -2,10 +2,9 @@
 
 The patterns carry their ``v2`` prefix themselves: ``/v2`` (server metadata) has no trailing
 slash in the protocol, and an ``include("v2")`` would force every pattern to start with a
-slash, which Django's URL checks warn about.
+slash, which Django's URL checks warn about. Any other path under /v2 falls through to the
+site's 404 handler (``mlplatform.views.not_found``), which answers in the protocol's shape.
 """
-
-from django.urls import re_path
 
 from mlplatform.api.routes import route
 from predictions.v2 import views
@@ -23,5 +22,4 @@ urlpatterns = [
     *route(f"{_VERSION}/ready", views.ModelReadyView.as_view(), "v2-version-ready"),
     *route(f"{_MODEL}/infer", views.InferView.as_view(), "v2-infer"),
     *route(f"{_VERSION}/infer", views.InferView.as_view(), "v2-version-infer"),
-    re_path(r"^v2/", views.not_found),
 ]

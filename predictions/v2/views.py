@@ -9,7 +9,7 @@ as the protocol says: the status and ``{"error": "..."}`` with the REST API's me
 import zlib
 from importlib import metadata
 
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
@@ -235,8 +235,3 @@ class InferView(V2View):
         response = HttpResponse(body, content_type="application/octet-stream")
         response[HEADER_LENGTH] = str(header_length)
         return response
-
-
-def not_found(request, path: str = ""):
-    """Any other path under /v2."""
-    return JsonResponse({"error": f"No route matches {request.path!r}."}, status=404)

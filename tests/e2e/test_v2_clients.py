@@ -1,12 +1,13 @@
 """End to end: the V2 protocol spoken by real client libraries to ``manage.py serve`` over HTTP.
 
 tritonclient.http (binary tensors by default, JSON on request; health, metadata, readiness,
-inference with and without a version) and, when it is installed, the KServe SDK's REST client.
+inference with and without a version) and the KServe SDK's REST client.
 """
 
 import asyncio
 from urllib.parse import urlsplit
 
+import kserve
 import numpy as np
 import pytest
 import requests
@@ -147,6 +148,16 @@ def test_errors_reach_the_client_with_the_servers_message(triton, auth):
         triton.infer("iris", [triton_input(IRIS_ROWS)])
 
 
+def test_a_body_over_the_limit_reaches_the_client_as_the_servers_413_message(triton, auth):
+    rows = np.zeros((5000, 64), "f4")  # 1.28 MB of binary tensor data: over the 1 MiB limit
+
+    with pytest.raises(InferenceServerException) as refused:
+        triton.infer("digits", [triton_input(rows)], model_version="v1", headers=auth())
+
+    assert refused.value.status() == "413"
+    assert refused.value.message() == "Request body is larger than the limit of 1048576 bytes."
+
+
 def test_onnx_and_numpy_digits_agree_through_tritonclient(triton, auth):
     X = load_dataset("digits").X
     rng = np.random.default_rng(5)
@@ -163,8 +174,6 @@ def test_onnx_and_numpy_digits_agree_through_tritonclient(triton, auth):
 
 
 def test_the_kserve_sdk_rest_client_speaks_to_the_server(server, auth):
-    kserve = pytest.importorskip("kserve")
-
     async def session() -> tuple:
         client = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v2", timeout=30))
         try:

@@ -11,11 +11,13 @@ import zlib
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from django.test import Client
 
 from predictions.models import ModelVersion, Prediction, ShadowPrediction
 from predictions.runtime.datasets import load_dataset
 from predictions.services import registry_touch
 from predictions.services.shadow import shadow_runner
+from predictions.v2 import services
 
 IRIS_ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], "f4")
 pytestmark = pytest.mark.usefixtures("demo_models")
@@ -97,7 +99,95 @@ def test_an_unknown_path_under_v2_answers_404_in_the_protocols_shape(client):
     response = client.get("/v2/models/iris/versions/v1/explain")
 
     assert response.status_code == 404
-    assert set(response.json()) == {"error"}
+    assert response.json() == {"error": "No route matches '/v2/models/iris/versions/v1/explain'."}
+
+
+def test_a_post_to_an_unknown_v2_path_is_a_404_not_a_csrf_page():
+    browser_like = Client(enforce_csrf_checks=True)
+
+    response = browser_like.post("/v2/models/iris/explain", b"{}", content_type="application/json")
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "No route matches '/v2/models/iris/explain'."}
+
+
+# --- errors answered before (or after) the views: still the protocol's shape ---------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/v2/models/iris/infer",
+            {"error": "Request body is larger than the limit of 1000 bytes."},
+        ),
+        (
+            "/api/v1/predict",
+            {
+                "detail": "Request body is larger than the limit of 1000 bytes.",
+                "code": "request_too_large",
+                "request_id": "req-1",
+            },
+        ),
+    ],
+    ids=["v2", "rest"],
+)
+def test_a_declared_length_over_the_limit_is_a_413_in_the_shape_of_the_path(
+    key_client, settings, path, body
+):
+    settings.PLATFORM = {**settings.PLATFORM, "MAX_BODY_BYTES": 1000}
+
+    response = key_client.post(
+        path, b"", content_type="application/json", CONTENT_LENGTH="5000", HTTP_X_REQUEST_ID="req-1"
+    )
+
+    assert response.status_code == 413
+    assert response.json() == body
+    assert response["X-Request-ID"] == "req-1"
+    assert Prediction.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v2/models/iris/infer", {"error": "Content-Length is not a number."}),
+        (
+            "/api/v1/predict",
+            {
+                "detail": "Content-Length is not a number.",
+                "code": "invalid_header",
+                "request_id": "req-1",
+            },
+        ),
+    ],
+    ids=["v2", "rest"],
+)
+def test_a_content_length_that_is_not_a_number_is_a_400_in_the_shape_of_the_path(
+    key_client, path, body
+):
+    response = key_client.post(
+        path, b"", content_type="application/json", CONTENT_LENGTH="lots", HTTP_X_REQUEST_ID="req-1"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == body
+    assert response["X-Request-ID"] == "req-1"
+
+
+def test_an_unexpected_failure_in_a_v2_view_is_a_500_in_the_protocols_shape(
+    key_client, monkeypatch
+):
+    def broken(**kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(services, "version_served", broken)
+    key_client.raise_request_exception = False
+
+    response = key_client.get("/v2/models/iris", HTTP_X_REQUEST_ID="req-1")
+
+    assert response.status_code == 500
+    assert response.json() == {"error": "Internal server error."}
+    assert response["X-Request-ID"] == "req-1"
 
 
 # --- models -----------------------------------------------------------------------------------

@@ -2,14 +2,17 @@
 
 import html
 import io
+import json
 
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
+from predictions.demo import demo_seed
 from predictions.models import MLModel, ModelVersion
-from predictions.runtime.artifacts import load_dense
+from predictions.runtime.artifacts import checksum, dump_dense, load_dense
+from predictions.runtime.datasets import load_dataset
 from predictions.runtime.dense import DenseNetwork
 from predictions.runtime.onnx import dense_to_onnx
 from predictions.services import registry_touch
@@ -146,3 +149,47 @@ def test_an_onnx_graph_uploaded_with_the_numpy_runtime_is_explained(admin_client
     assert "is not a valid numpy model: not a .npz archive" in html.unescape(
         response.content.decode()
     )
+
+
+# --- the demo's ONNX version ---------------------------------------------------------------------
+
+
+def v2_probabilities(client, path: str, rows: np.ndarray) -> np.ndarray:
+    document = {
+        "inputs": [
+            {"name": "input", "shape": list(rows.shape), "datatype": "FP32", "data": rows.tolist()}
+        ],
+        "outputs": [{"name": "prediction"}],
+    }
+    response = client.post(path, json.dumps(document), content_type="application/json")
+    assert response.status_code == 200, response.content
+    (output,) = response.json()["outputs"]
+    return np.asarray(output["data"]).reshape(output["shape"])
+
+
+def test_the_onnx_demo_is_exported_from_the_stored_v1_not_from_a_new_training_run(key_client):
+    digits = MLModel.objects.get(name="digits")
+    stored = digits.versions.get(label="v1")
+    # The stored v1 is no longer what training gives today (training changed, or v1 was
+    # replaced): the ONNX version must still serve v1's weights.
+    network = load_dense(bytes(stored.artifact))
+    changed = dump_dense(
+        [w * 1.5 for w in network.weights],
+        network.biases,
+        network.activations,
+        input_mean=network.input_mean,
+        input_scale=network.input_scale,
+    )
+    ModelVersion.objects.filter(pk=stored.pk).update(artifact=changed, checksum=checksum(changed))
+    digits.versions.filter(label="v1-onnx").delete()
+
+    first, second = demo_seed(issue_key=False), demo_seed(issue_key=False)
+
+    assert (first.created_versions, second.created_versions) == (["digits:v1-onnx"], [])
+    onnx = digits.versions.get(label="v1-onnx")
+    assert onnx.metrics["exported_from"] == "v1"
+    assert onnx.metrics["exported_from_checksum"] == checksum(changed)
+    rows = load_dataset("digits").X[:200].astype("f4")
+    by_numpy = v2_probabilities(key_client, "/v2/models/digits/versions/v1/infer", rows)
+    by_onnx = v2_probabilities(key_client, "/v2/models/digits/versions/v1-onnx/infer", rows)
+    np.testing.assert_allclose(by_onnx, by_numpy, atol=1e-5)
