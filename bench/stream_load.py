@@ -1,9 +1,11 @@
 """POST /api/v1/predict latency with many Server-Sent Event streams held open, versus none.
 
 One server, one run: /predict is loaded closed-loop (as predict_load.py does) first with no
-stream open, then while `--streams` clients hold batch-job event streams open (a job that stays
-queued: the server runs without its background worker, in both phases), and the p99 latencies
-are compared (target: at most 2x).
+stream open, then while `--streams` clients hold streams open, and the p99 latencies are
+compared (target: at most 2x). `--kind events` (the default): batch-job event streams of a job
+that stays queued (the server runs without its background worker, in both phases).
+`--kind predict`: POST /predict/stream streams of many rows whose clients stop reading after the
+first prediction, so that the server waits in a write to each of them.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import asyncio
 import contextlib
 import json
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,12 +38,29 @@ ROOT = Path(__file__).resolve().parent.parent
 BODY = json.dumps({"input_data": [5.1, 3.5, 1.4, 0.2], "model": "iris", "model_version": "v1"})
 TARGET_RATIO = 2.0
 SLOT_RELEASE_WAIT_S = 2.0
+STREAM_ROWS = 1000  # rows of each held prediction stream (MAX_STREAM_ROWS as shipped)
+# A held prediction stream's client announces Ethernet's segment size and a small receive
+# buffer, as a client across a network would: over loopback (64 KB segments) Linux would grow
+# the server's send buffer to megabytes, more than a whole stream, and the server would finish
+# every stream into its buffers instead of waiting for the client. Like this, the buffers fill
+# after about 300 rows.
+HELD_MSS = 1400
+HELD_RCVBUF = 4096
+IDLE_CORES = 0.05  # the server's CPU use below which the held prediction streams are waiting
+KINDS = {"events": "event streams", "predict": "stalled prediction streams"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--profile", choices=("embedded", "production"), default="embedded")
-    p.add_argument("--streams", type=int, default=100, help="event streams held open")
+    p.add_argument(
+        "--kind",
+        choices=("events", "predict"),
+        default="events",
+        help="streams held: batch job events (a queued job), or prediction streams whose "
+        "clients stop reading",
+    )
+    p.add_argument("--streams", type=int, default=100, help="streams held open")
     p.add_argument("--connections", type=int, default=16, help="/predict load connections")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase")
     p.add_argument("--warmup", type=float, default=2.0, help="discarded seconds per phase")
@@ -70,11 +90,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @dataclass
 class Holder:
-    """Holds `count` event streams open on a thread of its own (asyncio, raw HTTP/1.1)."""
+    """Holds `count` event streams open on a thread of its own (asyncio, raw HTTP/1.1).
+
+    With a `body`, each stream is a POST of it; with `stall`, each client stops reading after
+    the first prediction (its socket buffers small, see HELD_MSS), so the server fills the
+    buffers and then waits in a write until the client leaves.
+    """
 
     url: str
     headers: dict[str, str]
     count: int
+    body: bytes = b""
+    stall: bool = False
     opened: int = 0
     failed: list[str] = field(default_factory=list)
     ended: int = 0  # streams the server closed while held
@@ -115,19 +142,36 @@ class Holder:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _connect(self, host: str, port: int):
+        if not self.stall:
+            return await asyncio.open_connection(host, port)
+        sock = socket.socket()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, HELD_MSS)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, HELD_RCVBUF)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+        # A small read buffer here too: asyncio stops reading the socket past twice the limit.
+        return await asyncio.open_connection(sock=sock, limit=HELD_RCVBUF)
+
     async def _one(self) -> None:
         parts = requests.utils.urlparse(self.url)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(parts.hostname, parts.port), 30
-            )
+            reader, writer = await asyncio.wait_for(self._connect(parts.hostname, parts.port), 30)
         except (OSError, TimeoutError) as exc:
             self._fail(f"connect: {exc}")
             return
         head = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
+        method = "POST" if self.body else "GET"
+        if self.body:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(self.body)}\r\n"
         writer.write(
-            f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{head}"
+            f"{method} {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{head}"
             "Accept: text/event-stream\r\n\r\n".encode()
+            + self.body
         )
         try:
             status = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
@@ -147,6 +191,10 @@ class Holder:
                     self.opened += 1
                     if self.opened == self.count:
                         self._ready.set()
+                if self.stall and b"event: prediction" in chunk:
+                    assert self._stop is not None
+                    await self._stop.wait()  # read no more: the server waits to write
+                    return
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
             self._fail(f"read: {exc!r}")
         finally:
@@ -221,6 +269,19 @@ def check_stream(base: str, key: str) -> None:
             raise RuntimeError(f"streamed prediction {prediction_id} not stored")
 
 
+def wait_until_idle(pgid: int | None, max_wait_s: float) -> float:
+    """Wait (at most max_wait_s) until the server's processes use almost no CPU; return the
+    cores they used in the last second: held prediction streams first compute rows until their
+    clients' buffers are full."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        start = cpu.group_seconds(pgid)
+        time.sleep(1.0)
+        busy = cpu.group_seconds(pgid) - start
+        if busy <= IDLE_CORES or time.monotonic() >= deadline:
+            return busy
+
+
 def queued_job(base: str, key: str) -> str:
     response = requests.post(
         f"{base}/api/v1/predict/batch",
@@ -231,6 +292,18 @@ def queued_job(base: str, key: str) -> str:
     if response.status_code != 202:
         raise RuntimeError(f"batch submit: {response.status_code} {response.text}")
     return response.json()["job_id"]
+
+
+def held_streams_of(kind: str, base: str, key: str, count: int) -> Callable[[], Holder]:
+    """What each round holds open: a queued job's event streams, or stalled prediction streams."""
+    if kind == "events":
+        url = f"{base}/api/v1/predict/batch/{queued_job(base, key)}/events"
+        return lambda: Holder(url, {"X-API-Key": key}, count)
+    body = json.dumps(
+        {"inputs": [[5.1, 3.5, 1.4, 0.2]] * STREAM_ROWS, "model": "iris", "model_version": "v2"}
+    ).encode()
+    url = f"{base}/api/v1/predict/stream"
+    return lambda: Holder(url, {"X-API-Key": key}, count, body=body, stall=True)
 
 
 @dataclass
@@ -256,15 +329,18 @@ def run(args: argparse.Namespace) -> tuple[list[Phase], dict]:
             base = f"http://127.0.0.1:{port}"
             target = platform_setup.Running(server, port).predict_target(key, BODY)
             check_stream(base, key)
-            job_id = queued_job(base, key)
-            events_url = f"{base}/api/v1/predict/batch/{job_id}/events"
+            held_streams = held_streams_of(args.kind, base, key, args.streams)
             for _ in range(args.rounds):
                 cpu.settle(args.quiet_wait)
                 none = measure_server(target, settings, args.generator, server.pgid, port)
                 phases.append(Phase("none", none))
-                holder = Holder(events_url, {"X-API-Key": key}, args.streams)
+                holder = held_streams()
                 try:
                     holder.start()
+                    if holder.stall:
+                        busy = wait_until_idle(server.pgid, max_wait_s=300)
+                        if busy > IDLE_CORES:
+                            print(f"warning: server still busy ({busy:.2f} cores)", file=sys.stderr)
                     time.sleep(1.0)
                     cpu.settle(args.quiet_wait / 3)
                     held = measure_server(target, settings, args.generator, server.pgid, port)
@@ -281,8 +357,9 @@ def run(args: argparse.Namespace) -> tuple[list[Phase], dict]:
                     )
                 finally:
                     holder.stop()
-                # The server notices within a poll (0.5 s) that the clients left and frees their
-                # slots: the next round must find every slot free again.
+                # The server notices within a poll (0.5 s) that the clients left, or at once
+                # when its write to them fails, and frees their slots: the next round must find
+                # every slot free again.
                 time.sleep(SLOT_RELEASE_WAIT_S)
     shutil.rmtree(logs, ignore_errors=True)
     summary = summarize(phases, args)
@@ -312,7 +389,7 @@ def summarize(phases: list[Phase], args: argparse.Namespace) -> dict:
 
 def table(phases: list[Phase], summary: dict, args: argparse.Namespace) -> str:
     lines = [
-        f"POST predict while event streams are held open: {args.connections} connections, "
+        f"POST predict while {KINDS[args.kind]} are held open: {args.connections} connections, "
         f"{args.duration:g}s after {args.warmup:g}s warm-up, profile {args.profile}, "
         f"threads {args.threads or 'default'}{''.join(' ' + e for e in args.env)}",
         f"{'phase':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
@@ -356,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                         }
                         for p in phases
                     ],
+                    "kind": args.kind,
                     **summary,
                 },
                 indent=2,

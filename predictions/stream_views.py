@@ -80,8 +80,9 @@ class PredictStreamView(APIView):
                     "Events `started` (stream_id, total), per row `prediction` (index, "
                     "prediction, label, confidence, prediction_id, ...) or `error` (index, "
                     "detail, code), and `progress` (completed, total, percent), then "
-                    "`completed` (summary). A `: keep-alive` comment when nothing was sent for "
-                    "STREAM_HEARTBEAT_SECONDS (15 s). Closing the connection stops the work."
+                    "`completed` (summary). While a row is being computed, a `: keep-alive` "
+                    "comment every STREAM_HEARTBEAT_SECONDS (15 s). Closing the connection stops "
+                    "the work."
                 ),
                 examples=[OpenApiExample("two rows", value=_EXAMPLE, media_type=CONTENT_TYPE)],
             ),

@@ -5,6 +5,11 @@ open stream holds a thread. ``stream_slots`` caps how many streams one process h
 ``gunicorn_conf.py`` gives the process that many threads on top of those that serve other
 requests: a crowd of streams can fill its own slots, never the threads of ``/predict``.
 
+A prediction stream computes its rows on a thread of its own (``RowWorker``) while the
+request's thread waits, writing a keep-alive comment every ``STREAM_HEARTBEAT_SECONDS`` a slow
+row takes. With a connection pool it holds a database connection only for a row's queries,
+never while it waits for its client or for an inference.
+
 Streams of batch job events wait, mostly: ``job_watcher`` reads the state of every job watched
 in a process with one query per poll, and a waiting stream gives back its database connection,
 so a hundred open streams cost one query per half second and no database connection each.
@@ -16,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent import futures
 from typing import Any
 
 import orjson
@@ -24,8 +30,10 @@ from django.db import connection
 from accounts.models import ApiKey, User
 from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput, PlatformError
+from mlplatform.logging import log_context
 from predictions.batch_io import job_events, job_state
-from predictions.models import BatchJob
+from predictions.models import BatchJob, Prediction
+from predictions.registry import registry
 from predictions.runtime.errors import InputError
 from predictions.runtime.inputs import rows_from_input
 from predictions.services.predict import (
@@ -167,41 +175,47 @@ def prediction_events(
     timeout: float | None,
     request_id: str,
     heartbeat_seconds: float | None = None,
-    clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[bytes]:
     """Predict and store ``rows`` one by one, as ``/predict`` would, yielding events.
 
     ``started``, then per row ``prediction`` (or ``error`` for a row the model failed on) and
-    ``progress``, then ``completed``; a keep-alive comment when nothing was sent for
-    ``heartbeat_seconds``. Each prediction is stored before its event is written. When the
-    client goes away, the server closes this generator at its next write and no further row
-    is predicted.
+    ``progress``, then ``completed``. Each row is computed on the stream's ``RowWorker`` while
+    this generator waits for it, writing a keep-alive comment every ``heartbeat_seconds`` the
+    row takes. Each prediction is stored before its event is written, and a row starts only
+    once the events of the one before were written: when the client goes away, the server
+    closes this generator at its next write and no further row is predicted.
     """
     if heartbeat_seconds is None:
         heartbeat_seconds = platform_setting("STREAM_HEARTBEAT_SECONDS")
     stream_id = uuid.uuid4().hex
     total = len(rows)
-    started = last_sent = clock()
+    started = time.monotonic()
     completed = failed = 0
     versions: dict[str, int] = {}
     yield sse_event(
         "started",
         {"stream_id": stream_id, "total": total, "model": model_name, "request_id": request_id},
     )
+    if _pooled() and not connection.in_atomic_block:
+        # The connection this thread used for the request (authentication, checks) would stay
+        # out of the pool until the response is closed: the rows use the worker's.
+        connection.close()
+    worker = RowWorker(
+        user=user,
+        api_key=api_key,
+        model_name=model_name,
+        version_label=version_label,
+        timeout=timeout,
+        request_id=request_id,
+        stream_id=stream_id,
+    )
     try:
         for index, row in enumerate(rows):
-            if clock() - last_sent >= heartbeat_seconds:
+            pending = worker.submit(row)
+            while not futures.wait([pending], timeout=heartbeat_seconds).done:
                 yield HEARTBEAT
             try:
-                prediction = prediction_create(
-                    user=user,
-                    api_key=api_key,
-                    input_data=row,
-                    model_name=model_name,
-                    version_label=version_label,
-                    timeout=timeout,
-                    request_id=request_id,
-                )
+                prediction = pending.result()
             except PlatformError as exc:
                 failed += 1
                 yield sse_event("error", {"index": index, "detail": exc.detail, "code": exc.code})
@@ -214,18 +228,21 @@ def prediction_events(
                 "progress",
                 {"completed": done, "total": total, "percent": round(100 * done / total, 2)},
             )
-            last_sent = clock()
     except GeneratorExit:
-        logger.info(
-            "stream %s closed by the client after %d of %d rows", stream_id, completed, total
-        )
+        with log_context(request_id=request_id, stream_id=stream_id):
+            logger.info(
+                "stream %s closed by the client after %d of %d rows", stream_id, completed, total
+            )
         raise
     except Exception:
-        logger.exception("stream %s failed", stream_id)
+        with log_context(request_id=request_id, stream_id=stream_id):
+            logger.exception("stream %s failed", stream_id)
         yield sse_event(
             "error", {"detail": "The stream failed on the server.", "code": "server_error"}
         )
         return
+    finally:
+        worker.close()
     yield sse_event(
         "completed",
         {
@@ -235,9 +252,96 @@ def prediction_events(
             "failed": failed,
             "model": model_name,
             "model_versions": versions,
-            "seconds": round(clock() - started, 6),
+            "seconds": round(time.monotonic() - started, 6),
         },
     )
+
+
+def _connection_close() -> None:
+    # Looked up on the thread that runs it: ``connection.close`` handed to another thread would
+    # be bound to the connection of the thread that handed it over.
+    connection.close()
+
+
+def _pooled() -> bool:
+    """Whether this thread's database connections come from a pool (PostgreSQL, web processes)."""
+    return bool(connection.settings_dict.get("OPTIONS", {}).get("pool"))
+
+
+class RowWorker:
+    """The thread that predicts and stores one stream's rows, one at a time, as ``/predict`` does.
+
+    The stream's own thread only waits for each row, so it can write keep-alive comments while
+    a slow row runs. Django's database connections belong to threads: the rows are stored
+    through the worker's connection, which ``close()`` closes after the last row.
+
+    With a connection pool (PostgreSQL in web processes), the worker also gives its connection
+    back after every row, and before each inference once the registry has read what it needs,
+    so that an open stream holds a pooled connection only for a row's queries: streams whose
+    client reads slowly, or whose rows are slow, leave the pool to ``/predict``. Taking a
+    connection from the pool again costs about 0.4 ms (a health-check round trip). Without a
+    pool the connection is kept for the whole stream: SQLite has no pool to give it back to,
+    opening a connection costs about 3 ms (more than a row), and an idle one holds no lock.
+
+    Each row runs in a log context of its own holding the request and stream ids, to which the
+    service adds the row's model, version and prediction id.
+    """
+
+    def __init__(
+        self,
+        *,
+        user: User,
+        api_key: ApiKey | None,
+        model_name: str | None,
+        version_label: str | None,
+        timeout: float | None,
+        request_id: str,
+        stream_id: str,
+    ) -> None:
+        self._options = {
+            "user": user,
+            "api_key": api_key,
+            "model_name": model_name,
+            "version_label": version_label,
+            "timeout": timeout,
+            "request_id": request_id,
+        }
+        self._log_fields = {"request_id": request_id, "stream_id": stream_id}
+        self._executor = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-rows")
+
+    def submit(self, row: Any) -> futures.Future:
+        """Predict and store ``row`` after the rows submitted before: a future prediction."""
+        return self._executor.submit(self._predict, row)
+
+    def close(self) -> None:
+        """Let the row in progress finish, close the worker's connection and end its thread."""
+        self._executor.submit(_connection_close)
+        self._executor.shutdown(wait=True)
+
+    def _predict(self, row: Any) -> Prediction:
+        with log_context(**self._log_fields):
+            if not _pooled():
+                return prediction_create(input_data=row, **self._options)
+            try:
+                self._registry_ready()
+                connection.close()
+                return prediction_create(input_data=row, **self._options)
+            finally:
+                connection.close()
+
+    def _registry_ready(self) -> None:
+        """Let the registry read its revision (at most once a second) and the artifact of the
+        version that serves the row (on first use) from the database before the inference."""
+        try:
+            model = model_resolve(self._options["model_name"])
+            version, _ = version_resolve(
+                model,
+                self._options["version_label"],
+                principal=principal_id(self._options["user"], self._options["api_key"]),
+            )
+        except PlatformError:
+            return  # the row reports it
+        registry.predictor(version)
 
 
 def _prediction_event(index: int, prediction) -> dict:

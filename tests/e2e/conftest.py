@@ -282,3 +282,71 @@ def qcluster(instance) -> Iterator[Callable[..., Worker]]:
     yield start
     for worker in workers:
         worker.stop()
+
+
+SLOW_VERSION = "slow"
+
+
+def slow_iris_onnx(size: int = 256) -> bytes:
+    """An iris graph whose inference takes as long as its caller asks: a row whose largest value
+    is n multiplies a size x size matrix n times over (an ONNX Loop) before it is answered.
+
+    Iris rows (values below 8) take a few milliseconds; the check at upload (rows of zeros) none.
+    """
+    from onnx import TensorProto, helper
+
+    from predictions.runtime.onnx import IR_VERSION, OPSET
+
+    square = helper.make_tensor("square", TensorProto.INT64, [2], [size, size])
+    spin = helper.make_graph(
+        [
+            helper.make_node("Identity", ["again"], ["again_next"]),
+            helper.make_node("MatMul", ["matrix", "matrix"], ["matrix_next"]),
+        ],
+        "spin",
+        [
+            helper.make_tensor_value_info("round", TensorProto.INT64, []),
+            helper.make_tensor_value_info("again", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("matrix", TensorProto.FLOAT, [size, size]),
+        ],
+        [
+            helper.make_tensor_value_info("again_next", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("matrix_next", TensorProto.FLOAT, [size, size]),
+        ],
+    )
+    weights = helper.make_tensor(
+        "weights",
+        TensorProto.FLOAT,
+        [4, 3],
+        [0.3, -0.2, -0.1, 0.1, 0.2, -0.3, -0.4, 0.1, 0.3, -0.2, -0.1, 0.3],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("ConstantOfShape", ["square"], ["zeros"]),
+            helper.make_node("ReduceMax", ["input"], ["largest"], keepdims=0),
+            helper.make_node("Cast", ["largest"], ["rounds"], to=TensorProto.INT64),
+            helper.make_node("Loop", ["rounds", "", "zeros"], ["spun"], body=spin),
+            helper.make_node("ReduceSum", ["spun"], ["zero"], keepdims=0),
+            helper.make_node("MatMul", ["input", "weights"], ["scores"]),
+            helper.make_node("Add", ["scores", "zero"], ["same_scores"]),
+            helper.make_node("Softmax", ["same_scores"], ["output"], axis=-1),
+        ],
+        "iris-slow",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[square, weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    return model.SerializeToString()
+
+
+@pytest.fixture(scope="session")
+def slow_version(instance) -> str:
+    """The label of a staged iris version whose inference is as slow as a row asks (see
+    ``slow_iris_onnx``); staged, it serves only requests that name it. Servers already running
+    see it within ``REGISTRY_REFRESH_SECONDS``."""
+    path = instance.var_dir / "iris-slow.onnx"
+    path.write_bytes(slow_iris_onnx())
+    instance.manage("upload_version", "iris", SLOW_VERSION, str(path), "--status", "staged")
+    return SLOW_VERSION

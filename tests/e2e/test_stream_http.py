@@ -4,7 +4,9 @@ The web servers run with ``serve --no-worker``: a submitted job waits until a te
 worker (as in test_batch_worker.py, no other worker may serve the instance meanwhile).
 """
 
+import itertools
 import json
+import os
 import socket
 import time
 from urllib.parse import urlsplit
@@ -19,7 +21,11 @@ SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
 # Waiting servers send a keep-alive comment this often, so a test sees it (and a disconnect
 # is noticed) within a fraction of a second.
-FAST = {"MLPLATFORM_STREAM_HEARTBEAT_SECONDS": "0.3", "MLPLATFORM_BATCH_CHUNK_ROWS": "10"}
+HEARTBEAT_SECONDS = 0.3
+FAST = {
+    "MLPLATFORM_STREAM_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+    "MLPLATFORM_BATCH_CHUNK_ROWS": "10",
+}
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +84,71 @@ def count_predictions(server, key: str, model: str) -> int:
     return response.json()["count"]
 
 
+def settled_count(server, key: str, model: str, quiet_s: float = 2.0) -> int:
+    """The number of stored predictions of ``model`` once it stopped changing for ``quiet_s``."""
+    seen, deadline = [count_predictions(server, key, model)], time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        seen.append(count_predictions(server, key, model))
+        if len(seen) > quiet_s / 0.25 and len(set(seen[-int(quiet_s / 0.25) - 1 :])) == 1:
+            return seen[-1]
+    pytest.fail(f"predictions of {model} still being stored: {seen}")
+
+
+def stalling_client(server, key: str, body: dict) -> tuple[socket.socket, bytes]:
+    """A client that reads a stream through its first prediction, then stops reading.
+
+    A server writes ahead of its client as far as the socket buffers take. Over loopback, with
+    its 64 KB segments, Linux grows the server's send buffer to megabytes (more than a whole
+    stream); this client announces Ethernet's segment size (TCP_MAXSEG) and a small receive
+    buffer, as a client across a network would, and the buffers fill after some 100-150 KB:
+    about 250 rows of digits (550 bytes of events each) or iris (420 bytes).
+    """
+    payload = json.dumps(body).encode()
+    address = urlsplit(server.base_url)
+    sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect((address.hostname, address.port))
+    sock.sendall(
+        b"POST /api/v1/predict/stream HTTP/1.1\r\nHost: %s\r\nX-API-Key: %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        % (address.netloc.encode(), key.encode(), len(payload))
+        + payload
+    )
+    received = b""
+    while b"event: prediction" not in received:
+        chunk = sock.recv(4096)
+        assert chunk, received
+        received += chunk
+        if b"\r\n\r\n" in received and b" 200 OK" not in received.split(b"\r\n", 1)[0]:
+            break  # refused: the caller sees the status
+    return sock, received
+
+
+def slow_row(server, key: str, version: str, seconds: float) -> list[float]:
+    """A row that ``version`` (``slow_version``) takes about ``seconds`` to answer on this host.
+
+    One ``/predict`` of a known number of rounds measures the time a round takes; it is retried
+    until the server has seen the new version.
+    """
+    rounds, deadline = 100, time.monotonic() + 10
+    while True:
+        response = requests.post(
+            server.url("/api/v1/predict"),
+            json={"input_data": [rounds, 0, 0, 0], "model": "iris", "model_version": version},
+            headers={"X-API-Key": key},
+            timeout=30,
+        )
+        if response.status_code != 404 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert response.status_code == 200, response.text
+    per_round = response.json()["processing_time"] / rounds
+    return [round(seconds / per_round), 0.0, 0.0, 0.0]
+
+
 def submit(server, key: str, rows: int) -> str:
     response = requests.post(
         server.url("/api/v1/predict/batch"),
@@ -133,36 +204,108 @@ def test_a_bad_row_is_refused_before_the_stream_starts(server, instance):
     assert name == "error" and data["detail"] == "inputs[1][2] must be a number, got string"
 
 
+def test_while_a_slow_row_runs_heartbeats_arrive_then_its_prediction_is_sent_and_stored(
+    server, instance, slow_version
+):
+    key = instance.demo_key
+    row = slow_row(server, key, slow_version, seconds=2.0)
+    body = {"inputs": [row], "model": "iris", "model_version": slow_version}
+
+    arrivals = []
+    with open_stream(server, key, body) as response:
+        assert response.status_code == 200
+        for _, name, data in events_of(response.iter_lines()):
+            arrivals.append((time.monotonic(), name, data))
+
+    names = [name for _, name, _ in arrivals]
+    assert names[0] == "started" and names[-3:] == ["prediction", "progress", "completed"]
+    prediction = arrivals[-3][2]
+    assert prediction["model_version"] == slow_version
+    took = prediction["processing_time"]
+    assert took > 1.0  # the row took several heartbeat intervals
+    beats = names[1:-3]
+    assert set(beats) == {":"}, names
+    assert len(beats) >= max(2, int(took / HEARTBEAT_SECONDS) - 2), (took, names)
+    times = [at for at, _, _ in arrivals[:-2]]  # from started, through the comments, to the row
+    assert max(b - a for a, b in itertools.pairwise(times)) < 1.0  # never silent for the row
+    stored = requests.get(
+        server.url(f"/api/v1/predict/{prediction['prediction_id']}"),
+        headers={"X-API-Key": key},
+        timeout=10,
+    )
+    assert stored.status_code == 200
+    assert stored.json()["input_data"] == row
+
+
 def test_a_client_that_disconnects_stops_the_work(server, instance):
     key = instance.demo_key
     rows = [[float(i % 16)] * 64 for i in range(1000)]  # digits: 64 features, used only here
     before = count_predictions(server, key, "digits")
-    body = json.dumps({"inputs": rows, "model": "digits"}).encode()
-    address = urlsplit(server.base_url)
-    sock = socket.create_connection((address.hostname, address.port), timeout=30)
-    sock.sendall(
-        b"POST /api/v1/predict/stream HTTP/1.1\r\nHost: %s\r\nX-API-Key: %s\r\n"
-        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-        % (address.netloc.encode(), key.encode(), len(body))
-        + body
-    )
-    received = b""
-    while b"event: prediction" not in received:
-        chunk = sock.recv(4096)
-        assert chunk, received
-        received += chunk
-    sock.close()  # the client goes away after its first prediction
 
-    stored, deadline = [], time.monotonic() + 15
-    while time.monotonic() < deadline:
-        stored.append(count_predictions(server, key, "digits") - before)
-        if len(stored) >= 3 and stored[-1] == stored[-3]:
-            break  # no more rows are being stored
-        time.sleep(0.5)
+    sock, received = stalling_client(server, key, {"inputs": rows, "model": "digits"})
+    # Rows are stored as fast as their events can be written: until the buffers are full (a
+    # quarter of the stream), then the server waits in a write and predicts nothing. A server
+    # that predicted ahead of its writes, or went on after the client left, would store more:
+    # all 1000 rows take a couple of seconds.
+    stalled = settled_count(server, key, "digits") - before
+    sock.close()  # the server's waiting write fails: no further row
+    left = settled_count(server, key, "digits") - before
 
     assert b" 200 OK" in received.split(b"\r\n", 1)[0]
-    assert 1 <= stored[-1] < 500, stored
-    assert stored[-1] == stored[-3], f"predictions still being stored: {stored}"
+    assert 1 <= stalled <= len(rows) // 2, stalled
+    assert left == stalled
+    wanted = f"closed by the client after {stalled} of {len(rows)} rows"
+    deadline = time.monotonic() + 5
+    while wanted not in server.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)  # log lines are written a fraction of a second later
+    assert wanted in server.log.read_text()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL"),
+    reason="SQLite has no connection pool: each thread has a connection of its own, which no "
+    "stream can take from /predict",
+)
+def test_more_open_streams_than_pooled_connections_leave_predict_answering(serve, instance):
+    # One process with a pool of 2 connections; a request waits 2 s for one, then gets 503.
+    server = serve(
+        "pool",
+        args=["--no-worker", "--workers", "1"],
+        env={**FAST, "DB_POOL_MAX": "2", "DB_POOL_TIMEOUT": "2"},
+    )
+    try:
+        _streams_leave_the_pool_to_predict(server, instance.demo_key)
+    finally:
+        server.stop()
+
+
+def _streams_leave_the_pool_to_predict(server, key: str) -> None:
+    rows = [SETOSA] * 1000
+    before = count_predictions(server, key, "iris")
+    clients = [
+        stalling_client(server, key, {"inputs": rows, "model": "iris", "model_version": "v1"})
+        for _ in range(4)
+    ]
+    try:
+        stalled = settled_count(server, key, "iris") - before  # 4 streams waiting to write
+        answers = [
+            requests.post(
+                server.url("/api/v1/predict"),
+                json={"input_data": VIRGINICA, "model": "iris"},
+                headers={"X-API-Key": key},
+                timeout=30,
+            )
+            for _ in range(5)
+        ]
+        still = count_predictions(server, key, "iris") - before - len(answers)
+    finally:
+        for sock, _ in clients:
+            sock.close()
+
+    assert [b" 200 OK" in received.split(b"\r\n", 1)[0] for _, received in clients] == [True] * 4
+    assert 4 <= stalled <= 4 * len(rows) // 2, stalled
+    assert [answer.status_code for answer in answers] == [200] * 5, answers[-1].text
+    assert still == stalled  # the streams were open, waiting, while /predict answered
 
 
 # --- batch job events -----------------------------------------------------------------------

@@ -1,15 +1,24 @@
 """POST /predict/stream: events in order, stored predictions, validation, scopes, slots."""
 
 import json
+import threading
 import time
 
 import pytest
+from django.db import connections
 
+from mlplatform.logging import log_context_get
+from predictions import streaming
 from predictions.models import Prediction
+from predictions.registry import registry
+from predictions.services import predict as predict_service
 from predictions.services.batch import batch_job_process
 from predictions.streaming import HEARTBEAT, job_watcher, prediction_events, stream_slots
 
 pytestmark = pytest.mark.usefixtures("demo_models")
+# A stream's rows are stored by its worker thread, through a database connection of its own
+# that sees only committed rows: tests that read a stream commit (the database is emptied after).
+streamed = pytest.mark.django_db(transaction=True)
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
 HUGE = [3e38] * 4  # finite as float32, but the first layer overflows
@@ -33,6 +42,7 @@ def parse(chunks) -> list[tuple[str, dict]]:
     return events
 
 
+@streamed
 def test_a_stream_sends_started_then_each_prediction_and_progress_then_completed(key_client):
     response = stream(key_client, {"inputs": [SETOSA, VIRGINICA], "model_version": "v1"})
 
@@ -65,6 +75,7 @@ def test_a_stream_sends_started_then_each_prediction_and_progress_then_completed
     }
 
 
+@streamed
 def test_each_streamed_prediction_is_stored_and_readable_like_a_predict(key_client):
     events = parse(stream(key_client, {"inputs": [SETOSA, VIRGINICA]}).streaming_content)
     sent = [data for name, data in events if name == "prediction"]
@@ -76,6 +87,7 @@ def test_each_streamed_prediction_is_stored_and_readable_like_a_predict(key_clie
     assert read["label"] == sent[1]["label"] and read["prediction"] == sent[1]["prediction"]
 
 
+@streamed
 def test_one_row_can_be_sent_as_input_data_or_by_feature_name(key_client):
     named = dict(
         zip(["sepal_length", "sepal_width", "petal_length", "petal_width"], SETOSA, strict=True)
@@ -124,6 +136,7 @@ def test_an_unknown_model_or_version_is_a_404_before_the_stream(key_client):
     assert missing.json()["code"] == "version_not_found"
 
 
+@streamed
 def test_a_row_the_model_fails_on_is_an_error_event_and_the_stream_goes_on(key_client):
     body = {"inputs": [SETOSA, HUGE, VIRGINICA], "model_version": "v1"}
 
@@ -150,6 +163,7 @@ def test_without_credentials_the_stream_is_401(client_for):
     assert "WWW-Authenticate" in response
 
 
+@streamed
 def test_an_event_source_client_is_served_and_gets_errors_as_an_error_event(key_client, client_for):
     accept = {"HTTP_ACCEPT": "text/event-stream"}
     served = stream(key_client, {"input_data": SETOSA}, **accept)
@@ -164,6 +178,7 @@ def test_an_event_source_client_is_served_and_gets_errors_as_an_error_event(key_
     assert error["code"] == "not_authenticated"
 
 
+@streamed
 def test_closing_the_stream_stops_the_work(user):
     events = prediction_events(
         user=user,
@@ -182,34 +197,99 @@ def test_closing_the_stream_stops_the_work(user):
     assert Prediction.objects.count() == 1
 
 
-def test_a_heartbeat_comment_is_sent_when_nothing_was_sent_for_a_while(user):
-    # Start, before row 0, after row 0, then 20 s later before row 1, after it, the end.
-    clock = iter([0.0, 1.0, 2.0, 22.0, 23.0, 24.0]).__next__
-
-    events = list(
+def events_of(user, rows, **options) -> list[bytes]:
+    """Every chunk of a stream of ``rows`` for iris, read to its end."""
+    return list(
         prediction_events(
             user=user,
             api_key=None,
-            rows=[SETOSA, SETOSA],
+            rows=rows,
             model_name="iris",
             version_label=None,
             timeout=None,
-            request_id="r",
-            heartbeat_seconds=10,
-            clock=clock,
+            request_id=options.pop("request_id", "r"),
+            **options,
         )
     )
 
-    assert [e.split(b"\n")[0] for e in events] == [
-        b"event: started",
-        b"event: prediction",
-        b"event: progress",
-        b": keep-alive",
-        b"event: prediction",
-        b"event: progress",
-        b"event: completed",
-    ]
-    assert events[3] == HEARTBEAT
+
+@pytest.fixture
+def rows_seen(monkeypatch):
+    """Run each row of a stream through ``prediction_create`` as usual, calling ``before(row)``
+    first (on the worker's thread); what it returns is kept, in order, in the list returned."""
+    seen = []
+    create = streaming.prediction_create
+
+    def watch(before):
+        def predict(**options):
+            seen.append(before(options["input_data"]))
+            return create(**options)
+
+        monkeypatch.setattr(streaming, "prediction_create", predict)
+        return seen
+
+    return watch
+
+
+@streamed
+def test_while_a_slow_row_runs_a_heartbeat_comment_is_sent_every_interval(user, rows_seen):
+    rows_seen(lambda row: time.sleep(0.6) if row == VIRGINICA else None)
+
+    chunks = events_of(user, [SETOSA, VIRGINICA], heartbeat_seconds=0.1)
+
+    names = [name for name, _ in parse(chunks)]
+    assert names[:3] == ["started", "prediction", "progress"]  # a fast row: no comment
+    beats = names[3:-3]
+    assert 3 <= len(beats) <= 7 and set(beats) == {":"}, names  # 0.6 s at one per 0.1 s
+    assert names[-3:] == ["prediction", "progress", "completed"]
+    assert HEARTBEAT in chunks
+    assert Prediction.objects.count() == 2
+
+
+@streamed
+def test_rows_are_computed_off_the_streams_thread_in_its_log_context(user, rows_seen):
+    seen = rows_seen(lambda row: (threading.current_thread(), log_context_get()))
+
+    chunks = events_of(user, [SETOSA, VIRGINICA], request_id="req-7")
+
+    stream_id = parse(chunks)[0][1]["stream_id"]
+    assert [thread for thread, _ in seen] == [seen[0][0]] * 2
+    assert seen[0][0] is not threading.current_thread()
+    assert [context for _, context in seen] == [{"request_id": "req-7", "stream_id": stream_id}] * 2
+
+
+@streamed
+def test_without_a_pool_the_worker_keeps_its_connection_until_the_stream_ends(user, rows_seen):
+    seen = rows_seen(lambda row: (connections["default"], connections["default"].connection))
+
+    events_of(user, [SETOSA, VIRGINICA, SETOSA])
+
+    worker = seen[0][0]
+    assert [wrapper for wrapper, _ in seen] == [worker] * 3  # the worker thread's connection,
+    assert [held is not None for _, held in seen] == [False, True, True]  # opened once,
+    assert worker.connection is None  # closed when the stream ended
+
+
+@streamed
+def test_with_a_pool_inferences_run_without_a_connection_and_each_row_gives_it_back(
+    user, monkeypatch
+):
+    monkeypatch.setattr(streaming, "_pooled", lambda: True)
+    seen, run = [], predict_service.inference_run
+
+    def inference(*args, **kwargs):
+        seen.append((connections["default"], connections["default"].connection))
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(predict_service, "inference_run", inference)
+    registry.clear()  # the first row's registry reads the models and the artifact first
+
+    chunks = events_of(user, [SETOSA, VIRGINICA, SETOSA])
+
+    assert [name for name, _ in parse(chunks)].count("prediction") == 3
+    assert [held for _, held in seen] == [None, None, None]
+    assert seen[-1][0].connection is None  # given back after the last row too
+    assert Prediction.objects.count() == 3
 
 
 def test_streams_beyond_the_open_stream_limit_get_503_until_one_closes(key_client, settings):
