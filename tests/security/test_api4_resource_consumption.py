@@ -212,7 +212,15 @@ V2_INFER = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "d
         ("predict", "post", "/api/v1/predict/ab-test", {"input_data": IRIS}),
         ("predict", "post", "/v2/models/iris/infer", V2_INFER),
         ("batch", "post", "/api/v1/predict/batch", {"inputs": [IRIS]}),
-        ("stream", "post", "/api/v1/predict/stream", {"input_data": IRIS}),
+        pytest.param(
+            "stream",
+            "post",
+            "/api/v1/predict/stream",
+            {"input_data": IRIS},
+            # A stream's rows are stored on a thread of their own, with a connection of its own:
+            # it sees only what the test committed.
+            marks=pytest.mark.django_db(transaction=True),
+        ),
         ("api", "get", "/api/v1/predictions", None),
         ("api", "get", "/api/v1/models", None),
     ],
