@@ -59,6 +59,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_STREAM_ROWS": int(os.environ.get("MLPLATFORM_MAX_STREAM_ROWS") or 1000),
     "STREAM_HEARTBEAT_SECONDS": float(os.environ.get("MLPLATFORM_STREAM_HEARTBEAT_SECONDS") or 15),
     "MAX_OPEN_STREAMS": int(os.environ.get("MLPLATFORM_MAX_OPEN_STREAMS") or 128),
+    # Most prediction-stream rows one web process computes at once; the streams' other rows
+    # wait their turn (sending keep-alive comments), so that a crowd of streams leaves the
+    # process's cores and pooled database connections (DB_POOL_MAX, 8) to other requests.
+    "STREAM_ROW_CONCURRENCY": int(os.environ.get("MLPLATFORM_STREAM_ROW_CONCURRENCY") or 4),
     # GraphQL (/graphql): deepest selection, most aliases and most tokens in one document.
     "GRAPHQL_MAX_DEPTH": 8,
     "GRAPHQL_MAX_ALIASES": 15,

@@ -15,6 +15,7 @@ in a process with one query per poll, and a waiting stream gives back its databa
 so a hundred open streams cost one query per half second and no database connection each.
 """
 
+import functools
 import logging
 import socket
 import threading
@@ -25,7 +26,7 @@ from concurrent import futures
 from typing import Any
 
 import orjson
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 
 from accounts.models import ApiKey, User
 from mlplatform.conf import platform_setting
@@ -234,6 +235,17 @@ def prediction_events(
                 "stream %s closed by the client after %d of %d rows", stream_id, completed, total
             )
         raise
+    except (OperationalError, InterfaceError) as exc:
+        with log_context(request_id=request_id, stream_id=stream_id):
+            logger.warning("stream %s: database unavailable: %s", stream_id, exc)
+        yield sse_event(
+            "error",
+            {
+                "detail": "The database is unavailable; try again shortly.",
+                "code": "database_unavailable",
+            },
+        )
+        return
     except Exception:
         with log_context(request_id=request_id, stream_id=stream_id):
             logger.exception("stream %s failed", stream_id)
@@ -255,6 +267,12 @@ def prediction_events(
             "seconds": round(time.monotonic() - started, 6),
         },
     )
+
+
+@functools.cache
+def row_slots(size: int) -> threading.BoundedSemaphore:
+    """The turns of this process's prediction streams at computing a row (one per size)."""
+    return threading.BoundedSemaphore(size)
 
 
 def _connection_close() -> None:
@@ -319,7 +337,7 @@ class RowWorker:
         self._executor.shutdown(wait=True)
 
     def _predict(self, row: Any) -> Prediction:
-        with log_context(**self._log_fields):
+        with log_context(**self._log_fields), row_slots(platform_setting("STREAM_ROW_CONCURRENCY")):
             if not _pooled():
                 return prediction_create(input_data=row, **self._options)
             try:

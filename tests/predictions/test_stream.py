@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from django.db import connections
+from django.db import OperationalError, connections
 
 from mlplatform.logging import log_context_get
 from predictions import streaming
@@ -244,6 +244,56 @@ def test_while_a_slow_row_runs_a_heartbeat_comment_is_sent_every_interval(user, 
     assert names[-3:] == ["prediction", "progress", "completed"]
     assert HEARTBEAT in chunks
     assert Prediction.objects.count() == 2
+
+
+@streamed
+def test_a_row_waits_its_turn_while_the_processs_stream_rows_are_all_being_computed(user, settings):
+    settings.PLATFORM = {**getattr(settings, "PLATFORM", {}), "STREAM_ROW_CONCURRENCY": 1}
+    turn = streaming.row_slots(1)
+    chunks: list[bytes] = []
+    turn.acquire()  # another stream's row is being computed
+    try:
+        events = prediction_events(
+            user=user,
+            api_key=None,
+            rows=[SETOSA],
+            model_name="iris",
+            version_label=None,
+            timeout=None,
+            request_id="r",
+            heartbeat_seconds=0.1,
+        )
+        reader = threading.Thread(target=lambda: chunks.extend(chunk for chunk in events))
+        reader.start()
+        time.sleep(0.5)
+        waiting = [name for name, _ in parse(list(chunks))]
+        stored_while_waiting = Prediction.objects.count()
+    finally:
+        turn.release()
+    reader.join(timeout=10)
+
+    assert waiting[0] == "started" and set(waiting[1:]) == {":"} and len(waiting) >= 3, waiting
+    assert stored_while_waiting == 0
+    assert [name for name, _ in parse(chunks)][-3:] == ["prediction", "progress", "completed"]
+    assert Prediction.objects.count() == 1
+
+
+@streamed
+def test_a_database_outage_mid_stream_ends_it_with_an_error_event_naming_it(user, rows_seen):
+    def lose_the_database(row):
+        if row == VIRGINICA:
+            raise OperationalError("connection refused")
+
+    rows_seen(lose_the_database)
+
+    events = parse(events_of(user, [SETOSA, VIRGINICA, SETOSA]))
+
+    assert [name for name, _ in events] == ["started", "prediction", "progress", "error"]
+    assert events[-1][1] == {
+        "detail": "The database is unavailable; try again shortly.",
+        "code": "database_unavailable",
+    }
+    assert Prediction.objects.count() == 1
 
 
 @streamed
