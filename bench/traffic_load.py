@@ -115,7 +115,7 @@ class Bench:
     ) -> None:
         self.args, self.instance, self.running = args, instance, running
         self.problems: list[str] = []
-        self.shadow_on: bool | None = None  # None: shadow v3 not created yet
+        self.shadow_on = self.shadow_created = False  # shadow v3 is created when first on
         self.closed = closed_settings(args)
         self.paced = LoadSettings(
             connections=args.paced_connections,
@@ -219,15 +219,12 @@ class Bench:
         if on == self.shadow_on:
             return
         env = self.instance.env
-        if self.shadow_on is None:  # v3 does not exist yet, so it is off already
-            if not on:
-                self.shadow_on = False
-                return
-            traffic_admin.create_shadow(env, "iris", SHADOW_LABEL, SHADOW_ARTIFACT_OF)
+        if self.shadow_created:
+            status = "active" if on else "staged"
+            traffic_admin.set_version_status(env, "iris", SHADOW_LABEL, status)
         else:
-            traffic_admin.set_version_status(
-                env, "iris", SHADOW_LABEL, "active" if on else "staged"
-            )
+            traffic_admin.create_shadow(env, "iris", SHADOW_LABEL, SHADOW_ARTIFACT_OF)
+            self.shadow_created = True
         self.shadow_on = on
         time.sleep(traffic_admin.NOTICE_S)
 
