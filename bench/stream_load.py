@@ -46,6 +46,7 @@ STREAM_ROWS = 1000  # rows of each held prediction stream (MAX_STREAM_ROWS as sh
 # after about 300 rows.
 HELD_MSS = 1400
 HELD_RCVBUF = 4096
+HELD_SPACING_S = 0.1  # between the starts of two held prediction streams
 IDLE_CORES = 0.05  # the server's CPU use below which the held prediction streams are waiting
 KINDS = {"events": "event streams", "predict": "stalled prediction streams"}
 
@@ -102,6 +103,7 @@ class Holder:
     count: int
     body: bytes = b""
     stall: bool = False
+    spacing_s: float = 0.0  # between two streams' starts
     opened: int = 0
     failed: list[str] = field(default_factory=list)
     ended: int = 0  # streams the server closed while held
@@ -112,7 +114,7 @@ class Holder:
     _thread: threading.Thread | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
 
-    def start(self, timeout_s: float = 20.0) -> None:
+    def start(self, timeout_s: float = 30.0) -> None:
         """Open every stream and wait (at most timeout_s) until each has sent its first event.
 
         A server that cannot serve them all leaves the rest waiting: `opened` tells how many
@@ -136,7 +138,10 @@ class Holder:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        tasks = [asyncio.create_task(self._one()) for _ in range(self.count)]
+        tasks = []
+        for _ in range(self.count):
+            tasks.append(asyncio.create_task(self._one()))
+            await asyncio.sleep(self.spacing_s)
         await self._stop.wait()
         for task in tasks:
             task.cancel()
@@ -303,7 +308,12 @@ def held_streams_of(kind: str, base: str, key: str, count: int) -> Callable[[], 
         {"inputs": [[5.1, 3.5, 1.4, 0.2]] * STREAM_ROWS, "model": "iris", "model_version": "v2"}
     ).encode()
     url = f"{base}/api/v1/predict/stream"
-    return lambda: Holder(url, {"X-API-Key": key}, count, body=body, stall=True)
+    # Clients arrive one after the other, not all in the same instant: a hundred streams
+    # starting at once would measure a burst of arrivals (each computing its rows until its
+    # buffers fill), not streams held open.
+    return lambda: Holder(
+        url, {"X-API-Key": key}, count, body=body, stall=True, spacing_s=HELD_SPACING_S
+    )
 
 
 @dataclass

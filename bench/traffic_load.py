@@ -57,6 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--rate-share", type=float, default=0.45, help="see --rate")
     p.add_argument(
+        "--parts",
+        choices=("both", "shadow"),
+        default="both",
+        help="both parts, or the shadow part alone (it then needs --rate)",
+    )
+    p.add_argument(
         "--paced-duration", type=float, default=6.0, help="measured seconds per shadow run"
     )
     p.add_argument(
@@ -84,6 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--rate must be between 0 and 10000")
     if not 1 <= args.rounds <= 20:
         p.error("--rounds must be between 1 and 20")
+    if args.parts == "shadow" and args.rate is None:
+        p.error("--parts shadow needs --rate (there is no cache run to take it from)")
     if not 0 < args.rate_share <= 1:
         p.error("--rate-share must be in (0, 1]")
     return args
@@ -279,7 +287,7 @@ def run_profile(profile: str, args: argparse.Namespace, logs: Path) -> ProfileRe
     """Set up an instance with the wide models, serve it, run both measurements, tear down."""
     with platform_setup.instance(profile, args.redis_db) as instance:
         wide = {}
-        for name in traffic_admin.WIDE_MODELS:
+        for name in traffic_admin.WIDE_MODELS if args.parts == "both" else ():
             info = wide[name] = traffic_admin.register_wide_model(instance.env, name)
             print(
                 f"{profile}: {name} v1 {'-'.join(map(str, info['sizes']))}, "
@@ -290,9 +298,11 @@ def run_profile(profile: str, args: argparse.Namespace, logs: Path) -> ProfileRe
             )
         with platform_setup.serving(instance, logs / f"traffic-{profile}.log") as running:
             bench = Bench(args, instance, running)
-            cache = [bench.cache_pair(name, info["input"]) for name, info in wide.items()]
-            cache.append(bench.cache_pair("iris", IRIS_FEATURES))
-            saturated = cache[-1].miss.rps
+            cache: list[CachePair] = []
+            if args.parts != "shadow":
+                cache = [bench.cache_pair(name, info["input"]) for name, info in wide.items()]
+                cache.append(bench.cache_pair("iris", IRIS_FEATURES))
+            saturated = cache[-1].miss.rps if cache else 0.0
             rate = args.rate or round(args.rate_share * saturated, 1)
             shadow = bench.shadow_runs(rate, saturated)
     return ProfileResult(

@@ -130,7 +130,9 @@ def as_json(
                 for c in r.cache
             },
             "cache_target_model": CACHE_TARGET_MODEL,
-            "cache_target_met": _cache_pair(r, CACHE_TARGET_MODEL).speedup >= CACHE_TARGET,
+            "cache_target_met": (
+                _cache_pair(r, CACHE_TARGET_MODEL).speedup >= CACHE_TARGET if r.cache else None
+            ),
             "shadow": {
                 "rate": s.rate,
                 "iris_saturated_rps": round(s.saturated_rps, 1),
@@ -199,11 +201,12 @@ def as_tables(
                 f"{w['parameters']} parameters, one row infers in "
                 f"{w['inference_ms_median']:.2f} ms (median, in a shell process)"
             )
-        judged = _cache_pair(r, CACHE_TARGET_MODEL)
-        lines.append(
-            f"{r.profile:<11}target: {CACHE_TARGET_MODEL} hit >= {CACHE_TARGET:g}x miss req/s: "
-            f"{judged.speedup:.2f}x, {_met(judged.speedup >= CACHE_TARGET)}"
-        )
+        if r.cache:
+            judged = _cache_pair(r, CACHE_TARGET_MODEL)
+            lines.append(
+                f"{r.profile:<11}target: {CACHE_TARGET_MODEL} hit >= {CACHE_TARGET:g}x miss "
+                f"req/s: {judged.speedup:.2f}x, {_met(judged.speedup >= CACHE_TARGET)}"
+            )
     lines += [
         "",
         f"Shadow: POST predict iris v1, open loop, {paced_connections} connections, "
@@ -243,8 +246,13 @@ def as_tables(
         )
         c = s.counts
         lines.append(
-            f"{r.profile:<11}rate {s.rate:g} req/s = {s.rate / s.saturated_rps:.0%} of iris "
-            f"saturated {s.saturated_rps:.1f} req/s; shadow rows for {c['shadowed']} of "
+            f"{r.profile:<11}rate {s.rate:g} req/s"
+            + (
+                f" = {s.rate / s.saturated_rps:.0%} of iris saturated {s.saturated_rps:.1f} req/s"
+                if s.saturated_rps
+                else " (--rate)"
+            )
+            + f"; shadow rows for {c['shadowed']} of "
             f"{c['predictions']} predictions while v3 was active ({c['shadow_errors']} errors, "
             f"{c['agreeing']} agreeing), {c['baseline_shadowed']} of {c['baseline_predictions']} "
             f"while not; answers not v1's own: {s.leaks} of {s.checked}"
