@@ -27,11 +27,8 @@ def ratelimit_login_form(view):
             # No user and no key: the client's address counts, signed in or not.
             usage = consume(request, GROUP)
             if usage is not None and usage.limited:
-                return JsonResponse(
-                    error_body(usage.describe(), "rate_limited"),
-                    status=429,
-                    headers={"Retry-After": str(usage.retry_after)},
-                )
+                # RateLimitHeadersMiddleware adds Retry-After and X-RateLimit-* from the usage.
+                return JsonResponse(error_body(usage.describe(), "rate_limited"), status=429)
         return view(request, *args, **kwargs)
 
     return limited_view

@@ -39,3 +39,13 @@ class PayloadTooLarge(PlatformError):
 class InferenceTimeout(PlatformError):
     status_code = 504
     code = "inference_timeout"
+
+
+class DatabaseUnavailable(PlatformError):
+    """The database did not answer, or no pooled connection came in time: retry shortly."""
+
+    status_code = 503
+    code = "database_unavailable"
+
+    def __init__(self, detail: str = "The database is unavailable; try again shortly.") -> None:
+        super().__init__(detail)

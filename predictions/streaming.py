@@ -30,7 +30,7 @@ from django.db import InterfaceError, OperationalError, connection
 
 from accounts.models import ApiKey, User
 from mlplatform.conf import platform_setting
-from mlplatform.errors import InvalidInput, PlatformError
+from mlplatform.errors import DatabaseUnavailable, InvalidInput, PlatformError
 from mlplatform.logging import log_context
 from predictions.batch_io import job_events, job_state
 from predictions.models import BatchJob, Prediction
@@ -238,13 +238,8 @@ def prediction_events(
     except (OperationalError, InterfaceError) as exc:
         with log_context(request_id=request_id, stream_id=stream_id):
             logger.warning("stream %s: database unavailable: %s", stream_id, exc)
-        yield sse_event(
-            "error",
-            {
-                "detail": "The database is unavailable; try again shortly.",
-                "code": "database_unavailable",
-            },
-        )
+        unavailable = DatabaseUnavailable()
+        yield sse_event("error", {"detail": unavailable.detail, "code": unavailable.code})
         return
     except Exception:
         with log_context(request_id=request_id, stream_id=stream_id):

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from mlplatform import metrics
-from mlplatform.errors import PlatformError
+from mlplatform.errors import DatabaseUnavailable, PlatformError
 from mlplatform.logging import current_request_id
 
 logger = logging.getLogger(__name__)
@@ -46,9 +46,10 @@ def exception_handler(exc, context):
         return Response(error_body(str(exc), "request_too_large"), status=413)
     if isinstance(exc, OperationalError | InterfaceError):
         logger.warning("database unavailable: %s", exc)
+        unavailable = DatabaseUnavailable()
         return Response(
-            error_body("The database is unavailable; try again shortly.", "database_unavailable"),
-            status=503,
+            error_body(unavailable.detail, unavailable.code),
+            status=unavailable.status_code,
             headers={"Retry-After": "5"},
         )
     if isinstance(exc, DatabaseError):

@@ -5,7 +5,7 @@ from graphql import GraphQLError
 from rest_framework import exceptions
 
 from mlplatform.api.exceptions import _first_message
-from mlplatform.errors import PlatformError
+from mlplatform.errors import DatabaseUnavailable, PlatformError
 
 
 def _described(exc: Exception) -> tuple[str, str, int] | None:
@@ -18,7 +18,8 @@ def _described(exc: Exception) -> tuple[str, str, int] | None:
         codes = exc.get_codes()
         return str(exc.detail), codes if isinstance(codes, str) else "error", exc.status_code
     if isinstance(exc, OperationalError | InterfaceError):
-        return "The database is unavailable; try again shortly.", "database_unavailable", 503
+        unavailable = DatabaseUnavailable()
+        return unavailable.detail, unavailable.code, unavailable.status_code
     return None
 
 
