@@ -108,6 +108,12 @@ BATCH_CHUNK_SECONDS = Histogram(
     "Seconds to predict and store one chunk of a batch job.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+SHADOW_COPIES = Counter(
+    "mlplatform_shadow_copies_total",
+    "Copies of live requests for shadow versions: answered or failed by a worker, or dropped"
+    " because the workers were behind.",
+    ["model", "version", "result"],
+)
 WEBHOOK_DELIVERIES = Counter(
     "mlplatform_webhook_deliveries_total",
     "Webhook delivery attempts by result: delivered, retrying (will try again) or failed.",
@@ -219,6 +225,12 @@ def batch_chunk_stored(*, model: str, version: str, rows: int, seconds: float) -
     if instrumented():
         BATCH_ROWS.labels(model, version).inc(rows)
         BATCH_CHUNK_SECONDS.observe(seconds)
+
+
+def shadow_copies(*, model: str, version: str, result: str, count: int = 1) -> None:
+    """Copies for a shadow version: ``answered``, ``failed`` (error stored) or ``dropped``."""
+    if instrumented():
+        _child(SHADOW_COPIES, model, version, result).inc(count)
 
 
 def webhook_attempted(status: str) -> None:

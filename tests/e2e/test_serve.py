@@ -1,5 +1,6 @@
 """End to end: a seeded instance served by ``manage.py serve``, used over real HTTP."""
 
+import json
 import os
 import re
 import signal
@@ -130,6 +131,71 @@ def test_a_weight_change_made_by_another_process_is_served_within_seconds(server
         wait_until_split_serves(server, key, "v1", within=3.0)
     finally:
         set_iris_weights(instance, v1=50, v2=50)
+
+
+def breast_cancer_rows(count: int) -> list[list[float]]:
+    lines = (Path(__file__).parents[2] / "predictions/demo_data/breast_cancer.csv").open()
+    next(lines)  # rows, features, class names
+    return [[float(x) for x in next(lines).split(",")[:-1]] for _ in range(count)]
+
+
+SHADOW = "shadow-e2e"
+
+
+def shadow_copies(instance, ids: list[str]) -> dict[str, list]:
+    """Shadow rows stored for these predictions: {primary id: [version, label, error]}."""
+    code = (
+        "import json; from predictions.models import ShadowPrediction\n"
+        f"rows = ShadowPrediction.objects.filter(primary_id__in={ids!r})\n"
+        "print(json.dumps({str(s.primary_id): [s.model_version.label, s.label, s.error]"
+        " for s in rows.select_related('model_version')}))"
+    )
+    return json.loads(instance.manage("shell", "-c", code).stdout.strip().splitlines()[-1])
+
+
+def test_a_shadow_version_answers_copies_that_are_stored_and_never_returned(server, instance):
+    instance.manage(
+        "shell",
+        "-c",
+        "from predictions.models import MLModel\n"
+        "from predictions.services import model_version_create, model_version_save\n"
+        "model = MLModel.objects.get(name='breast-cancer')\n"
+        "artifact = bytes(model.versions.get(label='v1').artifact)\n"
+        f"v = model_version_create(model=model, label={SHADOW!r}, artifact=artifact,"
+        " status='active')\n"
+        "v.is_shadow = True; v.shadow_share = 1.0; model_version_save(version=v)",
+    )
+    try:
+        time.sleep(2.0)  # every web process re-reads the registry within a second
+        answers = [
+            requests.post(
+                server.url("/api/v1/predict"),
+                json={"input_data": row, "model": "breast-cancer", "model_version": "v1"},
+                headers={"X-API-Key": instance.demo_key},
+                timeout=10,
+            )
+            for row in breast_cancer_rows(5)
+        ]
+        assert [a.status_code for a in answers] == [200] * 5
+        assert not any(SHADOW in a.text for a in answers)
+        ids = [a.json()["prediction_id"] for a in answers]
+
+        deadline = time.monotonic() + 10
+        while len(stored := shadow_copies(instance, ids)) < len(ids):
+            assert time.monotonic() < deadline, f"{len(stored)} of 5 copies stored"
+            time.sleep(0.5)
+
+        labels = {a.json()["prediction_id"]: a.json()["label"] for a in answers}
+        # The shadow has v1's artifact: it answers each copy as v1 answered its caller.
+        assert stored == {id_: [SHADOW, labels[id_], ""] for id_ in ids}
+    finally:
+        instance.manage(
+            "shell",
+            "-c",
+            "from predictions.models import ModelVersion\n"
+            "from predictions.services import registry_touch\n"
+            f"ModelVersion.objects.filter(label={SHADOW!r}).delete(); registry_touch()",
+        )
 
 
 # --- c) Pages, docs, probes and metrics --------------------------------------------------------

@@ -1,10 +1,15 @@
 """Shadow traffic: copies answered off the request path, stored, never returned."""
 
+import numpy as np
+from prometheus_client import REGISTRY
+
 from predictions.models import ModelVersion, Prediction, ShadowPrediction
+from predictions.registry import registry
 from predictions.services import model_version_save, registry_touch
-from predictions.services.shadow import shadow_runner
+from predictions.services.shadow import ShadowJob, ShadowRunner, shadow_runner
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
+LABELS = ("setosa", "versicolor", "virginica")
 
 
 def predict(client, row=SETOSA):
@@ -26,15 +31,53 @@ def test_a_shadow_answers_a_copy_that_is_stored_and_never_returned(key_client, s
     assert Prediction.objects.count() == 1  # the copy is not a prediction of the caller's
 
 
+def copies(result: str) -> float:
+    labels = {"model": "iris", "version": "v3", "result": result}
+    return REGISTRY.get_sample_value("mlplatform_shadow_copies_total", labels) or 0.0
+
+
+def test_copies_that_come_together_are_all_stored_and_counted(key_client, shadow_v3):
+    answered = copies("answered")
+
+    ids = {predict(key_client).json()["prediction_id"] for _ in range(20)}
+    shadow_runner.join()
+
+    assert {str(s.primary_id) for s in ShadowPrediction.objects.all()} == ids
+    assert copies("answered") == answered + 20
+
+
+def test_copies_beyond_a_full_queue_are_dropped_and_counted(key_client, shadow_v3):
+    shadow_v3.shadow_share = 0  # no copies from the requests themselves
+    model_version_save(version=shadow_v3)
+    ids = [predict(key_client).json()["prediction_id"] for _ in range(6)]
+    entry = registry.model("iris").versions["v3"]
+    jobs = [
+        ShadowJob(id_, entry, np.array([SETOSA], np.float32), "classification", LABELS, "setosa")
+        for id_ in ids
+    ]
+    runner = ShadowRunner(maxsize=2)  # the copies of a slower shadow, or of a burst
+    dropped = copies("dropped")
+
+    accepted = [runner.submit(job) for job in jobs]
+    runner.join()
+
+    # The thread takes the first copy at once and sleeps; the queue holds two more.
+    assert 2 <= accepted.count(True) <= 3
+    assert copies("dropped") == dropped + accepted.count(False)
+    assert ShadowPrediction.objects.count() == accepted.count(True)
+
+
 def test_a_failing_shadow_is_recorded_and_never_fails_the_caller(key_client, shadow_v3):
     # Bytes no runtime can load: only possible behind the admin's back, yet it must not hurt.
     ModelVersion.objects.filter(pk=shadow_v3.pk).update(artifact=b"not an artifact")
     registry_touch()
 
+    failed = copies("failed")
     response = predict(key_client)
     shadow_runner.join()
 
     assert response.status_code == 200
+    assert copies("failed") == failed + 1
     shadow = ShadowPrediction.objects.get()
     assert shadow.agrees is None
     assert "ArtifactError" in shadow.error
