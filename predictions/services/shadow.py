@@ -1,10 +1,10 @@
 """Shadow traffic: copies of live requests answered by shadow versions, off the request path.
 
 A bounded queue and one background thread per process: the caller's response never waits for
-a shadow and never sees its errors. The thread gathers the copies of ``GATHER_SECONDS``,
-answers them in one vectorised call per shadow version and stores them in one INSERT. When the
-queue is full (shadows slower than live traffic) copies are dropped and counted
-(``mlplatform_shadow_copies_total{result="dropped"}``), rather than piling up in memory.
+a shadow and never sees its errors. The thread gathers the copies of ``GATHER_SECONDS`` and
+answers and stores them ``STORE_ROWS`` at a time: one vectorised call per shadow version, one
+INSERT. When the queue is full (shadows slower than live traffic) copies are dropped and
+counted (``mlplatform_shadow_copies_total{result="dropped"}``) rather than piling up in memory.
 """
 
 import logging
@@ -16,7 +16,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from django.db import close_old_connections
+from django.db import close_old_connections, connections, router
+from django.db.models.constants import OnConflict
 
 from mlplatform import metrics
 from predictions.models import ShadowPrediction
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 GATHER_SECONDS = 0.2  # copies answered and stored together: at most this much later
 BATCH_ROWS = 500
+STORE_ROWS = 20  # copies answered and stored per INSERT
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +100,32 @@ def _row(job: ShadowJob, processing_time: float, fields: dict) -> ShadowPredicti
 def shadow_store(jobs: list[ShadowJob]) -> None:
     """Answer and store several copies in one INSERT; a copy stored before is skipped."""
     answers = shadow_answers(jobs)
-    ShadowPrediction.objects.bulk_create(answers, ignore_conflicts=True)
+    _insert_in_autocommit(answers)
     versions = {job.version.id: job.version for job in jobs}
     counted = Counter((a.model_version_id, "failed" if a.error else "answered") for a in answers)
     for (version_id, result), count in counted.items():
         _count(versions[version_id], result, count)
+
+
+def _insert_in_autocommit(answers: list[ShadowPrediction]) -> None:
+    """``INSERT ... ON CONFLICT DO NOTHING`` in autocommit: one statement, no transaction.
+
+    ``bulk_create()`` wraps its INSERT in a transaction, and SQLite holds its one write lock
+    from the INSERT until the COMMIT, with this thread running Python in between (and waiting
+    for the GIL behind the request threads). A request's own INSERT that meets the lock
+    sleeps in SQLite's busy-handler back-off (1, 2, 5, 10 ms...). A statement in autocommit
+    holds the lock only while SQLite runs it. Copies are independent of each other, so
+    batches need no common transaction. ``QuerySet._insert`` is how ``Model.save()`` and
+    ``bulk_create()`` themselves insert.
+    """
+    opts = ShadowPrediction._meta
+    fields = [f for f in opts.concrete_fields if f is not opts.auto_field]
+    using = router.db_for_write(ShadowPrediction)
+    size = max(connections[using].ops.bulk_batch_size(fields, answers), 1)
+    for start in range(0, len(answers), size):
+        ShadowPrediction.objects._insert(
+            answers[start : start + size], fields, using=using, on_conflict=OnConflict.IGNORE
+        )
 
 
 def _count(version: VersionEntry, result: str, count: int = 1) -> None:
@@ -157,7 +180,12 @@ class ShadowRunner:
                     break
             try:
                 close_old_connections()
-                shadow_store(jobs)
+                # 20 at a time: building the rows of hundreds of copies would hold the GIL for
+                # milliseconds at once (each INSERT lets it go while the database works), and
+                # on SQLite every statement is a write a request's INSERT may collide with, so
+                # 5 at a time was worse again (bench/README.md).
+                for start in range(0, len(jobs), STORE_ROWS):
+                    shadow_store(jobs[start : start + STORE_ROWS])
             except Exception:
                 logger.exception("storing %d shadow predictions failed", len(jobs))
             finally:

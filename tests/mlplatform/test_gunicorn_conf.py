@@ -61,3 +61,27 @@ def test_the_environment_sizes_the_server_and_can_share_one_socket(tmp_path, off
     assert (conf["workers"], conf["reuse_port"], conf["bind"]) == (3, True, "0.0.0.0:9000")
     conf = load(tmp_path, DATABASE_URL="postgres://db/x", WEB_CONCURRENCY="3", WEB_REUSE_PORT=off)
     assert conf["reuse_port"] is False
+
+
+def test_a_worker_freezes_the_loaded_application_out_of_full_garbage_collections(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
+    env |= {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "MLPLATFORM_VAR_DIR": str(tmp_path)}
+    code = (
+        "import gc, json, runpy, sys, django; django.setup(); "
+        "from mlplatform.wsgi import application; c = runpy.run_path(sys.argv[1]); "
+        "before = gc.get_freeze_count(); c['post_worker_init'](None); "
+        "print(json.dumps([before, gc.get_freeze_count(), 'predictions.views' in sys.modules]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(CONF)],
+        env=env | {"DJANGO_SETTINGS_MODULE": "mlplatform.settings"},
+        cwd=CONF.parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    before, frozen, views_loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert before == 0
+    assert frozen > 50_000  # Django, DRF, the views and their imports
+    assert views_loaded

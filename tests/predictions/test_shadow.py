@@ -6,7 +6,7 @@ from prometheus_client import REGISTRY
 from predictions.models import ModelVersion, Prediction, ShadowPrediction
 from predictions.registry import registry
 from predictions.services import model_version_save, registry_touch
-from predictions.services.shadow import ShadowJob, ShadowRunner, shadow_runner
+from predictions.services.shadow import ShadowJob, ShadowRunner, shadow_runner, shadow_store
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 LABELS = ("setosa", "versicolor", "virginica")
@@ -65,6 +65,20 @@ def test_copies_beyond_a_full_queue_are_dropped_and_counted(key_client, shadow_v
     assert 2 <= accepted.count(True) <= 3
     assert copies("dropped") == dropped + accepted.count(False)
     assert ShadowPrediction.objects.count() == accepted.count(True)
+
+
+def test_a_copy_stored_again_keeps_the_first_answer(key_client, shadow_v3):
+    predict(key_client)
+    shadow_runner.join()
+    first = ShadowPrediction.objects.get()
+    entry = registry.model("iris").versions["v3"]
+    again = ShadowJob(
+        first.primary_id, entry, np.array([SETOSA], np.float32), "classification", LABELS, "x"
+    )
+
+    shadow_store([again])
+
+    assert ShadowPrediction.objects.get().agrees == first.agrees is True
 
 
 def test_a_failing_shadow_is_recorded_and_never_fails_the_caller(key_client, shadow_v3):
