@@ -65,11 +65,13 @@ def post_worker_init(worker):
     A full collection walks every object the collector tracks, with the GIL held: about 75 ms
     for the ~140,000 objects of the loaded application (measured on the 2-core development
     machine), during which every request thread of the process waits. Such a pass comes each
-    time enough objects have survived two younger collections, and objects that live a moment
-    (queued log records, queued shadow copies) do; with the copies of a shadow version the
-    passes came often enough to double p99 (bench/README.md). Once every view is imported,
+    time enough objects have survived two younger collections, which objects that live a moment
+    (queued log records, queued shadow copies) do: these pauses set the p99 of a paced load
+    (bench/README.md, traffic_load.py: 10-45 ms, 6-9 ms once frozen). Once every view is imported,
     what exists lives as long as the process: ``gc.freeze()`` moves it to a generation that
-    collections skip, so a full pass walks only what requests created since.
+    collections skip, so a full pass walks only what requests created since. (A frozen object
+    that later ends up in a reference cycle is not reclaimed; what is frozen here is the
+    loaded application, which lives as long as the process anyway.)
     """
     from django.urls import get_resolver
 

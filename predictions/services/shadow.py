@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 GATHER_SECONDS = 0.2  # copies answered and stored together: at most this much later
 BATCH_ROWS = 500
-STORE_ROWS = 20  # copies answered and stored per INSERT
+STORE_ROWS = 100  # copies answered and stored per INSERT (SQLite takes 111 rows of 9 columns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +180,10 @@ class ShadowRunner:
                     break
             try:
                 close_old_connections()
-                # 20 at a time: building the rows of hundreds of copies would hold the GIL for
-                # milliseconds at once (each INSERT lets it go while the database works), and
-                # on SQLite every statement is a write a request's INSERT may collide with, so
-                # 5 at a time was worse again (bench/README.md).
+                # At most 100 at a time, so that a burst does not hold the GIL for long at
+                # once (an INSERT lets it go while the database works). Fewer, larger
+                # statements mean fewer writes (and commits) for the requests' own to contend
+                # with: 5 or 20 at a time measured worse (bench/README.md).
                 for start in range(0, len(jobs), STORE_ROWS):
                     shadow_store(jobs[start : start + STORE_ROWS])
             except Exception:
