@@ -110,8 +110,8 @@ BATCH_CHUNK_SECONDS = Histogram(
 )
 SHADOW_COPIES = Counter(
     "mlplatform_shadow_copies_total",
-    "Copies of live requests for shadow versions: answered or failed by a worker, or dropped"
-    " because the workers were behind.",
+    "Copies of live requests for shadow versions: answered, failed (stored with the error), or"
+    " dropped because the process's queue of copies was full.",
     ["model", "version", "result"],
 )
 WEBHOOK_DELIVERIES = Counter(
