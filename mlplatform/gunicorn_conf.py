@@ -59,7 +59,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlplatform-metrics-")
 
 
-def post_worker_init(worker):
+def _freeze_application() -> None:
     """Take the loaded application out of the way of the garbage collector's full passes.
 
     A full collection walks every object the collector tracks, with the GIL held: about 75 ms
@@ -78,6 +78,22 @@ def post_worker_init(worker):
     get_resolver().url_patterns  # noqa: B018 - imports every view module
     gc.collect()
     gc.freeze()
+
+
+def when_ready(server):
+    """With the application preloaded, freeze it before the workers are forked.
+
+    A worker's collections then never write to the inherited objects' headers, so their pages
+    stay shared with the master instead of being copied into every worker (the way the
+    ``gc.freeze()`` documentation recommends around ``fork()``).
+    """
+    if server.cfg.preload_app:
+        _freeze_application()
+
+
+def post_worker_init(worker):
+    """Freeze what loading the application in this worker created (all of it without preload)."""
+    _freeze_application()
 
 
 def child_exit(server, worker):

@@ -63,25 +63,39 @@ def test_the_environment_sizes_the_server_and_can_share_one_socket(tmp_path, off
     assert conf["reuse_port"] is False
 
 
-def test_a_worker_freezes_the_loaded_application_out_of_full_garbage_collections(tmp_path):
+def frozen_after(tmp_path, hook: str) -> list:
+    """[objects frozen before, after, views imported] when ``hook`` runs on a loaded application."""
     env = {k: v for k, v in os.environ.items() if k not in CLEARED}
     env |= {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "MLPLATFORM_VAR_DIR": str(tmp_path)}
     code = (
-        "import gc, json, runpy, sys, django; django.setup(); "
+        "import gc, json, runpy, sys, types, django; django.setup(); "
         "from mlplatform.wsgi import application; c = runpy.run_path(sys.argv[1]); "
-        "before = gc.get_freeze_count(); c['post_worker_init'](None); "
+        "before = gc.get_freeze_count(); exec(sys.argv[2]); "
         "print(json.dumps([before, gc.get_freeze_count(), 'predictions.views' in sys.modules]))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, str(CONF)],
+        [sys.executable, "-c", code, str(CONF), hook],
         env=env | {"DJANGO_SETTINGS_MODULE": "mlplatform.settings"},
         cwd=CONF.parents[1],
         capture_output=True,
         text=True,
         check=True,
     )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
-    before, frozen, views_loaded = json.loads(done.stdout.strip().splitlines()[-1])
+
+def test_a_worker_freezes_the_loaded_application_out_of_full_garbage_collections(tmp_path):
+    before, frozen, views_loaded = frozen_after(tmp_path, "c['post_worker_init'](None)")
+
     assert before == 0
     assert frozen > 50_000  # Django, DRF, the views and their imports
     assert views_loaded
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_a_preloaded_application_is_frozen_in_the_master_before_the_fork(tmp_path, preload):
+    server = f"types.SimpleNamespace(cfg=types.SimpleNamespace(preload_app={preload}))"
+    before, frozen, _ = frozen_after(tmp_path, f"c['when_ready']({server})")
+
+    assert before == 0
+    assert (frozen > 50_000) is preload  # without preload each worker freezes its own
