@@ -285,9 +285,10 @@ def _not_v1(bodies: tuple[bytes, ...], v1: Answer) -> int:
 
 def run_profile(profile: str, args: argparse.Namespace, logs: Path) -> ProfileResult:
     """Set up an instance with the wide models, serve it, run both measurements, tear down."""
+    cache_part = args.parts == "both"
     with platform_setup.instance(profile, args.redis_db) as instance:
         wide = {}
-        for name in traffic_admin.WIDE_MODELS if args.parts == "both" else ():
+        for name in traffic_admin.WIDE_MODELS if cache_part else ():
             info = wide[name] = traffic_admin.register_wide_model(instance.env, name)
             print(
                 f"{profile}: {name} v1 {'-'.join(map(str, info['sizes']))}, "
@@ -299,7 +300,7 @@ def run_profile(profile: str, args: argparse.Namespace, logs: Path) -> ProfileRe
         with platform_setup.serving(instance, logs / f"traffic-{profile}.log") as running:
             bench = Bench(args, instance, running)
             cache: list[CachePair] = []
-            if args.parts != "shadow":
+            if cache_part:
                 cache = [bench.cache_pair(name, info["input"]) for name, info in wide.items()]
                 cache.append(bench.cache_pair("iris", IRIS_FEATURES))
             saturated = cache[-1].miss.rps if cache else 0.0

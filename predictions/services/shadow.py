@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from django.db import close_old_connections, connections, router
+from django.db import close_old_connections
 from django.db.models.constants import OnConflict
 
 from mlplatform import metrics
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 GATHER_SECONDS = 0.2  # copies answered and stored together: at most this much later
 BATCH_ROWS = 500
-STORE_ROWS = 100  # copies answered and stored per INSERT (SQLite takes 111 rows of 9 columns)
+STORE_ROWS = 100  # copies answered and stored per INSERT
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,18 +114,13 @@ def _insert_in_autocommit(answers: list[ShadowPrediction]) -> None:
     from the INSERT until the COMMIT, with this thread running Python in between (and waiting
     for the GIL behind the request threads). A request's own INSERT that meets the lock
     sleeps in SQLite's busy-handler back-off (1, 2, 5, 10 ms...). A statement in autocommit
-    holds the lock only while SQLite runs it. Copies are independent of each other, so
-    batches need no common transaction. ``QuerySet._insert`` is how ``Model.save()`` and
+    holds the lock only while SQLite runs it. Copies are independent of each other, so they
+    need no common transaction. ``QuerySet._insert`` is how ``Model.save()`` and
     ``bulk_create()`` themselves insert.
     """
     opts = ShadowPrediction._meta
     fields = [f for f in opts.concrete_fields if f is not opts.auto_field]
-    using = router.db_for_write(ShadowPrediction)
-    size = max(connections[using].ops.bulk_batch_size(fields, answers), 1)
-    for start in range(0, len(answers), size):
-        ShadowPrediction.objects._insert(
-            answers[start : start + size], fields, using=using, on_conflict=OnConflict.IGNORE
-        )
+    ShadowPrediction.objects._insert(answers, fields, on_conflict=OnConflict.IGNORE)
 
 
 def _count(version: VersionEntry, result: str, count: int = 1) -> None:
