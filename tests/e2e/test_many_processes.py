@@ -46,9 +46,14 @@ def cluster(instance, _servers_stopped):
     ]
     _servers_stopped.extend(webs)
     workers = [start_qcluster(instance, f"worker{i}", env=ENV) for i in (1, 2)]
-    yield webs, workers
-    for process in (*workers, *webs):
-        process.stop()
+    try:
+        # Both must be taking tasks before any is queued, or the first up may take them all.
+        for worker in workers:
+            worker.wait_running()
+        yield webs, workers
+    finally:
+        for process in (*workers, *webs):
+            process.stop()
 
 
 @pytest.fixture(scope="module")
