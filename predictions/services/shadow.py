@@ -16,8 +16,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from django.db import close_old_connections
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
 from django.db.models.constants import OnConflict
+from django.utils import timezone
 
 from mlplatform import metrics
 from predictions.models import ShadowPrediction
@@ -41,8 +42,26 @@ class ShadowJob:
     primary_label: str | None
 
 
-def shadow_answers(jobs: list[ShadowJob]) -> list[ShadowPrediction]:
-    """Answer copied requests (unsaved; failures become their error).
+@dataclass(slots=True)
+class ShadowAnswer:
+    """A shadow's answer to one copy: the fields of its ``ShadowPrediction`` row, not yet stored.
+
+    A plain record rather than an unsaved model instance: the thread builds 60 of them every
+    0.2 s at 300 req/s while holding the GIL that request threads wait for.
+    """
+
+    primary_id: uuid.UUID
+    model_version_id: int
+    processing_time: float
+    output: list[float] | None = None
+    label: str | None = None
+    confidence: float | None = None
+    agrees: bool | None = None
+    error: str = ""
+
+
+def shadow_answers(jobs: list[ShadowJob]) -> list[ShadowAnswer]:
+    """Answer copied requests (failures become their error).
 
     Copies for the same shadow version are answered in one vectorised call; if that call
     fails, each copy is answered on its own so that one bad row cannot spoil the others.
@@ -50,7 +69,7 @@ def shadow_answers(jobs: list[ShadowJob]) -> list[ShadowPrediction]:
     by_version: dict[int, list[ShadowJob]] = {}
     for job in jobs:
         by_version.setdefault(job.version.id, []).append(job)
-    answers: list[ShadowPrediction] = []
+    answers: list[ShadowAnswer] = []
     for group in by_version.values():
         try:
             answers += _answer_together(group)
@@ -59,7 +78,7 @@ def shadow_answers(jobs: list[ShadowJob]) -> list[ShadowPrediction]:
     return answers
 
 
-def _answer_together(jobs: list[ShadowJob]) -> list[ShadowPrediction]:
+def _answer_together(jobs: list[ShadowJob]) -> list[ShadowAnswer]:
     first = jobs[0]
     started = time.perf_counter()
     try:
@@ -70,31 +89,25 @@ def _answer_together(jobs: list[ShadowJob]) -> list[ShadowPrediction]:
     except Exception as exc:
         if len(jobs) > 1:
             raise
-        failed = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
-        return [_row(first, time.perf_counter() - started, failed)]
-    elapsed = (time.perf_counter() - started) / len(jobs)
+        failed = f"{type(exc).__name__}: {exc}"[:1000]
+        return [ShadowAnswer(first.prediction_id, first.version.id, _since(started), error=failed)]
+    elapsed = _since(started) / len(jobs)
     return [
-        _row(
-            job,
+        ShadowAnswer(
+            job.prediction_id,
+            job.version.id,
             elapsed,
-            {
-                "output": outcome.prediction,
-                "label": outcome.label,
-                "confidence": outcome.confidence,
-                "agrees": outcome.label == job.primary_label if job.labels else None,
-            },
+            outcome.prediction,
+            outcome.label,
+            outcome.confidence,
+            outcome.label == job.primary_label if job.labels else None,
         )
         for job, outcome in zip(jobs, outcomes, strict=True)
     ]
 
 
-def _row(job: ShadowJob, processing_time: float, fields: dict) -> ShadowPrediction:
-    return ShadowPrediction(
-        primary_id=job.prediction_id,
-        model_version_id=job.version.id,
-        processing_time=processing_time,
-        **fields,
-    )
+def _since(started: float) -> float:
+    return time.perf_counter() - started
 
 
 def shadow_store(jobs: list[ShadowJob]) -> None:
@@ -107,20 +120,68 @@ def shadow_store(jobs: list[ShadowJob]) -> None:
         _count(versions[version_id], result, count)
 
 
-def _insert_in_autocommit(answers: list[ShadowPrediction]) -> None:
-    """``INSERT ... ON CONFLICT DO NOTHING`` in autocommit: one statement, no transaction.
+def _insert_in_autocommit(answers: list[ShadowAnswer]) -> None:
+    """``INSERT ... ON CONFLICT DO NOTHING`` of every answer: one statement, no transaction.
 
     ``bulk_create()`` wraps its INSERT in a transaction, and SQLite holds its one write lock
     from the INSERT until the COMMIT, with this thread running Python in between (and waiting
     for the GIL behind the request threads). A request's own INSERT that meets the lock
     sleeps in SQLite's busy-handler back-off (1, 2, 5, 10 ms...). A statement in autocommit
-    holds the lock only while SQLite runs it. Copies are independent of each other, so they
-    need no common transaction. ``QuerySet._insert`` is how ``Model.save()`` and
-    ``bulk_create()`` themselves insert.
+    holds the lock only while the database runs it. Copies are independent of each other, so
+    they need no common transaction.
+
+    The statement is put together from the backend operations that ``QuerySet._insert``
+    (``Model.save()``, ``bulk_create()``) uses, but without a model instance per row: only
+    the id, the JSON output and the timestamp need the backend's form (through their fields);
+    the driver takes numbers, strings, booleans and None as they are. The compiler's way took
+    1.4 ms of Python for 100 rows, all of it with the GIL held.
     """
+    if not answers:
+        return
+    connection = connections[DEFAULT_DB_ALIAS]  # this thread's, looked up once
     opts = ShadowPrediction._meta
-    fields = [f for f in opts.concrete_fields if f is not opts.auto_field]
-    ShadowPrediction.objects._insert(answers, fields, on_conflict=OnConflict.IGNORE)
+    columns = [opts.get_field(name) for name in _COLUMNS]
+    primary, output = opts.get_field("primary"), opts.get_field("output")
+    now = opts.get_field("created_at").get_db_prep_save(timezone.now(), connection)
+    params = []
+    for a in answers:
+        params += (
+            primary.get_db_prep_save(a.primary_id, connection),
+            a.model_version_id,
+            a.processing_time,
+            output.get_db_prep_save(a.output, connection),
+            a.label,
+            a.confidence,
+            a.agrees,
+            a.error,
+            now,
+        )
+    ops, qn = connection.ops, connection.ops.quote_name
+    sql = " ".join(
+        [
+            ops.insert_statement(on_conflict=OnConflict.IGNORE),
+            qn(opts.db_table),
+            "(" + ", ".join(qn(f.column) for f in columns) + ")",
+            ops.bulk_insert_sql(columns, [["%s"] * len(columns)] * len(answers)),
+            ops.on_conflict_suffix_sql(columns, OnConflict.IGNORE, None, None),
+        ]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+# The order of the values above.
+_COLUMNS = (
+    "primary",
+    "model_version",
+    "processing_time",
+    "output",
+    "label",
+    "confidence",
+    "agrees",
+    "error",
+    "created_at",
+)
 
 
 def _count(version: VersionEntry, result: str, count: int = 1) -> None:
