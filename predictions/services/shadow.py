@@ -89,9 +89,9 @@ def _answer_together(jobs: list[ShadowJob]) -> list[ShadowAnswer]:
     except Exception as exc:
         if len(jobs) > 1:
             raise
-        failed = f"{type(exc).__name__}: {exc}"[:1000]
-        return [ShadowAnswer(first.prediction_id, first.version.id, _since(started), error=failed)]
-    elapsed = _since(started) / len(jobs)
+        elapsed, failed = time.perf_counter() - started, f"{type(exc).__name__}: {exc}"[:1000]
+        return [ShadowAnswer(first.prediction_id, first.version.id, elapsed, error=failed)]
+    elapsed = (time.perf_counter() - started) / len(jobs)
     return [
         ShadowAnswer(
             job.prediction_id,
@@ -104,10 +104,6 @@ def _answer_together(jobs: list[ShadowJob]) -> list[ShadowAnswer]:
         )
         for job, outcome in zip(jobs, outcomes, strict=True)
     ]
-
-
-def _since(started: float) -> float:
-    return time.perf_counter() - started
 
 
 def shadow_store(jobs: list[ShadowJob]) -> None:
@@ -133,8 +129,9 @@ def _insert_in_autocommit(answers: list[ShadowAnswer]) -> None:
     The statement is put together from the backend operations that ``QuerySet._insert``
     (``Model.save()``, ``bulk_create()``) uses, but without a model instance per row: only
     the id, the JSON output and the timestamp need the backend's form (through their fields);
-    the driver takes numbers, strings, booleans and None as they are. The compiler's way took
-    1.4 ms of Python for 100 rows, all of it with the GIL held.
+    the driver takes numbers, strings, booleans and None as they are. For 100 copies on
+    SQLite, answering and storing them this way takes 0.4 ms of Python, with the GIL held,
+    against 2.1 ms with model instances and the compiler (``bench/shadow_store.py``).
     """
     if not answers:
         return
@@ -143,9 +140,8 @@ def _insert_in_autocommit(answers: list[ShadowAnswer]) -> None:
     columns = [opts.get_field(name) for name in _COLUMNS]
     primary, output = opts.get_field("primary"), opts.get_field("output")
     now = opts.get_field("created_at").get_db_prep_save(timezone.now(), connection)
-    params = []
-    for a in answers:
-        params += (
+    rows = [
+        (
             primary.get_db_prep_save(a.primary_id, connection),
             a.model_version_id,
             a.processing_time,
@@ -156,13 +152,26 @@ def _insert_in_autocommit(answers: list[ShadowAnswer]) -> None:
             a.error,
             now,
         )
+        for a in answers
+    ]
+    if connection.vendor == "postgresql":
+        # One array per column, as Django's own bulk inserts there: 9 parameters instead of
+        # 9 per row, which the driver binds and the server plans in less time.
+        from django.db.backends.postgresql.compiler import InsertUnnest
+
+        types = [f.db_type(connection).split("(")[0] for f in columns]
+        values = InsertUnnest([f"(%s)::{db_type}[]" for db_type in types])
+        params = [list(column) for column in zip(*rows, strict=True)]
+    else:
+        values = [["%s"] * len(columns)] * len(rows)
+        params = [value for row in rows for value in row]
     ops, qn = connection.ops, connection.ops.quote_name
     sql = " ".join(
         [
             ops.insert_statement(on_conflict=OnConflict.IGNORE),
             qn(opts.db_table),
             "(" + ", ".join(qn(f.column) for f in columns) + ")",
-            ops.bulk_insert_sql(columns, [["%s"] * len(columns)] * len(answers)),
+            ops.bulk_insert_sql(columns, values),
             ops.on_conflict_suffix_sql(columns, OnConflict.IGNORE, None, None),
         ]
     )
