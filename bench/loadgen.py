@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from bench import cpu, pyloadgen
+from bench.hoststall import HostWatch
 from bench.loadtypes import LoadResult, LoadSettings, PacedResult, Target
 from bench.servers import SpreadSampler
 from bench.wrk import ensure_wrk, run_wrk
@@ -80,11 +81,13 @@ def measure_paced(
     server_pgid: int | None = None,
     keep_bodies: bool = False,
     port: int | None = None,
+    watch_host: bool = False,
 ) -> PacedResult:
     """Warm up, then send `rate` requests per second (open loop) over `settings.connections`.
 
     Only the Python generator paces: Debian has no fixed-rate wrk (wrk2) package. With the
-    server's `port`, notes how the connections spread over its processes mid-run.
+    server's `port`, notes how the connections spread over its processes mid-run; with
+    `watch_host`, the longest stall of the host during the measured part (`hoststall`).
     """
 
     def once(duration_s: float, bodies: bool) -> PacedResult:
@@ -92,14 +95,24 @@ def measure_paced(
             target, rate, duration_s, settings.connections, settings.timeout_s, bodies
         )
 
+    def measured() -> PacedResult:
+        watch = HostWatch() if watch_host else None
+        try:
+            result = _accounted(lambda: once(settings.duration_s, keep_bodies), server_pgid)
+        finally:
+            stall = watch.stop() if watch else None
+        if stall is None:
+            return result
+        return replace(result, host_stall_ms=stall.longest_ms, host_watch=stall.policy)
+
     if settings.warmup_s > 0:
         once(settings.warmup_s, bodies=False)
     if port is None:
-        return _accounted(lambda: once(settings.duration_s, keep_bodies), server_pgid)
+        return measured()
     sampler = SpreadSampler(port, delay_s=min(2.0, settings.duration_s / 2))
     sampler.start()
     try:
-        result = _accounted(lambda: once(settings.duration_s, keep_bodies), server_pgid)
+        result = measured()
     finally:
         spread = sampler.stop()
     return replace(result, connection_spread=spread)

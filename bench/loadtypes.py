@@ -97,6 +97,9 @@ class PacedResult:
     p99_ms: float
     max_ms: float
     lag_p99_ms: float  # how late requests left after their scheduled time, 99th percentile
+    # how late the generator's own loop was for a request at most, before it waited for a
+    # free connection (a stall of the generator, not of the server)
+    generator_late_ms: float
     non200: int
     socket_errors: int
     bodies: tuple[bytes, ...] = field(default=(), repr=False)  # only when asked for
@@ -105,6 +108,8 @@ class PacedResult:
     generator_cpu_s: float = 0.0
     host_busy_s: float = 0.0
     connection_spread: tuple[int, ...] = ()  # connections per server process, mid-run
+    host_stall_ms: float | None = None  # longest host stall while measured (hoststall.py)
+    host_watch: str = ""  # the priority the host-stall canary ran at: realtime or normal
 
     @property
     def errors(self) -> int:

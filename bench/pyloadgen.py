@@ -210,11 +210,13 @@ async def _paced(
     total = min(MAX_REQUESTS, max(1, round(rate * duration_s)))
     pending: set[asyncio.Task] = set()
     start = time.monotonic() + 0.01
+    late = 0.0
     for i in range(total):
         scheduled = start + i / rate
         delay = scheduled - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+        late = max(late, time.monotonic() - scheduled)  # this loop's own lateness
         conn = await idle.get()
         task = asyncio.create_task(_paced_one(conn, idle, raw, scheduled, timeout_s, out))
         pending.add(task)
@@ -236,6 +238,7 @@ async def _paced(
         p99_ms=p99,
         max_ms=max(out["latency"], default=0.0) * 1e3,
         lag_p99_ms=lag99,
+        generator_late_ms=late * 1e3,
         non200=len(out["non200"]),
         socket_errors=len(out["socket_errors"]),
         bodies=tuple(out["bodies"] or ()),

@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="both parts, or the shadow part alone (it then needs --rate)",
     )
     p.add_argument(
-        "--paced-duration", type=float, default=6.0, help="measured seconds per shadow run"
+        "--paced-duration", type=float, default=12.0, help="measured seconds per shadow run"
     )
     p.add_argument(
         "--paced-connections", type=int, default=8, help="connection pool of the shadow runs"
@@ -73,6 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=8,
         help="shadow off/on pairs, in alternating order (v3 staged between them)",
+    )
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="shadow part: keep v3 staged on both sides (A/A), to show the ratio's noise",
     )
     p.add_argument(
         "--quiet-wait", type=float, default=20.0, help="max seconds to wait for an idle host"
@@ -178,11 +183,14 @@ class Bench:
         if _same(v1, shadow_answer):
             self.problems.append("v1 and the shadow's artifact answer alike: leaks are invisible")
         target = self.target(predict_body("iris", "v1", IRIS_FEATURES))
+        if self.args.control:  # v3 exists, staged, on both sides
+            self.switch_shadow(True)
+            self.switch_shadow(False)
         runs: dict[str, list[PacedResult]] = {"none": [], "v3": []}
         windows: dict[str, list[tuple[str, str]]] = {"none": [], "v3": []}
         for round_no in range(self.args.rounds):
             for name in ("none", "v3") if round_no % 2 == 0 else ("v3", "none"):
-                self.switch_shadow(name == "v3")
+                self.switch_shadow(name == "v3" and not self.args.control)
                 cpu.settle(self.args.quiet_wait)
                 started = _now()
                 result = measure_paced(
@@ -192,6 +200,7 @@ class Bench:
                     self.running.server.pgid,
                     keep_bodies=True,
                     port=self.running.port,
+                    watch_host=True,
                 )
                 time.sleep(DRAIN_S)
                 windows[name].append((started, _now()))
@@ -204,7 +213,7 @@ class Bench:
                     self.problems.append(f"paced run {name} #{i}: {r.errors} errors")
         if leaks["v3"] or leaks["none"]:
             self.problems.append(f"answers not purely from v1: {leaks}")
-        if counts["shadowed"] < MIN_SHADOWED * counts["predictions"]:
+        if not self.args.control and counts["shadowed"] < MIN_SHADOWED * counts["predictions"]:
             self.problems.append(
                 f"only {counts['shadowed']} of {counts['predictions']} predictions got a shadow row"
             )
@@ -220,6 +229,7 @@ class Bench:
             counts=counts,
             leaks=leaks["v3"],
             checked=sum(len(r.bodies) for r in runs["v3"]),
+            control=self.args.control,
         )
 
     def switch_shadow(self, on: bool) -> None:
@@ -248,7 +258,7 @@ class Bench:
                 on=windows["v3"],
                 off=windows["none"],
             )
-            if counts["shadowed"] >= counts["predictions"]:
+            if self.args.control or counts["shadowed"] >= counts["predictions"]:
                 break
             time.sleep(1.0)
         return counts
