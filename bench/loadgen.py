@@ -82,17 +82,19 @@ def measure_paced(
     keep_bodies: bool = False,
     port: int | None = None,
     watch_host: bool = False,
+    balance: bool = False,
 ) -> PacedResult:
     """Warm up, then send `rate` requests per second (open loop) over `settings.connections`.
 
     Only the Python generator paces: Debian has no fixed-rate wrk (wrk2) package. With the
     server's `port`, notes how the connections spread over its processes mid-run; with
-    `watch_host`, the longest stall of the host during the measured part (`hoststall`).
+    `watch_host`, the longest stall of the host during the measured part (`hoststall`); with
+    `balance`, each run's connections are spread evenly over the server's processes.
     """
 
     def once(duration_s: float, bodies: bool) -> PacedResult:
         return pyloadgen.run_paced(
-            target, rate, duration_s, settings.connections, settings.timeout_s, bodies
+            target, rate, duration_s, settings.connections, settings.timeout_s, bodies, balance
         )
 
     def measured() -> PacedResult:

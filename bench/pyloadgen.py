@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from bench.loadtypes import LoadResult, LoadSettings, PacedResult, Target
+from bench.servers import socket_owners
 
 MAX_REQUESTS = 5_000_000  # hard cap on top of the time limit
 
@@ -142,13 +143,21 @@ class _Conn:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def exchange(self, raw: bytes, timeout_s: float) -> tuple[float, int, bytes]:
-        """Send one request; return the time it left, the status and the body."""
+    async def connect(self, timeout_s: float) -> None:
+        """(Re)open the connection if it is not open."""
         if self.writer is None or self.reader is None or self.reader.at_eof():
             self.close()  # the server closes idle keep-alive connections after a while
             self.reader, self.writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port), timeout_s
             )
+
+    @property
+    def local_port(self) -> int | None:
+        return self.writer.get_extra_info("sockname")[1] if self.writer else None
+
+    async def exchange(self, raw: bytes, timeout_s: float) -> tuple[float, int, bytes]:
+        """Send one request; return the time it left, the status and the body."""
+        await self.connect(timeout_s)
         assert self.reader is not None
         sent = time.monotonic()
         self.writer.write(raw)
@@ -187,6 +196,31 @@ async def _paced_one(
         out["bodies"].append(body)
 
 
+async def _balance(pool: list[_Conn], port: int, timeout_s: float, tries: int = 60) -> None:
+    """Open every connection of the pool, then reopen some until each server process holds
+    as many of them as any other, within one.
+
+    The pool shares the load evenly over its connections, so a process holding 6 of 8 would
+    get three times the requests of the other: its latency, and the run's, would follow the
+    kernel's hash of the client ports more than anything measured (bench/README.md).
+    """
+    for conn in pool:
+        await conn.connect(timeout_s)
+    for _ in range(tries):
+        listeners, owners = await asyncio.to_thread(socket_owners, port)
+        if len(listeners) < 2:
+            return  # one process (or unknown): nothing to balance
+        held: dict[int, list[_Conn]] = {pid: [] for pid in listeners}
+        for conn in pool:
+            held.setdefault(owners.get(conn.local_port or 0, 0), []).append(conn)
+        counts = sorted((len(conns), pid) for pid, conns in held.items() if pid in listeners)
+        if counts[-1][0] - counts[0][0] <= 1:
+            return
+        moved = held[counts[-1][1]][0]
+        moved.close()
+        await moved.connect(timeout_s)
+
+
 async def _paced(
     target: Target,
     rate: float,
@@ -194,17 +228,22 @@ async def _paced(
     connections: int,
     timeout_s: float,
     keep_bodies: bool,
+    balance: bool,
 ) -> PacedResult:
     """Schedule `rate * duration_s` requests at fixed intervals over a pool of connections.
 
     Each request takes the connection idle longest (so all of them, and the server processes
     they landed on, share the traffic); when none is idle it waits for one, and that wait
-    counts in its latency, as it would for a user who sent it at the scheduled time.
+    counts in its latency, as it would for a user who sent it at the scheduled time. With
+    `balance`, the connections are spread evenly over the server's processes first.
     """
     host, port, raw = _address(target, keepalive=True)
+    pool = [_Conn(host, port) for _ in range(connections)]
+    if balance:
+        await _balance(pool, port, timeout_s)
     idle: asyncio.Queue[_Conn] = asyncio.Queue()
-    for _ in range(connections):
-        idle.put_nowait(_Conn(host, port))
+    for conn in pool:
+        idle.put_nowait(conn)
     out: dict[str, list] = {"latency": [], "lag": [], "non200": [], "socket_errors": []}
     out["bodies"] = [] if keep_bodies else None  # type: ignore[assignment]
     total = min(MAX_REQUESTS, max(1, round(rate * duration_s)))
@@ -253,8 +292,12 @@ def run_paced(
     connections: int = 8,
     timeout_s: float = 5.0,
     keep_bodies: bool = False,
+    balance: bool = False,
 ) -> PacedResult:
-    """Send `rate` requests per second for duration_s seconds (open loop), keep-alive."""
+    """Send `rate` requests per second for duration_s seconds (open loop), keep-alive; with
+    `balance`, over connections spread evenly over the server's processes."""
     if not (0 < rate <= 100_000 and 0 < duration_s <= 600 and 1 <= connections <= 1024):
         raise ValueError("need 0 < rate <= 100000, 0 < duration <= 600 s, 1-1024 connections")
-    return asyncio.run(_paced(target, rate, duration_s, connections, timeout_s, keep_bodies))
+    return asyncio.run(
+        _paced(target, rate, duration_s, connections, timeout_s, keep_bodies, balance)
+    )

@@ -108,6 +108,29 @@ def connection_spread(port: int) -> tuple[int, ...]:
     return tuple(sorted(counts.values(), reverse=True))
 
 
+def socket_owners(port: int) -> tuple[set[int], dict[int, int]]:
+    """The processes listening on `port`, and which of them holds each connection to it.
+
+    Returns (listener pids, {client port: pid}); both empty if `ss` cannot tell. With
+    SO_REUSEPORT every worker has a listener of its own and the kernel hashes each new
+    connection to one of them.
+    """
+    listening = ["ss", "-tlnpH", f"( sport = :{port} )"]
+    established = ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"]
+    try:
+        runs = [
+            subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout
+            for cmd in (listening, established)
+        ]
+    except (OSError, subprocess.SubprocessError):
+        return set(), {}
+    listeners = {int(pid) for pid in re.findall(r"pid=(\d+)", runs[0])}
+    # "0 0 127.0.0.1:8000 127.0.0.1:51234 users:(("python",pid=42,fd=9))"
+    held = re.findall(r"\S+:\d+\s+\S+:(\d+)\s+users:\(\(\"[^\"]*\",pid=(\d+)", runs[1])
+    owners = {int(client): int(pid) for client, pid in held}
+    return listeners, owners
+
+
 class SpreadSampler:
     """Samples connection_spread once, `delay_s` after start(), on a timer thread."""
 

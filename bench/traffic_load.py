@@ -201,6 +201,7 @@ class Bench:
                     keep_bodies=True,
                     port=self.running.port,
                     watch_host=True,
+                    balance=True,
                 )
                 time.sleep(DRAIN_S)
                 windows[name].append((started, _now()))
