@@ -188,24 +188,9 @@ class Bench:
             self.switch_shadow(False)
         runs: dict[str, list[PacedResult]] = {"none": [], "v3": []}
         windows: dict[str, list[tuple[str, str]]] = {"none": [], "v3": []}
-        for round_no in range(self.args.rounds):
-            for name in ("none", "v3") if round_no % 2 == 0 else ("v3", "none"):
-                self.switch_shadow(name == "v3" and not self.args.control)
-                cpu.settle(self.args.quiet_wait)
-                started = _now()
-                result = measure_paced(
-                    target,
-                    rate,
-                    self.paced,
-                    self.running.server.pgid,
-                    keep_bodies=True,
-                    port=self.running.port,
-                    watch_host=True,
-                    balance=True,
-                )
-                time.sleep(DRAIN_S)
-                windows[name].append((started, _now()))
-                runs[name].append(result)
+        with cpu.generator_priority() as generator_nice:
+            for round_no in range(self.args.rounds):
+                self.shadow_round(round_no, target, rate, runs, windows)
         counts = self.drained_counts(windows)
         leaks = {name: sum(_not_v1(r.bodies, v1) for r in rs) for name, rs in runs.items()}
         for name, rs in runs.items():
@@ -231,7 +216,35 @@ class Bench:
             leaks=leaks["v3"],
             checked=sum(len(r.bodies) for r in runs["v3"]),
             control=self.args.control,
+            generator_nice=generator_nice,
         )
+
+    def shadow_round(
+        self,
+        round_no: int,
+        target: Target,
+        rate: float,
+        runs: dict[str, list[PacedResult]],
+        windows: dict[str, list[tuple[str, str]]],
+    ) -> None:
+        """One pair of runs, without and with the shadow, in this round's order."""
+        for name in ("none", "v3") if round_no % 2 == 0 else ("v3", "none"):
+            self.switch_shadow(name == "v3" and not self.args.control)
+            cpu.settle(self.args.quiet_wait)
+            started = _now()
+            result = measure_paced(
+                target,
+                rate,
+                self.paced,
+                self.running.server.pgid,
+                keep_bodies=True,
+                port=self.running.port,
+                watch_host=True,
+                balance=True,
+            )
+            time.sleep(DRAIN_S)
+            windows[name].append((started, _now()))
+            runs[name].append(result)
 
     def switch_shadow(self, on: bool) -> None:
         """Make iris v3 an active shadow (created the first time) or stage it; wait for it."""

@@ -46,6 +46,7 @@ class ShadowRuns:
     leaks: int  # answers under shadow that were not v1's own
     checked: int  # answers under shadow that were inspected
     control: bool = False  # v3 staged on both sides (A/A): the ratios show the noise alone
+    generator_nice: int = 0  # the load generator's CPU priority during the runs
 
     def runs(self, side: str) -> list[PacedResult]:
         """One side's runs: "none" (no shadow) or "v3"."""
@@ -155,6 +156,7 @@ def as_json(
                 "answers_not_from_v1": s.leaks,
                 "answers_checked": s.checked,
                 "control": s.control,
+                "generator_nice": s.generator_nice,
             },
             "shadow_target_met": None if s.control else s.p99_ratio <= SHADOW_TARGET,
             "problems": r.problems,
@@ -257,7 +259,8 @@ def as_tables(
             + f"; shadow rows for {c['shadowed']} of "
             f"{c['predictions']} predictions while v3 was active ({c['shadow_errors']} errors, "
             f"{c['agreeing']} agreeing), {c['baseline_shadowed']} of {c['baseline_predictions']} "
-            f"while not; answers not v1's own: {s.leaks} of {s.checked}"
+            f"while not; answers not v1's own: {s.leaks} of {s.checked}; "
+            f"load generator at nice {s.generator_nice}"
         )
         if s.control:
             lines.append(
