@@ -66,15 +66,6 @@ class Server:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
-    def wait_running(self, timeout: float = 60) -> "Worker":
-        """Return once the cluster says it is running (its pusher takes tasks from then on)."""
-        deadline = time.monotonic() + timeout
-        while "] running." not in self.log.read_text(errors="replace"):
-            assert self.process.poll() is None, f"qcluster exited:\n{self.log_tail()}"
-            assert time.monotonic() < deadline, f"qcluster not running:\n{self.log_tail()}"
-            time.sleep(0.1)
-        return self
-
     def stop(self) -> int | None:
         """Ctrl-C, as an operator would; kill whatever is left of the group after a grace time."""
         return stop_group(self.process, self._log_file)
