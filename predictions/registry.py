@@ -97,8 +97,6 @@ class Registry:
         self._loading: dict[tuple[int, str], threading.Lock] = {}  # versions being loaded
         self._revision: int | None = None
         self._checked_at = float("-inf")
-        self._refreshing = False
-        self._stale_marks = 0  # how often mark_stale() was called, to notice one mid-refresh
         self._member_pool = None
 
     def clear(self) -> None:
@@ -108,13 +106,10 @@ class Registry:
             self._predictors = {}
             self._revision = None
             self._checked_at = float("-inf")
-            self._stale_marks += 1
 
     def mark_stale(self) -> None:
         """Check the revision on the next read (this process changed the registry)."""
-        with self._lock:
-            self._checked_at = float("-inf")
-            self._stale_marks += 1
+        self._checked_at = float("-inf")
 
     def model(self, name: str) -> ModelEntry | None:
         self._refresh_if_due()
@@ -175,39 +170,21 @@ class Registry:
         return WeightedEnsemble(members, self._member_pool)
 
     def _refresh_if_due(self) -> None:
-        """Re-read the registry if its revision changed, at most once per refresh interval.
-
-        One thread reads while the others go on with the snapshot they have: no thread waits
-        for the reading one, and the lock is never held across a query. A request thread
-        can hold one of its process's pooled database connections while it asks: had it to
-        wait for a reader that needs a connection of its own, a pool lent out to waiting
-        threads would stop them all until its timeout.
-        """
         now = self.timer()
         if now - self._checked_at < platform_setting("REGISTRY_REFRESH_SECONDS"):
             return
         with self._lock:
             if now - self._checked_at < platform_setting("REGISTRY_REFRESH_SECONDS"):
                 return
-            if self._refreshing and self._models:
-                return  # another thread is reading; this snapshot is at most one interval old
-            self._refreshing = True
-            marks, known = self._stale_marks, self._revision
-        try:
             revision = current_revision()
-            models = self._load() if revision != known or not self._models else None
-            with self._lock:
-                if models is not None:
-                    self._models = models
-                    versions = [v for m in models.values() for v in m.versions.values()]
-                    live = {(v.id, v.checksum) for v in versions}
-                    self._predictors = {k: p for k, p in self._predictors.items() if k in live}
-                    self._revision = revision
-                if marks == self._stale_marks:  # else marked stale meanwhile: read again
-                    self._checked_at = now
-        finally:
-            with self._lock:
-                self._refreshing = False
+            if revision != self._revision or not self._models:
+                self._models = self._load()
+                live = {
+                    (v.id, v.checksum) for m in self._models.values() for v in m.versions.values()
+                }
+                self._predictors = {k: p for k, p in self._predictors.items() if k in live}
+                self._revision = revision
+            self._checked_at = now
 
     @staticmethod
     def _load() -> dict[str, ModelEntry]:

@@ -1,7 +1,5 @@
 """The process-local registry notices changes made elsewhere within its refresh interval."""
 
-import threading
-
 import pytest
 
 from predictions.models import MLModel, ModelVersion, RegistryRevision
@@ -118,72 +116,3 @@ def test_threads_asking_at_once_for_a_version_not_loaded_yet_load_it_once():
     loads = REGISTRY.get_sample_value("mlplatform_model_load_seconds_count", labels)
     assert len(got) == 8 and all(p is got[0] for p in got)
     assert loads - loads_before == 1
-
-
-class HeldRegistry(Registry):
-    """A registry whose next read of the rows waits until the test lets it go on."""
-
-    def __init__(self, clock):
-        super().__init__()
-        self.timer = clock
-        self.hold = False
-        self.reading, self.release = threading.Event(), threading.Event()
-        self.released = None
-
-    def _load(self):
-        models = super()._load()
-        if self.hold:
-            self.reading.set()
-            self.released = self.release.wait(5)
-        return models
-
-
-def _while_reading(registry: HeldRegistry, other) -> None:
-    """Re-read the registry in this thread; `other()` runs in another while the read is held."""
-    registry.hold = True
-
-    def meanwhile():
-        registry.reading.wait(5)
-        try:
-            other()
-        finally:
-            registry.release.set()
-
-    thread = threading.Thread(target=meanwhile)
-    thread.start()
-    registry.model("iris")
-    thread.join()
-    registry.hold = False
-
-
-def test_a_thread_asking_while_another_reads_goes_on_with_its_snapshot(demo_models):
-    # A request thread may hold one of a pool's connections while it asks; had it to wait
-    # for a reader needing a connection too, a pool lent out to waiting threads would stop.
-    clock = Clock()
-    registry = HeldRegistry(clock)
-    assert registry.model("iris").default.label == "v2"
-    _change_default_elsewhere("v1")
-    clock.now += 1.01
-    seen = []
-
-    _while_reading(registry, lambda: seen.append(registry.model("iris").default.label))
-
-    assert registry.released  # the other thread did not wait for the read to end
-    assert seen == ["v2"]
-    assert registry.model("iris").default.label == "v1"
-
-
-def test_a_change_of_this_process_during_a_read_is_read_again(
-    demo_models, django_assert_num_queries
-):
-    clock = Clock()
-    registry = HeldRegistry(clock)
-    registry.model("iris")
-    _change_default_elsewhere("v1")  # so that the next check reads the rows
-    clock.now += 1.01
-
-    _while_reading(registry, registry.mark_stale)
-
-    assert registry.released
-    with django_assert_num_queries(1):  # the revision, checked again at once
-        registry.model("iris")
