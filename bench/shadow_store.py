@@ -17,29 +17,24 @@ For each it prints the median time per group: in all, inside the database driver
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `bench` importable from the project root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import platform_setup
-
-RESULT_PREFIX = "SHADOW-STORE "
+from bench import platform_setup, traffic_admin
 
 _MEASURE = """
-import json, statistics, time, uuid
-import numpy as np
+import statistics
+from dataclasses import asdict
 from django.db import connection
 from django.db.models.constants import OnConflict
 from accounts.models import User
-from predictions.models import Prediction, ShadowPrediction
 from predictions.registry import registry
 from predictions.services.predict import prediction_create
 from predictions.services.shadow import ShadowJob, _insert_in_autocommit, shadow_answers
 
-P = json.loads(%(params)r)
 model = registry.model("iris")
 shadow = model.versions["v2"]
 user = User.objects.get(username="demo")
@@ -57,19 +52,7 @@ opts = ShadowPrediction._meta
 compiler_fields = [f for f in opts.concrete_fields if f is not opts.auto_field]
 
 def compiler():
-    objs = [
-        ShadowPrediction(
-            primary_id=a.primary_id,
-            model_version_id=a.model_version_id,
-            processing_time=a.processing_time,
-            output=a.output,
-            label=a.label,
-            confidence=a.confidence,
-            agrees=a.agrees,
-            error=a.error,
-        )
-        for a in shadow_answers(jobs)
-    ]
+    objs = [ShadowPrediction(**asdict(answer)) for answer in shadow_answers(jobs)]
     ShadowPrediction.objects._insert(objs, compiler_fields, on_conflict=OnConflict.IGNORE)
 
 def plain():
@@ -94,7 +77,7 @@ ways = {"compiler": compiler, "plain": plain}
 times = {name: {"all": [], "db": []} for name in ways}
 rows_of = {}
 for i in range(P["groups"]):
-    for name in (("compiler", "plain") if i %% 2 == 0 else ("plain", "compiler")):
+    for name in (("compiler", "plain") if i % 2 == 0 else ("plain", "compiler")):
         ShadowPrediction.objects.all().delete()
         in_db.clear()
         with connection.execute_wrapper(timed_execute):
@@ -106,14 +89,14 @@ for i in range(P["groups"]):
         rows_of[name] = stored()
 assert len(rows_of["plain"]) == len(jobs), len(rows_of["plain"])
 assert rows_of["plain"] == rows_of["compiler"], "the two ways stored different rows"
-print(%(prefix)r + json.dumps({
+emit({
     name: {
         "all": statistics.median(t["all"]),
         "db": statistics.median(t["db"]),
         "python": statistics.median(a - d for a, d in zip(t["all"], t["db"])),
     }
     for name, t in times.items()
-} | {"rows": len(rows_of["plain"])}))
+} | {"rows": len(rows_of["plain"])})
 """
 
 
@@ -135,14 +118,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def measure(profile: str, args: argparse.Namespace) -> dict:
     """Both ways on a fresh instance of `profile`; medians in seconds per group."""
     with platform_setup.instance(profile, redis_db=args.redis_db) as instance:
-        params = json.dumps({"group": args.group, "groups": args.groups})
-        out = platform_setup.shell(
-            instance.env, _MEASURE % {"params": params, "prefix": RESULT_PREFIX}
+        return traffic_admin.run_snippet(
+            instance.env, _MEASURE, group=args.group, groups=args.groups
         )
-    lines = [x for x in out.splitlines() if x.startswith(RESULT_PREFIX)]
-    if not lines:
-        raise platform_setup.SetupError(f"manage.py shell printed no result: {out[-2000:]}")
-    return json.loads(lines[-1][len(RESULT_PREFIX) :])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,7 +128,7 @@ emit({
 """
 
 
-def _run(env: dict[str, str], body: str, **params: Any) -> dict[str, Any]:
+def run_snippet(env: dict[str, str], body: str, **params: Any) -> dict[str, Any]:
     """Run one snippet with its parameters bound to `P`; return the JSON it emitted."""
     code = f"{_PRELUDE}\nP = json.loads({json.dumps(params)!r})\n{body}"
     out = platform_setup.shell(env, code)
@@ -141,25 +141,27 @@ def _run(env: dict[str, str], body: str, **params: Any) -> dict[str, Any]:
 def register_wide_model(env: dict[str, str], name: str, repeats: int = 50) -> dict[str, Any]:
     """Register `name` v1 (seeded random weights); report its single-row inference time."""
     sizes = WIDE_MODELS[name]
-    info = _run(env, _REGISTER_WIDE, name=name, sizes=sizes, seed=WIDE_SEED, repeats=repeats)
+    info = run_snippet(env, _REGISTER_WIDE, name=name, sizes=sizes, seed=WIDE_SEED, repeats=repeats)
     return {**info, "sizes": list(sizes)}
 
 
 def set_cache_ttl(env: dict[str, str], model: str, ttl: int) -> None:
     """Set a model's response-cache TTL in seconds (0: no cache)."""
-    _run(env, _SET_CACHE_TTL, name=model, ttl=ttl)
+    run_snippet(env, _SET_CACHE_TTL, name=model, ttl=ttl)
 
 
 def create_shadow(
     env: dict[str, str], model: str, label: str, artifact_of: str, share: float = 1.0
 ) -> dict[str, Any]:
     """Add an active shadow version `label` carrying the artifact of version `artifact_of`."""
-    return _run(env, _CREATE_SHADOW, name=model, label=label, artifact_of=artifact_of, share=share)
+    return run_snippet(
+        env, _CREATE_SHADOW, name=model, label=label, artifact_of=artifact_of, share=share
+    )
 
 
 def set_version_status(env: dict[str, str], model: str, label: str, status: str) -> None:
     """Set a version's status (a staged shadow gets no copies, an active one does)."""
-    _run(env, _SET_STATUS, name=model, label=label, status=status)
+    run_snippet(env, _SET_STATUS, name=model, label=label, status=status)
 
 
 def shadow_counts(
@@ -172,4 +174,6 @@ def shadow_counts(
 ) -> dict[str, int]:
     """Predictions of `primary` made in the time windows `on` (shadow active) and `off`, and
     how many of them have a shadow row; with the shadow's row, error and agreement totals."""
-    return _run(env, _SHADOW_COUNTS, name=model, primary=primary, shadow=shadow, on=on, off=off)
+    return run_snippet(
+        env, _SHADOW_COUNTS, name=model, primary=primary, shadow=shadow, on=on, off=off
+    )

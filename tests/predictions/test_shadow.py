@@ -27,7 +27,8 @@ def test_a_shadow_answers_a_copy_that_is_stored_and_never_returned(key_client, s
     shadow = ShadowPrediction.objects.get(primary_id=body["prediction_id"])
     assert shadow.model_version == shadow_v3
     assert shadow.label == "setosa" and shadow.agrees is True
-    assert len(shadow.output) == 3
+    assert len(shadow.output) == 3 and shadow.confidence == max(shadow.output)
+    assert shadow.processing_time > 0 and shadow.error == ""
     assert Prediction.objects.count() == 1  # the copy is not a prediction of the caller's
 
 
@@ -93,7 +94,7 @@ def test_a_failing_shadow_is_recorded_and_never_fails_the_caller(key_client, sha
     assert response.status_code == 200
     assert copies("failed") == failed + 1
     shadow = ShadowPrediction.objects.get()
-    assert shadow.agrees is None
+    assert shadow.agrees is None and shadow.output is None and shadow.label is None
     assert "ArtifactError" in shadow.error
 
 
