@@ -1,16 +1,30 @@
 """The process-local view of the model registry and its loaded predictors.
 
 Each process keeps an immutable snapshot of models and versions plus the predictors it has
-loaded. At most once per ``REGISTRY_REFRESH_SECONDS`` it reads one counter row
-(``RegistryRevision``); when another process changed the registry the counter moved and the
-snapshot is rebuilt, so admin changes reach every process within about a second without a
-query per request.
+loaded. At most once per ``REGISTRY_REFRESH_SECONDS`` (the interval) it reads one counter
+row (``RegistryRevision``); when another process changed the registry the counter moved and
+the snapshot is rebuilt, so admin changes reach every process within about a second without
+a query per request.
+
+One thread reads at a time. Staleness bound: every request is answered from a snapshot whose
+read began less than ``STALE_LIMIT`` (1.5) intervals before the request asked for it. Within
+one interval of a read no thread reads; after it, the first thread to ask reads, and others
+asking meanwhile go on with the snapshot they have while it is younger than ``STALE_LIMIT``
+intervals; an older one (a process idle for a while, the first read, ``mark_stale()``,
+``clear()``) they wait for.
+
+A thread about to wait for another's read (of the revision or of an artifact) first gives back
+its pooled database connection: request threads borrow one early (authentication), and when
+the waiting threads held all of a pool's connections, the reading thread, which needs one,
+would wait for the pool's timeout and fail, stalling every request of its process as long.
 """
 
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from django.db import connection
 
 from mlplatform import metrics
 from mlplatform.conf import platform_setting
@@ -80,6 +94,22 @@ class ModelEntry:
         ]
 
 
+# How many refresh intervals old a snapshot may be for a thread to use it while another reads.
+STALE_LIMIT = 1.5
+
+
+def give_back_connection() -> None:
+    """Return this thread's pooled database connection to its pool, when that is safe.
+
+    Called before waiting for another thread that may need a connection from the same pool.
+    Inside a transaction the connection is kept (closing it would end the transaction); the
+    thread borrows a connection again on its next query. Without a pool (SQLite, or the pool
+    off) each thread has a connection of its own and there is nothing to give back.
+    """
+    if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
+        connection.close()
+
+
 def current_revision() -> int:
     row = RegistryRevision.objects.filter(pk=1).values_list("revision", flat=True).first()
     return row or 0
@@ -96,7 +126,9 @@ class Registry:
         self._predictors: dict[tuple[int, str], Predictor] = {}
         self._loading: dict[tuple[int, str], threading.Lock] = {}  # versions being loaded
         self._revision: int | None = None
-        self._checked_at = float("-inf")
+        self._checked_at = float("-inf")  # when the read of the snapshot began
+        self._stale_marks = 0  # how often marked stale, to notice a mark during a read
+        self._reading = threading.Lock()  # held by the one thread reading the revision
         self._member_pool = None
 
     def clear(self) -> None:
@@ -106,10 +138,13 @@ class Registry:
             self._predictors = {}
             self._revision = None
             self._checked_at = float("-inf")
+            self._stale_marks += 1
 
     def mark_stale(self) -> None:
         """Check the revision on the next read (this process changed the registry)."""
-        self._checked_at = float("-inf")
+        with self._lock:
+            self._checked_at = float("-inf")
+            self._stale_marks += 1
 
     def model(self, name: str) -> ModelEntry | None:
         self._refresh_if_due()
@@ -124,7 +159,8 @@ class Registry:
 
         One thread loads a version while the others asking for it wait: the first requests
         after a start or a new artifact come together, and each reading a large artifact
-        would hold a database connection and its memory for as long.
+        would hold a database connection and its memory for as long. The loading thread
+        queries the database, so those waiting give back their pooled connections first.
         """
         key = (version.id, version.checksum)
         predictor = self._predictors.get(key)
@@ -133,10 +169,15 @@ class Registry:
         with self._lock:
             loading = self._loading.setdefault(key, threading.Lock())
         try:
-            with loading:
+            if not loading.acquire(blocking=False):
+                give_back_connection()
+                loading.acquire()
+            try:
                 predictor = self._predictors.get(key)
                 if predictor is None:
                     predictor = self._predictors[key] = self._load_predictor(version)
+            finally:
+                loading.release()
         finally:
             with self._lock:
                 self._loading.pop(key, None)
@@ -170,21 +211,42 @@ class Registry:
         return WeightedEnsemble(members, self._member_pool)
 
     def _refresh_if_due(self) -> None:
-        now = self.timer()
-        if now - self._checked_at < platform_setting("REGISTRY_REFRESH_SECONDS"):
+        """Re-read the registry if its revision changed, at most once per refresh interval.
+
+        While one thread reads, another asking goes on with its snapshot if that is younger
+        than ``STALE_LIMIT`` intervals, else gives back its pooled connection (the reader may
+        need it) and waits. A failed read leaves the snapshot as old as it was, so the next
+        thread to get the read lock reads again; the error goes to the reader's request.
+        """
+        interval = platform_setting("REGISTRY_REFRESH_SECONDS")
+        if self.timer() - self._checked_at < interval:
             return
-        with self._lock:
-            if now - self._checked_at < platform_setting("REGISTRY_REFRESH_SECONDS"):
+        if not self._reading.acquire(blocking=False):
+            if self.timer() - self._checked_at < interval * STALE_LIMIT:
                 return
-            revision = current_revision()
-            if revision != self._revision or not self._models:
-                self._models = self._load()
-                live = {
-                    (v.id, v.checksum) for m in self._models.values() for v in m.versions.values()
-                }
+            give_back_connection()
+            self._reading.acquire()
+        try:
+            if self.timer() - self._checked_at >= interval:
+                self._read()
+        finally:
+            self._reading.release()
+
+    def _read(self) -> None:
+        """Read the revision and, if it moved, the rows (``self._lock`` held around, not across)."""
+        with self._lock:
+            started, marks = self.timer(), self._stale_marks
+            known = self._revision if self._models else None
+        revision = current_revision()
+        models = self._load() if revision != known else None
+        with self._lock:
+            if models is not None:
+                self._models = models
+                live = {(v.id, v.checksum) for m in models.values() for v in m.versions.values()}
                 self._predictors = {k: p for k, p in self._predictors.items() if k in live}
                 self._revision = revision
-            self._checked_at = now
+            if marks == self._stale_marks:  # else marked stale meanwhile: read again next time
+                self._checked_at = started
 
     @staticmethod
     def _load() -> dict[str, ModelEntry]:

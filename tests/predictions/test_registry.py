@@ -1,7 +1,11 @@
 """The process-local registry notices changes made elsewhere within its refresh interval."""
 
-import pytest
+import threading
 
+import pytest
+from django.db import DatabaseError, connection
+
+from predictions import registry as registry_module
 from predictions.models import MLModel, ModelVersion, RegistryRevision
 from predictions.registry import Registry
 from predictions.services import registry_touch
@@ -116,3 +120,152 @@ def test_threads_asking_at_once_for_a_version_not_loaded_yet_load_it_once():
     loads = REGISTRY.get_sample_value("mlplatform_model_load_seconds_count", labels)
     assert len(got) == 8 and all(p is got[0] for p in got)
     assert loads - loads_before == 1
+
+
+class HeldRead:
+    """Once armed, the next read of the revision, in whichever thread, waits until the test
+    releases it (and fails, if asked to)."""
+
+    def __init__(self, monkeypatch):
+        self.reading, self.release = threading.Event(), threading.Event()
+        self.waiting = threading.Event()  # a thread gave back its connection to wait
+        self.fail = False
+        self._armed = False
+        read, give_back = registry_module.current_revision, registry_module.give_back_connection
+
+        def held_read():
+            if not self._armed:
+                return read()
+            self._armed = False
+            self.reading.set()
+            assert self.release.wait(5), "the read was not released"
+            if self.fail:
+                raise DatabaseError("the database went away")
+            return read()
+
+        def giving_back():
+            self.waiting.set()
+            give_back()
+
+        monkeypatch.setattr(registry_module, "current_revision", held_read)
+        monkeypatch.setattr(registry_module, "give_back_connection", giving_back)
+
+    def arm(self, *, fail: bool = False) -> None:
+        self.fail, self._armed = fail, True
+
+
+@pytest.fixture
+def held_read(monkeypatch):
+    return HeldRead(monkeypatch)
+
+
+def _in_thread(ask) -> tuple[threading.Thread, dict]:
+    """Run ``ask()`` in another thread, as another request would; its value or error lands in
+    the dict returned."""
+    result = {}
+
+    def run():
+        try:
+            result["value"] = ask()
+        except Exception as exc:
+            result["error"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+def _default_label(registry):
+    return lambda: registry.model("iris").default.label
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_thread_asking_during_a_read_goes_on_with_a_snapshot_younger_than_the_limit(
+    local_registry, held_read
+):
+    # Waiting costs every thread asking in that second; a snapshot a little over an interval
+    # old is within the bound the module promises.
+    registry, clock = local_registry
+    assert registry.model("iris").default.label == "v2"
+    _change_default_elsewhere("v1")
+    clock.now += 1.2
+    held_read.arm()
+    reader, read = _in_thread(_default_label(registry))
+    assert held_read.reading.wait(5)
+
+    meanwhile = registry.model("iris").default.label
+    held_read.release.set()
+    reader.join()
+
+    assert meanwhile == "v2"
+    assert not held_read.waiting.is_set()
+    assert read == {"value": "v1"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_thread_asking_during_a_read_waits_for_it_when_its_snapshot_is_older_than_the_limit(
+    local_registry, held_read
+):
+    # A process idle for a while must not answer the first requests of a burst from a
+    # snapshot several intervals old: a change is served everywhere within about a second.
+    registry, clock = local_registry
+    assert registry.model("iris").default.label == "v2"
+    _change_default_elsewhere("v1")
+    clock.now += 2
+    held_read.arm()
+    reader, read = _in_thread(_default_label(registry))
+    assert held_read.reading.wait(5)
+
+    waiter, got = _in_thread(_default_label(registry))
+    assert held_read.waiting.wait(5)
+    answered_before_the_read = dict(got)
+    held_read.release.set()
+    reader.join()
+    waiter.join()
+
+    assert answered_before_the_read == {}
+    assert read == {"value": "v1"}
+    assert got == {"value": "v1"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_if_the_read_fails_then_a_thread_waiting_for_it_reads_again(local_registry, held_read):
+    registry, clock = local_registry
+    registry.model("iris")
+    _change_default_elsewhere("v1")
+    registry.mark_stale()
+    held_read.arm(fail=True)
+    reader, read = _in_thread(_default_label(registry))
+    assert held_read.reading.wait(5)
+
+    waiter, got = _in_thread(_default_label(registry))
+    assert held_read.waiting.wait(5)
+    held_read.release.set()
+    reader.join()
+    waiter.join()
+
+    assert isinstance(read.get("error"), DatabaseError)
+    assert got == {"value": "v1"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_of_this_process_during_a_read_is_read_again(
+    local_registry, held_read, django_assert_num_queries
+):
+    # The read may have fetched the revision before this process's change was committed.
+    registry, clock = local_registry
+    registry.model("iris")
+    clock.now += 1.01
+    held_read.arm()
+    reader, read = _in_thread(_default_label(registry))
+    assert held_read.reading.wait(5)
+
+    registry.mark_stale()
+    held_read.release.set()
+    reader.join()
+
+    assert "value" in read
+    with django_assert_num_queries(1):  # the revision, checked again at once
+        registry.model("iris")
