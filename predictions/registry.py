@@ -24,10 +24,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import connection
-
 from mlplatform import metrics
 from mlplatform.conf import platform_setting
+from mlplatform.db.pool import give_back_connection
 from predictions.models import MLModel, ModelVersion, RegistryRevision
 from predictions.runtime.ensemble import WeightedEnsemble, member_pool, parse_spec
 from predictions.runtime.errors import ArtifactError
@@ -96,18 +95,6 @@ class ModelEntry:
 
 # How many refresh intervals old a snapshot may be for a thread to use it while another reads.
 STALE_LIMIT = 1.5
-
-
-def give_back_connection() -> None:
-    """Return this thread's pooled database connection to its pool, when that is safe.
-
-    Called before waiting for another thread that may need a connection from the same pool.
-    Inside a transaction the connection is kept (closing it would end the transaction); the
-    thread borrows a connection again on its next query. Without a pool (SQLite, or the pool
-    off) each thread has a connection of its own and there is nothing to give back.
-    """
-    if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
-        connection.close()
 
 
 def current_revision() -> int:

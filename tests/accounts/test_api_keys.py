@@ -1,12 +1,14 @@
 """API keys: the keys API, authentication by X-API-Key, scopes, revocation and expiry."""
 
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts import crypto
+from accounts import crypto, keycache
 from accounts.authentication import ApiKeyAuthentication
 from accounts.keycache import verified_keys
 from accounts.models import ApiKey, User
@@ -235,3 +237,106 @@ def test_a_cached_key_still_needs_its_exact_secret(user, make_key, client_for):
 
     assert response.status_code == 401
     assert response.json()["code"] == "invalid_api_key"
+
+
+class HeldLoads:
+    """Counts the loads of keys by ``verified_keys``; once armed, the next load waits in its
+    thread until the test releases it."""
+
+    def __init__(self, monkeypatch):
+        self.loads = 0
+        self.loading, self.release = threading.Event(), threading.Event()
+        self.gave_back = threading.Event()  # a thread gave back its connection to wait
+        self._armed = False
+        load, give_back = keycache.api_key_by_lookup, keycache.give_back_connection
+
+        def counted_load(lookup):
+            self.loads += 1
+            if self._armed:
+                self._armed = False
+                self.loading.set()
+                assert self.release.wait(5), "the load was not released"
+            return load(lookup)
+
+        def giving_back():
+            self.gave_back.set()
+            give_back()
+
+        monkeypatch.setattr(keycache, "api_key_by_lookup", counted_load)
+        monkeypatch.setattr(keycache, "give_back_connection", giving_back)
+
+    def arm(self):
+        self._armed = True
+
+
+def _get_in_thread(lookup: str) -> tuple[threading.Thread, dict]:
+    """``verified_keys.get(lookup)`` in another thread, as another request would ask."""
+    got = {}
+
+    def run():
+        try:
+            got["key"] = verified_keys.get(lookup)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, got
+
+
+@pytest.fixture
+def cached_key(user, make_key, monkeypatch):
+    """A key loaded into the cache at a fake clock's time, the clock and the load counter."""
+    clock = Clock()
+    monkeypatch.setattr(verified_keys, "timer", clock)
+    lookup = crypto.parse_lookup(make_key(user))
+    held = HeldLoads(monkeypatch)
+    assert verified_keys.get(lookup) is not None
+    return lookup, clock, held
+
+
+@pytest.mark.django_db(transaction=True)
+def test_while_a_key_is_reloaded_others_asking_go_on_with_an_entry_younger_than_the_limit(
+    cached_key,
+):
+    # The requests of a busy key that come during its reload used to make the same two
+    # queries each: a burst every cache time, in every process.
+    lookup, clock, held = cached_key
+    clock.now += 1.2  # out of the cache time (1 s), within 1.5 of it
+    held.arm()
+    loader, loaded = _get_in_thread(lookup)
+    assert held.loading.wait(5)
+
+    meanwhile = [verified_keys.get(lookup) for _ in range(5)]
+    held.release.set()
+    loader.join()
+
+    assert all(key is not None and key.lookup == lookup for key in meanwhile)
+    assert loaded["key"].lookup == lookup
+    assert held.loads == 2  # the first load and the one reload
+    assert not held.gave_back.is_set()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_while_a_key_is_reloaded_others_asking_wait_when_their_entry_is_older_than_the_limit(
+    cached_key,
+):
+    # Another process revoked the key two cache times ago: nobody may be let in on the old entry.
+    lookup, clock, held = cached_key
+    ApiKey.objects.update(revoked_at=timezone.now())
+    clock.now += 2
+    held.arm()
+    loader, loaded = _get_in_thread(lookup)
+    assert held.loading.wait(5)
+
+    waiter, got = _get_in_thread(lookup)
+    assert held.gave_back.wait(5)
+    answered_before_the_load = dict(got)
+    held.release.set()
+    loader.join()
+    waiter.join()
+
+    assert answered_before_the_load == {}
+    assert loaded["key"].revoked_at is not None
+    assert got["key"].revoked_at is not None
+    assert held.loads == 2  # the waiter took the loader's answer instead of loading again
