@@ -3,7 +3,9 @@
 1. Cached versus uncached throughput (closed loop): `wide` and `wider` (dense networks whose
    inference costs about 0.7 and 3 ms) and `iris` v1, each with `cache_ttl = 0` and then 600 s
    with the same input every time.
-2. Predict latency with an active shadow version versus without (open loop at a fixed rate).
+2. Predict latency with an active shadow version versus without (open loop at a fixed rate,
+   alternating rounds; a run during which the load generator or the host stalled is measured
+   again).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
 from bench import cpu, platform_setup, traffic_admin, traffic_report
 from bench.correctness import Answer, MismatchError, probe
 from bench.loadgen import LoadSettings, PacedResult, Target, measure_paced, measure_server
-from bench.traffic_report import CachePair, ProfileResult, ShadowRuns
+from bench.traffic_report import STALL_LIMIT_MS, CachePair, ProfileResult, ShadowRuns
 
 IRIS_FEATURES = [5.1, 3.5, 1.4, 0.2]
 CACHE_TTL_S = 600
@@ -34,6 +36,7 @@ MIN_SHADOWED = 0.99  # share of live predictions that must have a shadow row aft
 DRAIN_POLLS = 5  # reads of the shadow counts, a second apart, while the shadow queue drains
 DRAIN_S = 1.0  # after a run, for its last shadow copies to be answered
 TOLERANCE = 1e-6
+STALL_REPEATS = 2  # runs again after a stall of ours (STALL_LIMIT_MS); the last one is kept
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -128,6 +131,7 @@ class Bench:
     ) -> None:
         self.args, self.instance, self.running = args, instance, running
         self.problems: list[str] = []
+        self.repeated: list[str] = []  # shadow runs measured again, and why
         self.shadow_on = self.shadow_created = False  # shadow v3 is created when first on
         self.closed = closed_settings(args)
         self.paced = LoadSettings(
@@ -217,6 +221,7 @@ class Bench:
             checked=sum(len(r.bodies) for r in runs["v3"]),
             control=self.args.control,
             generator_nice=generator_nice,
+            repeated=self.repeated,
         )
 
     def shadow_round(
@@ -230,20 +235,26 @@ class Bench:
         """One pair of runs, without and with the shadow, in this round's order."""
         for name in ("none", "v3") if round_no % 2 == 0 else ("v3", "none"):
             self.switch_shadow(name == "v3" and not self.args.control)
-            cpu.settle(self.args.quiet_wait)
-            started = _now()
-            result = measure_paced(
-                target,
-                rate,
-                self.paced,
-                self.running.server.pgid,
-                keep_bodies=True,
-                port=self.running.port,
-                watch_host=True,
-                balance=True,
-            )
-            time.sleep(DRAIN_S)
-            windows[name].append((started, _now()))
+            for attempt in range(STALL_REPEATS + 1):
+                cpu.settle(self.args.quiet_wait)
+                started = _now()
+                result = measure_paced(
+                    target,
+                    rate,
+                    self.paced,
+                    self.running.server.pgid,
+                    keep_bodies=True,
+                    port=self.running.port,
+                    watch_host=True,
+                    balance=True,
+                )
+                time.sleep(DRAIN_S)
+                windows[name].append((started, _now()))
+                stall = _measuring_stall(result)
+                if stall is None or attempt == STALL_REPEATS:
+                    break
+                run = f"{name} #{round_no + 1}"
+                self.repeated.append(f"{run} ({stall}, p99 {result.p99_ms:.1f} ms)")
             runs[name].append(result)
 
     def switch_shadow(self, on: bool) -> None:
@@ -276,6 +287,15 @@ class Bench:
                 break
             time.sleep(1.0)
         return counts
+
+
+def _measuring_stall(result: PacedResult) -> str | None:
+    """Why a run measured a stall of the load generator or of the host, if it did."""
+    if result.generator_late_ms > STALL_LIMIT_MS:
+        return f"generator {result.generator_late_ms:.0f} ms late"
+    if result.host_stall_ms is not None and result.host_stall_ms > STALL_LIMIT_MS:
+        return f"host stalled {result.host_stall_ms:.0f} ms"
+    return None
 
 
 def _now() -> str:

@@ -16,6 +16,9 @@ CACHE_TARGET = 1.5  # a cache hit at least this many times the throughput of a m
 # against 1.5-3.5 ms): a cache cannot save more than the inference, and a hit is still stored.
 CACHE_TARGET_MODEL = "wider"
 SHADOW_TARGET = 1.10  # p99 with a shadow at most this many times the p99 without
+# A shadow run in which the load generator's own loop, or the host itself (the canary), was
+# later than this measured a stall of the measuring side, not of the server: it is run again.
+STALL_LIMIT_MS = 20.0
 POOLED = (50, 95, 99)  # latency percentiles over all requests of a side's runs together
 SHADOW_FIGURES = ("p50_ms", "p95_ms", "p99_ms", "max_ms", "server_cpu_ms_per_request")
 
@@ -47,6 +50,7 @@ class ShadowRuns:
     checked: int  # answers under shadow that were inspected
     control: bool = False  # v3 staged on both sides (A/A): the ratios show the noise alone
     generator_nice: int = 0  # the load generator's CPU priority during the runs
+    repeated: list[str] = field(default_factory=list)  # runs measured again: a stall of ours
 
     def runs(self, side: str) -> list[PacedResult]:
         """One side's runs: "none" (no shadow) or "v3"."""
@@ -157,6 +161,7 @@ def as_json(
                 "answers_checked": s.checked,
                 "control": s.control,
                 "generator_nice": s.generator_nice,
+                "repeated": s.repeated,
             },
             "shadow_target_met": None if s.control else s.p99_ratio <= SHADOW_TARGET,
             "problems": r.problems,
@@ -261,6 +266,10 @@ def as_tables(
             f"{c['agreeing']} agreeing), {c['baseline_shadowed']} of {c['baseline_predictions']} "
             f"while not; answers not v1's own: {s.leaks} of {s.checked}; "
             f"load generator at nice {s.generator_nice}"
+        )
+        lines.append(
+            f"{r.profile:<11}measured again (load generator or host over {STALL_LIMIT_MS:g} ms "
+            f"late): {', '.join(s.repeated) or 'none'}"
         )
         if s.control:
             lines.append(
