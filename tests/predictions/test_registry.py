@@ -181,6 +181,18 @@ def _default_label(registry):
     return lambda: registry.model("iris").default.label
 
 
+def _held_read_of_a_change(registry, clock, held_read, *, after: float):
+    """Another process changes iris's default (v2 to v1); ``after`` seconds later a thread
+    asks and begins the read, which is held: that thread and the dict its answer lands in."""
+    assert registry.model("iris").default.label == "v2"
+    _change_default_elsewhere("v1")
+    clock.now += after
+    held_read.arm()
+    reader, read = _in_thread(_default_label(registry))
+    assert held_read.reading.wait(5)
+    return reader, read
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_thread_asking_during_a_read_goes_on_with_a_snapshot_younger_than_the_limit(
     local_registry, held_read
@@ -188,12 +200,7 @@ def test_a_thread_asking_during_a_read_goes_on_with_a_snapshot_younger_than_the_
     # Waiting costs every thread asking in that second; a snapshot a little over an interval
     # old is within the bound the module promises.
     registry, clock = local_registry
-    assert registry.model("iris").default.label == "v2"
-    _change_default_elsewhere("v1")
-    clock.now += 1.2
-    held_read.arm()
-    reader, read = _in_thread(_default_label(registry))
-    assert held_read.reading.wait(5)
+    reader, read = _held_read_of_a_change(registry, clock, held_read, after=1.2)
 
     meanwhile = registry.model("iris").default.label
     held_read.release.set()
@@ -211,12 +218,7 @@ def test_a_thread_asking_during_a_read_waits_for_it_when_its_snapshot_is_older_t
     # A process idle for a while must not answer the first requests of a burst from a
     # snapshot several intervals old: a change is served everywhere within about a second.
     registry, clock = local_registry
-    assert registry.model("iris").default.label == "v2"
-    _change_default_elsewhere("v1")
-    clock.now += 2
-    held_read.arm()
-    reader, read = _in_thread(_default_label(registry))
-    assert held_read.reading.wait(5)
+    reader, read = _held_read_of_a_change(registry, clock, held_read, after=2)
 
     waiter, got = _in_thread(_default_label(registry))
     assert held_read.waiting.wait(5)
