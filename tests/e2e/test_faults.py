@@ -52,6 +52,18 @@ def gunicorn_workers(session: int) -> list[int]:
     return [pid for pid, parent in procs.items() if parent in procs]
 
 
+def wait_for_workers(session: int, count: int, gone: int | None = None) -> list[int]:
+    """The session's gunicorn workers once there are ``count`` of them, none of them ``gone``
+    (or as they are after 30 s). The master forks its workers one by one: ``/health`` answers
+    as soon as the first one serves, and a killed one is replaced a moment after it died."""
+    deadline = time.monotonic() + 30
+    while True:
+        workers = gunicorn_workers(session)
+        if (len(workers) == count and gone not in workers) or time.monotonic() > deadline:
+            return workers
+        time.sleep(0.1)
+
+
 def stored_predictions(instance, request_prefix: str) -> dict[str, int]:
     """Predictions whose request id starts with the prefix, and how many are incomplete."""
     code = (
@@ -66,7 +78,7 @@ def stored_predictions(instance, request_prefix: str) -> dict[str, int]:
 
 def test_killing_a_web_worker_under_load_fails_only_the_requests_it_held(serve, instance):
     server = serve("faults-web", args=["--no-worker", "--workers", "2"], env=HIGH_LIMITS)
-    workers = gunicorn_workers(server.process.pid)
+    workers = wait_for_workers(server.process.pid, 2)
     assert len(workers) == 2, workers
     key, prefix = instance.demo_key, f"kill-{time.time_ns()}-"
     stop = threading.Event()
@@ -120,7 +132,7 @@ def test_killing_a_web_worker_under_load_fails_only_the_requests_it_held(serve, 
         assert len(lost) <= held, (n, mine)
         assert lost == list(range(min(lost, default=0), min(lost, default=0) + len(lost))), mine
     assert outcomes[-20:].count(200) == 20  # the master replaced the worker; all is served
-    replaced = gunicorn_workers(server.process.pid)
+    replaced = wait_for_workers(server.process.pid, 2, gone=workers[0])
     assert len(replaced) == 2 and workers[0] not in replaced, (workers, replaced)
     # Every answered prediction was stored whole; a killed request stored all of it or nothing.
     stored = stored_predictions(instance, prefix)
