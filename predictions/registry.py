@@ -155,19 +155,18 @@ class Registry:
             return predictor
         with self._lock:
             loading = self._loading.setdefault(key, threading.Lock())
+        if not loading.acquire(blocking=False):
+            give_back_connection()
+            loading.acquire()
         try:
-            if not loading.acquire(blocking=False):
-                give_back_connection()
-                loading.acquire()
-            try:
-                predictor = self._predictors.get(key)
-                if predictor is None:
-                    predictor = self._predictors[key] = self._load_predictor(version)
-            finally:
-                loading.release()
+            predictor = self._predictors.get(key)
+            if predictor is None:
+                predictor = self._predictors[key] = self._load_predictor(version)
         finally:
             with self._lock:
-                self._loading.pop(key, None)
+                if self._loading.get(key) is loading:
+                    del self._loading[key]
+            loading.release()
         return predictor
 
     def _load_predictor(self, version: VersionEntry) -> Predictor:

@@ -4,7 +4,6 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -12,6 +11,7 @@ from accounts import crypto, keycache
 from accounts.authentication import ApiKeyAuthentication
 from accounts.keycache import verified_keys
 from accounts.models import ApiKey, User
+from tests.concurrency import Clock, HeldRead, in_thread
 
 IRIS = {"input_data": [5.1, 3.5, 1.4, 0.2]}
 
@@ -197,14 +197,6 @@ def test_last_used_at_is_written_at_most_once_a_minute(user, make_key, client_fo
     assert moved == start + timedelta(seconds=61)
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.mark.usefixtures("demo_models")
 def test_a_key_revoked_by_another_process_is_refused_within_the_cache_time(
     user, make_key, client_for, monkeypatch
@@ -239,49 +231,9 @@ def test_a_cached_key_still_needs_its_exact_secret(user, make_key, client_for):
     assert response.json()["code"] == "invalid_api_key"
 
 
-class HeldLoads:
-    """Counts the loads of keys by ``verified_keys``; once armed, the next load waits in its
-    thread until the test releases it."""
-
-    def __init__(self, monkeypatch):
-        self.loads = 0
-        self.loading, self.release = threading.Event(), threading.Event()
-        self.gave_back = threading.Event()  # a thread gave back its connection to wait
-        self._armed = False
-        load, give_back = keycache.api_key_by_lookup, keycache.give_back_connection
-
-        def counted_load(lookup):
-            self.loads += 1
-            if self._armed:
-                self._armed = False
-                self.loading.set()
-                assert self.release.wait(5), "the load was not released"
-            return load(lookup)
-
-        def giving_back():
-            self.gave_back.set()
-            give_back()
-
-        monkeypatch.setattr(keycache, "api_key_by_lookup", counted_load)
-        monkeypatch.setattr(keycache, "give_back_connection", giving_back)
-
-    def arm(self):
-        self._armed = True
-
-
 def _get_in_thread(lookup: str) -> tuple[threading.Thread, dict]:
     """``verified_keys.get(lookup)`` in another thread, as another request would ask."""
-    got = {}
-
-    def run():
-        try:
-            got["key"] = verified_keys.get(lookup)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, got
+    return in_thread(lambda: verified_keys.get(lookup))
 
 
 @pytest.fixture
@@ -290,7 +242,7 @@ def cached_key(user, make_key, monkeypatch):
     clock = Clock()
     monkeypatch.setattr(verified_keys, "timer", clock)
     lookup = crypto.parse_lookup(make_key(user))
-    held = HeldLoads(monkeypatch)
+    held = HeldRead(monkeypatch, keycache, "api_key_by_lookup")
     assert verified_keys.get(lookup) is not None
     return lookup, clock, held
 
@@ -305,15 +257,15 @@ def test_while_a_key_is_reloaded_others_asking_go_on_with_an_entry_younger_than_
     clock.now += 1.2  # out of the cache time (1 s), within 1.5 of it
     held.arm()
     loader, loaded = _get_in_thread(lookup)
-    assert held.loading.wait(5)
+    assert held.entered.wait(5)
 
     meanwhile = [verified_keys.get(lookup) for _ in range(5)]
     held.release.set()
     loader.join()
 
     assert all(key is not None and key.lookup == lookup for key in meanwhile)
-    assert loaded["key"].lookup == lookup
-    assert held.loads == 2  # the first load and the one reload
+    assert loaded["value"].lookup == lookup
+    assert held.calls == 2  # the first load and the one reload
     assert not held.gave_back.is_set()
 
 
@@ -327,7 +279,7 @@ def test_while_a_key_is_reloaded_others_asking_wait_when_their_entry_is_older_th
     clock.now += 2
     held.arm()
     loader, loaded = _get_in_thread(lookup)
-    assert held.loading.wait(5)
+    assert held.entered.wait(5)
 
     waiter, got = _get_in_thread(lookup)
     assert held.gave_back.wait(5)
@@ -337,6 +289,6 @@ def test_while_a_key_is_reloaded_others_asking_wait_when_their_entry_is_older_th
     waiter.join()
 
     assert answered_before_the_load == {}
-    assert loaded["key"].revoked_at is not None
-    assert got["key"].revoked_at is not None
-    assert held.loads == 2  # the waiter took the loader's answer instead of loading again
+    assert loaded["value"].revoked_at is not None
+    assert got["value"].revoked_at is not None
+    assert held.calls == 2  # the waiter took the loader's answer instead of loading again

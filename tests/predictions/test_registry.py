@@ -9,16 +9,9 @@ from predictions import registry as registry_module
 from predictions.models import MLModel, ModelVersion, RegistryRevision
 from predictions.registry import Registry
 from predictions.services import registry_touch
+from tests.concurrency import Clock, HeldRead, in_thread
 
 pytestmark = pytest.mark.usefixtures("demo_models")
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture
@@ -92,9 +85,7 @@ def test_predictors_are_loaded_once_and_dropped_when_the_artifact_changes(local_
 def test_threads_asking_at_once_for_a_version_not_loaded_yet_load_it_once():
     # The first requests after a start or a new artifact arrive together; if each loaded the
     # artifact, a large model would be read from the database by every thread at once.
-    import threading
 
-    from django.db import connection
     from prometheus_client import REGISTRY
 
     registry = Registry()
@@ -122,59 +113,10 @@ def test_threads_asking_at_once_for_a_version_not_loaded_yet_load_it_once():
     assert loads - loads_before == 1
 
 
-class HeldRead:
-    """Once armed, the next read of the revision, in whichever thread, waits until the test
-    releases it (and fails, if asked to)."""
-
-    def __init__(self, monkeypatch):
-        self.reading, self.release = threading.Event(), threading.Event()
-        self.waiting = threading.Event()  # a thread gave back its connection to wait
-        self.fail = False
-        self._armed = False
-        read, give_back = registry_module.current_revision, registry_module.give_back_connection
-
-        def held_read():
-            if not self._armed:
-                return read()
-            self._armed = False
-            self.reading.set()
-            assert self.release.wait(5), "the read was not released"
-            if self.fail:
-                raise DatabaseError("the database went away")
-            return read()
-
-        def giving_back():
-            self.waiting.set()
-            give_back()
-
-        monkeypatch.setattr(registry_module, "current_revision", held_read)
-        monkeypatch.setattr(registry_module, "give_back_connection", giving_back)
-
-    def arm(self, *, fail: bool = False) -> None:
-        self.fail, self._armed = fail, True
-
-
 @pytest.fixture
 def held_read(monkeypatch):
-    return HeldRead(monkeypatch)
-
-
-def _in_thread(ask) -> tuple[threading.Thread, dict]:
-    """Run ``ask()`` in another thread, as another request would; its value or error lands in
-    the dict returned."""
-    result = {}
-
-    def run():
-        try:
-            result["value"] = ask()
-        except Exception as exc:
-            result["error"] = exc
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, result
+    """The registry's read of the revision, held when armed."""
+    return HeldRead(monkeypatch, registry_module, "current_revision")
 
 
 def _default_label(registry):
@@ -188,8 +130,8 @@ def _held_read_of_a_change(registry, clock, held_read, *, after: float):
     _change_default_elsewhere("v1")
     clock.now += after
     held_read.arm()
-    reader, read = _in_thread(_default_label(registry))
-    assert held_read.reading.wait(5)
+    reader, read = in_thread(_default_label(registry))
+    assert held_read.entered.wait(5)
     return reader, read
 
 
@@ -207,7 +149,7 @@ def test_a_thread_asking_during_a_read_goes_on_with_a_snapshot_younger_than_the_
     reader.join()
 
     assert meanwhile == "v2"
-    assert not held_read.waiting.is_set()
+    assert not held_read.gave_back.is_set()
     assert read == {"value": "v1"}
 
 
@@ -220,8 +162,8 @@ def test_a_thread_asking_during_a_read_waits_for_it_when_its_snapshot_is_older_t
     registry, clock = local_registry
     reader, read = _held_read_of_a_change(registry, clock, held_read, after=2)
 
-    waiter, got = _in_thread(_default_label(registry))
-    assert held_read.waiting.wait(5)
+    waiter, got = in_thread(_default_label(registry))
+    assert held_read.gave_back.wait(5)
     answered_before_the_read = dict(got)
     held_read.release.set()
     reader.join()
@@ -238,12 +180,12 @@ def test_if_the_read_fails_then_a_thread_waiting_for_it_reads_again(local_regist
     registry.model("iris")
     _change_default_elsewhere("v1")
     registry.mark_stale()
-    held_read.arm(fail=True)
-    reader, read = _in_thread(_default_label(registry))
-    assert held_read.reading.wait(5)
+    held_read.arm(error=DatabaseError("the database went away"))
+    reader, read = in_thread(_default_label(registry))
+    assert held_read.entered.wait(5)
 
-    waiter, got = _in_thread(_default_label(registry))
-    assert held_read.waiting.wait(5)
+    waiter, got = in_thread(_default_label(registry))
+    assert held_read.gave_back.wait(5)
     held_read.release.set()
     reader.join()
     waiter.join()
@@ -261,8 +203,8 @@ def test_a_change_of_this_process_during_a_read_is_read_again(
     registry.model("iris")
     clock.now += 1.01
     held_read.arm()
-    reader, read = _in_thread(_default_label(registry))
-    assert held_read.reading.wait(5)
+    reader, read = in_thread(_default_label(registry))
+    assert held_read.entered.wait(5)
 
     registry.mark_stale()
     held_read.release.set()
