@@ -35,7 +35,6 @@ TARGET_ROWS_PER_S = 200_000
 TARGET_LOOP_RATIO = 3.0
 TARGET_PEAK_MB = 600
 TOLERANCE = 1e-5
-SERVICES = ("postgres", "redis-server")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 NOISE_SD = 0.05  # centimetres of noise added to each sampled iris measurement
 
@@ -229,29 +228,6 @@ def rss_mb(pid: int) -> float:
     return int(fields[1]) * PAGE_SIZE / 2**20 if len(fields) > 1 else 0.0
 
 
-def services_cpu() -> dict[int, float]:
-    """CPU seconds so far of every PostgreSQL and Redis process on the host, by pid."""
-    return {
-        int(entry.name): cpu_seconds(int(entry.name))
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and _read(f"{entry}/comm").strip() in SERVICES
-    }
-
-
-def services_cpu_since(before: dict[int, float]) -> float:
-    """CPU seconds the PostgreSQL and Redis processes used since `before` (exited ones: lost)."""
-    return sum(max(now - before.get(pid, 0.0), 0.0) for pid, now in services_cpu().items())
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process."""
-    stat = _read(f"/proc/{pid}/stat")
-    if not stat:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / cpu.TICK
-
-
 class MemorySampler:
     """Samples resident memory, Pss and CPU of the platform's processes by role on a thread."""
 
@@ -287,7 +263,7 @@ class MemorySampler:
         for pid, role in process_roles(self.serve_pid).items():
             self.roles[pid] = role
             if pid not in self._cpu_first:
-                self._cpu_first[pid] = cpu_seconds(pid)
+                self._cpu_first[pid] = cpu.process_seconds(pid)
             rss = rss_mb(pid)
             self.peak_mb[role] = max(self.peak_mb[role], rss)
             sums[role] += rss
@@ -300,7 +276,7 @@ class MemorySampler:
     def cpu_used(self, role: str) -> float:
         """CPU seconds the role's processes used since they were first seen."""
         return sum(
-            max(cpu_seconds(pid) - first, 0.0)
+            max(cpu.process_seconds(pid) - first, 0.0)
             for pid, first in self._cpu_first.items()
             if self.roles[pid] == role
         )
@@ -433,10 +409,11 @@ def run_job(
     with py_spy(args.py_spy, serve_pid, profile):
         sampler.start()
         try:
-            before, services_before = cpu.sample(None), services_cpu()
+            before = cpu.sample(None)
             body, times = submit_and_wait(session, base, rows, args)
             web_cpu, worker_cpu = sampler.cpu_used("web"), sampler.cpu_used("worker")
-            after, services = cpu.sample(None), services_cpu_since(services_before)
+            after = cpu.sample(None)
+            services = after.services_since(before)
             host_cpu = after.host_busy_s - before.host_busy_s
             ours = web_cpu + worker_cpu + services + after.generator_s - before.generator_s
             results = f"{base}/api/v1/predict/batch/{body['job_id']}/results"

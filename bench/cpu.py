@@ -8,20 +8,29 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 QUIET_CORES = 0.3  # host busy cores below which a run may start
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+SERVICES = ("postgres", "redis-server")  # the production profile's database and cache
 
 
 @dataclass(frozen=True)
 class Sample:
-    """CPU seconds used so far: host-wide busy time, one process group, and the load generator."""
+    """CPU seconds used so far: host-wide busy time, one process group, the load generator,
+    and each PostgreSQL and Redis process by pid."""
 
     host_busy_s: float
     group_s: float
     generator_s: float
+    services: dict[int, float] = field(default_factory=dict)
+
+    def services_since(self, before: Sample) -> float:
+        """CPU seconds the PostgreSQL and Redis processes used since `before` (exited: lost)."""
+        return sum(
+            max(now - before.services.get(pid, 0.0), 0.0) for pid, now in self.services.items()
+        )
 
 
 def host_busy_seconds() -> float:
@@ -52,6 +61,32 @@ def group_seconds(pgid: int | None) -> float:
     return total / TICK
 
 
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def process_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (0.0 once it is gone)."""
+    stat = _read(f"/proc/{pid}/stat")
+    if not stat:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def services_seconds() -> dict[int, float]:
+    """CPU seconds so far of every PostgreSQL and Redis process on the host, by pid."""
+    return {
+        int(entry.name): process_seconds(int(entry.name))
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _read(f"{entry}/comm").strip() in SERVICES
+    }
+
+
 def sample(pgid: int | None) -> Sample:
     """Take a sample; the generator is this process plus its already-reaped children (wrk)."""
     t = os.times()
@@ -59,6 +94,7 @@ def sample(pgid: int | None) -> Sample:
         host_busy_s=host_busy_seconds(),
         group_s=group_seconds(pgid),
         generator_s=t.user + t.system + t.children_user + t.children_system,
+        services=services_seconds(),
     )
 
 

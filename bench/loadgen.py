@@ -26,7 +26,8 @@ R = TypeVar("R", LoadResult, PacedResult)
 
 
 def _accounted(run: Callable[[], R], server_pgid: int | None) -> R:
-    """Run one measured load and add the CPU time of the server group, generator and host."""
+    """Run one measured load and add the CPU time of the server group, generator, services
+    and host."""
     before = cpu.sample(server_pgid)
     result = run()
     after = cpu.sample(server_pgid)
@@ -35,6 +36,7 @@ def _accounted(run: Callable[[], R], server_pgid: int | None) -> R:
         server_cpu_s=after.group_s - before.group_s,
         generator_cpu_s=after.generator_s - before.generator_s,
         host_busy_s=after.host_busy_s - before.host_busy_s,
+        services_cpu_s=after.services_since(before),
     )
 
 

@@ -45,6 +45,7 @@ class LoadResult:
     server_cpu_s: float = 0.0
     generator_cpu_s: float = 0.0
     host_busy_s: float = 0.0
+    services_cpu_s: float = 0.0  # PostgreSQL and Redis processes (cpu.SERVICES)
     connection_spread: tuple[int, ...] = ()  # connections per server process, mid-run
     marked: int = 0  # answers whose body contains the target's marker
 
@@ -107,6 +108,7 @@ class PacedResult:
     server_cpu_s: float = 0.0
     generator_cpu_s: float = 0.0
     host_busy_s: float = 0.0
+    services_cpu_s: float = 0.0  # PostgreSQL and Redis processes (cpu.SERVICES)
     connection_spread: tuple[int, ...] = ()  # connections per server process, mid-run
     host_stall_ms: float | None = None  # longest host stall while measured (hoststall.py)
     host_watch: str = ""  # the priority the host-stall canary ran at: realtime or normal
@@ -127,6 +129,13 @@ class PacedResult:
         other = self.host_busy_s - self.server_cpu_s - self.generator_cpu_s
         return max(0.0, other) / self.duration_s if self.duration_s else 0.0
 
+    @property
+    def outside_cpu_cores(self) -> float:
+        """Cores busy with what the benchmark does not run: `other_cpu_cores` without the
+        PostgreSQL and Redis processes (part of the system measured on production)."""
+        other = self.host_busy_s - self.server_cpu_s - self.generator_cpu_s - self.services_cpu_s
+        return max(0.0, other) / self.duration_s if self.duration_s else 0.0
+
     def as_dict(self) -> dict[str, float | int | str]:
         """Plain dict for JSON output (without bodies and latencies), with the derived figures."""
         out = {
@@ -139,4 +148,5 @@ class PacedResult:
             "errors": self.errors,
             "server_cpu_ms_per_request": round(self.server_cpu_ms_per_request, 3),
             "other_cpu_cores": round(self.other_cpu_cores, 2),
+            "outside_cpu_cores": round(self.outside_cpu_cores, 2),
         }

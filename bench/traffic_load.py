@@ -4,8 +4,8 @@
    inference costs about 0.7 and 3 ms) and `iris` v1, each with `cache_ttl = 0` and then 600 s
    with the same input every time.
 2. Predict latency with an active shadow version versus without (open loop at a fixed rate,
-   alternating rounds; a run during which the load generator or the host stalled is measured
-   again).
+   alternating rounds; a run during which the load generator or the host stalled, or other
+   work kept the host busy, is measured again).
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
 from bench import cpu, platform_setup, traffic_admin, traffic_report
 from bench.correctness import Answer, MismatchError, probe
 from bench.loadgen import LoadSettings, PacedResult, Target, measure_paced, measure_server
-from bench.traffic_report import STALL_LIMIT_MS, CachePair, ProfileResult, ShadowRuns
+from bench.traffic_report import (
+    OUTSIDE_LIMIT_CORES,
+    STALL_LIMIT_MS,
+    CachePair,
+    ProfileResult,
+    ShadowRuns,
+)
 
 IRIS_FEATURES = [5.1, 3.5, 1.4, 0.2]
 CACHE_TTL_S = 600
@@ -36,7 +42,8 @@ MIN_SHADOWED = 0.99  # share of live predictions that must have a shadow row aft
 DRAIN_POLLS = 5  # reads of the shadow counts, a second apart, while the shadow queue drains
 DRAIN_S = 1.0  # after a run, for its last shadow copies to be answered
 TOLERANCE = 1e-6
-STALL_REPEATS = 2  # runs again after a stall of ours (STALL_LIMIT_MS); the last one is kept
+# runs again after a stall of ours (STALL_LIMIT_MS, OUTSIDE_LIMIT_CORES); the last one is kept
+STALL_REPEATS = 2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -290,11 +297,14 @@ class Bench:
 
 
 def _measuring_stall(result: PacedResult) -> str | None:
-    """Why a run measured a stall of the load generator or of the host, if it did."""
+    """Why a run measured a stall of the load generator or of the host, or a host busy with
+    other work, if it did."""
     if result.generator_late_ms > STALL_LIMIT_MS:
         return f"generator {result.generator_late_ms:.0f} ms late"
     if result.host_stall_ms is not None and result.host_stall_ms > STALL_LIMIT_MS:
         return f"host stalled {result.host_stall_ms:.0f} ms"
+    if result.outside_cpu_cores > OUTSIDE_LIMIT_CORES:
+        return f"{result.outside_cpu_cores:.2f} cores busy outside"
     return None
 
 

@@ -19,6 +19,10 @@ SHADOW_TARGET = 1.10  # p99 with a shadow at most this many times the p99 withou
 # A shadow run in which the load generator's own loop, or the host itself (the canary), was
 # later than this measured a stall of the measuring side, not of the server: it is run again.
 STALL_LIMIT_MS = 20.0
+# So is a run during which processes the benchmark does not run (neither the server, the load
+# generator, PostgreSQL nor Redis) kept more than this many cores busy: it measured a host
+# shared with other work, on one side only.
+OUTSIDE_LIMIT_CORES = 0.25
 POOLED = (50, 95, 99)  # latency percentiles over all requests of a side's runs together
 SHADOW_FIGURES = ("p50_ms", "p95_ms", "p99_ms", "max_ms", "server_cpu_ms_per_request")
 
@@ -223,7 +227,7 @@ def as_tables(
         "send time",
         f"{'profile':<11}{'shadow':<9}{'req/s':>7}{'sent':>7}{'p50 ms':>8}{'p95 ms':>8}"
         f"{'p99 ms':>8}{'max ms':>8}{'cpu ms/req':>11}{'lag p99':>8}{'errors':>7}{'other cpu':>10}"
-        f"{'conns':>7}{'gen ms':>7}{'host ms':>8}",
+        f"{'outside':>8}{'conns':>7}{'gen ms':>7}{'host ms':>8}",
     ]
     for r in results:
         s = r.shadow
@@ -269,7 +273,8 @@ def as_tables(
         )
         lines.append(
             f"{r.profile:<11}measured again (load generator or host over {STALL_LIMIT_MS:g} ms "
-            f"late): {', '.join(s.repeated) or 'none'}"
+            f"late, or over {OUTSIDE_LIMIT_CORES:g} cores busy outside the benchmark): "
+            f"{', '.join(s.repeated) or 'none'}"
         )
         if s.control:
             lines.append(
@@ -290,7 +295,8 @@ def _paced_line(profile: str, name: str, run: PacedResult) -> str:
         f"{profile:<11}{name:<9}{run.rate:>7.1f}{run.scheduled:>7}{run.p50_ms:>8.2f}"
         f"{run.p95_ms:>8.2f}{run.p99_ms:>8.2f}{run.max_ms:>8.1f}"
         f"{run.server_cpu_ms_per_request:>11.2f}{run.lag_p99_ms:>8.2f}{run.errors:>7}"
-        f"{run.other_cpu_cores:>10.2f}{_spread(run):>7}{run.generator_late_ms:>7.1f}"
+        f"{run.other_cpu_cores:>10.2f}{run.outside_cpu_cores:>8.2f}{_spread(run):>7}"
+        f"{run.generator_late_ms:>7.1f}"
         + (f"{run.host_stall_ms:>8.1f}" if run.host_stall_ms is not None else f"{'?':>8}")
     )
 
