@@ -200,13 +200,16 @@ else:
         }
     }
 
-# django-prometheus's database metrics (django_db_*): its backends wrap Django's own, and
-# ours wrap its, counting each statement with less work (mlplatform/db/counting.py).
+# Our backends wrap django-prometheus's, which wrap Django's own: SQLite's writers in a
+# process take turns on a lock of the process (mlplatform/db/sqlite3), and with
+# INSTRUMENTATION, each statement is counted in django-prometheus's database metrics
+# (django_db_*) with less work (mlplatform/db/counting.py).
+_ENGINES = {"django.db.backends.sqlite3": "mlplatform.db.sqlite3"}
 if INSTRUMENTATION:
-    DATABASES["default"]["ENGINE"] = {
-        "django.db.backends.sqlite3": "mlplatform.db.sqlite3",
-        "django.db.backends.postgresql": "mlplatform.db.postgresql",
-    }.get(DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"])
+    _ENGINES["django.db.backends.postgresql"] = "mlplatform.db.postgresql"
+DATABASES["default"]["ENGINE"] = _ENGINES.get(
+    DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"]
+)
 
 # --- Cache ------------------------------------------------------------------------------
 # Also the rate-limit counters (django-ratelimit): django-redis increments them atomically and

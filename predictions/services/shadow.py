@@ -134,10 +134,10 @@ def _insert_in_autocommit(answers: list[ShadowAnswer]) -> None:
     """``INSERT ... ON CONFLICT DO NOTHING`` of every answer: one statement, no transaction.
 
     ``bulk_create()`` wraps its INSERT in a transaction, and SQLite holds its one write lock
-    from the INSERT until the COMMIT, with this thread running Python in between (and waiting
-    for the GIL behind the request threads). A request's own INSERT that meets the lock
-    sleeps in SQLite's busy-handler back-off (1, 2, 5, 10 ms...). A statement in autocommit
-    holds the lock only while the database runs it. Copies are independent of each other, so
+    (and the process its writer lock, ``mlplatform/db/sqlite3``) from the INSERT until the
+    COMMIT, with this thread running Python in between (and waiting for the GIL behind the
+    request threads), while a request's own INSERT waits. A statement in autocommit holds
+    the lock only while the database runs it. Copies are independent of each other, so
     they need no common transaction.
 
     The statement is put together from the backend operations that ``QuerySet._insert``

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.checks import run_checks
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s" * 40
@@ -85,6 +85,7 @@ def sqlite_file_alias(tmp_path, django_db_blocker):
     with django_db_blocker.unblock():
         yield alias
         connections[alias].close()
+    del connections[alias]  # this thread's connection, so that the next test gets its own file
     del connections.settings[alias]
 
 
@@ -123,3 +124,163 @@ def test_sqlite_runs_in_wal_mode_and_concurrent_writers_wait(sqlite_file_alias):
         total = cursor.fetchone()[0]
     assert errors == []
     assert total == 200
+
+
+# Writers of one process take turns on a lock of the process (mlplatform/db/sqlite3), woken
+# as soon as the writer before them is done, rather than in SQLite's busy-handler sleeps.
+embedded_only = pytest.mark.skipif(
+    bool(os.environ.get("DATABASE_URL")), reason="the embedded profile's SQLite"
+)
+
+
+def _create_items(alias: str) -> None:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("CREATE TABLE items (n INTEGER)")
+
+
+def _insert(alias: str, n: int) -> None:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("INSERT INTO items VALUES (%s)", [n])
+
+
+def _items(alias: str) -> list[int]:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT n FROM items ORDER BY n")
+        return [n for (n,) in cursor.fetchall()]
+
+
+def _in_thread(alias: str, work) -> tuple[threading.Thread, dict]:
+    """Run ``work()`` in another thread, with its own connection; its error lands in the dict."""
+    result: dict = {}
+
+    def run():
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - collected and asserted by the test
+            result["error"] = exc
+        finally:
+            connections[alias].close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+@pytest.fixture
+def writer_timeout(sqlite_file_alias, monkeypatch):
+    """The alias's writers wait at most 0.5 s (SQLite's busy timeout and the process's lock)."""
+    options = connections.settings[sqlite_file_alias]["OPTIONS"]
+    monkeypatch.setitem(
+        connections.settings[sqlite_file_alias], "OPTIONS", {**options, "timeout": 0.5}
+    )
+    return 0.5
+
+
+@embedded_only
+def test_a_write_waits_for_another_threads_transaction_then_lands(sqlite_file_alias):
+    alias = sqlite_file_alias
+    _create_items(alias)
+    inside, finish = threading.Event(), threading.Event()
+
+    def hold():
+        with transaction.atomic(using=alias):
+            _insert(alias, 1)
+            inside.set()
+            assert finish.wait(5)
+
+    holder, held = _in_thread(alias, hold)
+    assert inside.wait(5)
+    writer, wrote = _in_thread(alias, lambda: _insert(alias, 2))
+    writer.join(0.3)
+    waited = writer.is_alive()
+    finish.set()
+    holder.join(5)
+    writer.join(5)
+
+    assert waited
+    assert held == {}
+    assert wrote == {}
+    assert _items(alias) == [1, 2]
+
+
+@embedded_only
+def test_a_write_kept_waiting_past_the_timeout_fails_as_locked_and_loses_nothing(
+    sqlite_file_alias, writer_timeout
+):
+    alias = sqlite_file_alias
+    _create_items(alias)
+    inside, finish = threading.Event(), threading.Event()
+
+    def hold():
+        with transaction.atomic(using=alias):
+            _insert(alias, 1)
+            inside.set()
+            assert finish.wait(5)
+
+    holder, held = _in_thread(alias, hold)
+    assert inside.wait(5)
+    writer, wrote = _in_thread(alias, lambda: _insert(alias, 2))
+    writer.join(5)
+    finish.set()
+    holder.join(5)
+
+    assert isinstance(wrote.get("error"), OperationalError)
+    assert "database is locked" in str(wrote["error"])
+    assert held == {}
+    assert _items(alias) == [1]
+
+
+@embedded_only
+def test_a_failed_or_abandoned_transaction_keeps_no_writer_waiting(
+    sqlite_file_alias, writer_timeout
+):
+    alias = sqlite_file_alias
+    _create_items(alias)
+
+    def fail():
+        with transaction.atomic(using=alias):
+            _insert(alias, 1)
+            raise ValueError("the work in the transaction failed")
+
+    def abandon():
+        transaction.atomic(using=alias).__enter__()
+        _insert(alias, 2)
+        connections[alias].close()  # as when a worker's connection is closed mid-transaction
+
+    results = []
+    for work in (fail, abandon, lambda: _insert(alias, 3)):
+        thread, result = _in_thread(alias, work)
+        thread.join(5)
+        results.append(result)
+
+    assert isinstance(results[0].get("error"), ValueError)
+    assert results[1:] == [{}, {}]
+    assert _items(alias) == [3]
+
+
+@embedded_only
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_process_forked_while_a_thread_held_the_writer_lock_can_write(
+    sqlite_file_alias, writer_timeout
+):
+    """django-q2 and gunicorn fork processes: a lock that a thread of the parent held at that
+    moment (between taking it and writing, or committing and giving it back) is free in the
+    child, where that thread does not exist."""
+    from mlplatform.db.sqlite3.base import writer
+
+    alias = sqlite_file_alias
+    _create_items(alias)
+    connections[alias].close()  # an open SQLite connection must not cross a fork
+    with writer(str(connections.settings[alias]["NAME"])):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                _insert(alias, 2)
+                code = 0
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _items(alias) == [2]
