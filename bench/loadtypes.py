@@ -105,6 +105,8 @@ class PacedResult:
     socket_errors: int
     bodies: tuple[bytes, ...] = field(default=(), repr=False)  # only when asked for
     latencies_ms: tuple[float, ...] = field(default=(), repr=False)  # every answered request
+    # when each of them was scheduled (time.monotonic()), in the same order
+    scheduled_at: tuple[float, ...] = field(default=(), repr=False)
     server_cpu_s: float = 0.0
     generator_cpu_s: float = 0.0
     host_busy_s: float = 0.0
@@ -141,7 +143,7 @@ class PacedResult:
         out = {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name not in ("bodies", "latencies_ms")
+            if f.name not in ("bodies", "latencies_ms", "scheduled_at")
         }
         return {
             **out,

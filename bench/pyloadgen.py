@@ -189,6 +189,7 @@ async def _paced_one(
     finally:
         idle.put_nowait(conn)
     out["latency"].append(done - scheduled)
+    out["scheduled"].append(scheduled)
     out["lag"].append(sent - scheduled)
     if status != 200:
         out["non200"].append(status)
@@ -244,7 +245,13 @@ async def _paced(
     idle: asyncio.Queue[_Conn] = asyncio.Queue()
     for conn in pool:
         idle.put_nowait(conn)
-    out: dict[str, list] = {"latency": [], "lag": [], "non200": [], "socket_errors": []}
+    out: dict[str, list] = {
+        "latency": [],
+        "scheduled": [],
+        "lag": [],
+        "non200": [],
+        "socket_errors": [],
+    }
     out["bodies"] = [] if keep_bodies else None  # type: ignore[assignment]
     total = min(MAX_REQUESTS, max(1, round(rate * duration_s)))
     pending: set[asyncio.Task] = set()
@@ -282,6 +289,7 @@ async def _paced(
         socket_errors=len(out["socket_errors"]),
         bodies=tuple(out["bodies"] or ()),
         latencies_ms=tuple(v * 1e3 for v in out["latency"]),
+        scheduled_at=tuple(out["scheduled"]),
     )
 
 

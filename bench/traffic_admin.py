@@ -9,6 +9,8 @@ about a second (`NOTICE_S` is the wait this benchmark allows).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 from bench import platform_setup
@@ -102,6 +104,16 @@ model_version_save(version=version)
 emit({"status": version.status})
 """
 
+_SWITCH_LOOP = """
+import sys
+version = ModelVersion.objects.get(model__name=P["name"], label=P["label"])
+for line in sys.stdin:
+    version.status = line.strip()
+    model_version_save(version=version)
+    emit({"status": version.status})
+    sys.stdout.flush()
+"""
+
 _SHADOW_COUNTS = """
 from datetime import datetime
 from django.db.models import Q
@@ -177,3 +189,43 @@ def shadow_counts(
     return run_snippet(
         env, _SHADOW_COUNTS, name=model, primary=primary, shadow=shadow, on=on, off=off
     )
+
+
+class StatusSwitch:
+    """A `manage.py shell` kept open that sets a version's status on request, through the
+    same service as `set_version_status`: a switch costs one service call, not a Django start.
+    """
+
+    def __init__(self, env: dict[str, str], model: str, label: str) -> None:
+        params = json.dumps({"name": model, "label": label})
+        code = f"{_PRELUDE}\nP = json.loads({params!r})\n{_SWITCH_LOOP}"
+        self._proc = subprocess.Popen(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=platform_setup.ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
+
+    def set(self, status: str) -> None:
+        """Set the status; return once the service call has returned."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(status + "\n")
+        self._proc.stdin.flush()
+        for line in self._proc.stdout:
+            if line.startswith(RESULT_PREFIX):
+                return
+        raise platform_setup.SetupError(f"the status switch exited {self._proc.wait()}")
+
+    def close(self) -> None:
+        """End the shell process."""
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
