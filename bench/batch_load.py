@@ -184,20 +184,12 @@ def per_row_loop(rows: Rows) -> LoopResult:
 # --- Processes of the running platform --------------------------------------------------
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
 def _children(pid: int) -> list[int]:
     """Child pids of every thread of `pid` (django-q2 may fork from any of them)."""
     kids: list[int] = []
     with contextlib.suppress(OSError):
         for task in Path(f"/proc/{pid}/task").iterdir():
-            kids += [int(c) for c in _read(f"{task}/children").split()]
+            kids += [int(c) for c in cpu.read_text(f"{task}/children").split()]
     return kids
 
 
@@ -205,7 +197,7 @@ def process_roles(serve_pid: int) -> dict[int, str]:
     """The serve process's descendants: "worker" under `manage.py qcluster`, "web" otherwise."""
     roles: dict[int, str] = {}
     for child in _children(serve_pid):
-        role = "worker" if "qcluster" in _read(f"/proc/{child}/cmdline") else "web"
+        role = "worker" if "qcluster" in cpu.read_text(f"/proc/{child}/cmdline") else "web"
         stack = [child]
         while stack:  # bounded by the process tree, a few processes deep
             pid = stack.pop()
@@ -216,7 +208,7 @@ def process_roles(serve_pid: int) -> dict[int, str]:
 
 def status_mb(pid: int, key: str, source: str = "status") -> float:
     """A kB field of /proc/<pid>/status or (Pss) smaps_rollup in MB; 0.0 once the pid is gone."""
-    for line in _read(f"/proc/{pid}/{source}").splitlines():
+    for line in cpu.read_text(f"/proc/{pid}/{source}").splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
@@ -224,7 +216,7 @@ def status_mb(pid: int, key: str, source: str = "status") -> float:
 
 def rss_mb(pid: int) -> float:
     """Resident set size of one process in MB from /proc/<pid>/statm (cheaper than status)."""
-    fields = _read(f"/proc/{pid}/statm").split()
+    fields = cpu.read_text(f"/proc/{pid}/statm").split()
     return int(fields[1]) * PAGE_SIZE / 2**20 if len(fields) > 1 else 0.0
 
 
@@ -294,7 +286,7 @@ def py_spy(out_dir: Path | None, serve_pid: int, profile: str):
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for pid in _children(serve_pid):
-            role = "worker" if "qcluster" in _read(f"/proc/{pid}/cmdline") else "web"
+            role = "worker" if "qcluster" in cpu.read_text(f"/proc/{pid}/cmdline") else "web"
             out = out_dir / f"{profile}-{role}.txt"
             cmd = [str(PY_SPY), "record", "-p", str(pid), "--subprocesses", "-r", "100"]
             cmd += ["-f", "raw", "-o", str(out)]

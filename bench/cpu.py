@@ -61,7 +61,8 @@ def group_seconds(pgid: int | None) -> float:
     return total / TICK
 
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
+    """A file's text ("" if it cannot be read: a process of /proc gone meanwhile)."""
     try:
         with open(path) as f:
             return f.read()
@@ -71,7 +72,7 @@ def _read(path: str) -> str:
 
 def process_seconds(pid: int) -> float:
     """User + system CPU seconds of one process (0.0 once it is gone)."""
-    stat = _read(f"/proc/{pid}/stat")
+    stat = read_text(f"/proc/{pid}/stat")
     if not stat:
         return 0.0
     fields = stat.rsplit(")", 1)[1].split()
@@ -83,7 +84,7 @@ def services_seconds() -> dict[int, float]:
     return {
         int(entry.name): process_seconds(int(entry.name))
         for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and _read(f"{entry}/comm").strip() in SERVICES
+        if entry.name.isdigit() and read_text(f"{entry}/comm").strip() in SERVICES
     }
 
 

@@ -166,6 +166,21 @@ def _in_thread(alias: str, work) -> tuple[threading.Thread, dict]:
     return thread, result
 
 
+def _holding(alias: str) -> tuple[threading.Thread, dict, threading.Event]:
+    """Another thread inserts 1 in a transaction and holds it open until ``finish`` is set."""
+    inside, finish = threading.Event(), threading.Event()
+
+    def hold():
+        with transaction.atomic(using=alias):
+            _insert(alias, 1)
+            inside.set()
+            assert finish.wait(5)
+
+    holder, held = _in_thread(alias, hold)
+    assert inside.wait(5)
+    return holder, held, finish
+
+
 @pytest.fixture
 def writer_timeout(sqlite_file_alias, monkeypatch):
     """The alias's writers wait at most 0.5 s (SQLite's busy timeout and the process's lock)."""
@@ -180,16 +195,7 @@ def writer_timeout(sqlite_file_alias, monkeypatch):
 def test_a_write_waits_for_another_threads_transaction_then_lands(sqlite_file_alias):
     alias = sqlite_file_alias
     _create_items(alias)
-    inside, finish = threading.Event(), threading.Event()
-
-    def hold():
-        with transaction.atomic(using=alias):
-            _insert(alias, 1)
-            inside.set()
-            assert finish.wait(5)
-
-    holder, held = _in_thread(alias, hold)
-    assert inside.wait(5)
+    holder, held, finish = _holding(alias)
     writer, wrote = _in_thread(alias, lambda: _insert(alias, 2))
     writer.join(0.3)
     waited = writer.is_alive()
@@ -209,16 +215,7 @@ def test_a_write_kept_waiting_past_the_timeout_fails_as_locked_and_loses_nothing
 ):
     alias = sqlite_file_alias
     _create_items(alias)
-    inside, finish = threading.Event(), threading.Event()
-
-    def hold():
-        with transaction.atomic(using=alias):
-            _insert(alias, 1)
-            inside.set()
-            assert finish.wait(5)
-
-    holder, held = _in_thread(alias, hold)
-    assert inside.wait(5)
+    holder, held, finish = _holding(alias)
     writer, wrote = _in_thread(alias, lambda: _insert(alias, 2))
     writer.join(5)
     finish.set()
