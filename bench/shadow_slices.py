@@ -165,24 +165,15 @@ def _interleaved(args, running, target, rate, switch):
     """One paced run while another thread switches v3 on and off; the slices' times."""
     warmup = 2.0
     lead = 1.0  # the measured part starts after the warm-up and a connection balance
-    slices: list[tuple[str, float, float]] = []  # side, switched (ack), next switch asked
-    switch_ms: list[float] = []
-    started = threading.Event()
+    switches: list[tuple[str, float, float]] = []  # side, asked, done (time.monotonic())
 
-    def switching() -> None:
-        first = time.monotonic() + warmup + lead
-        started.set()
+    def switching(first: float) -> None:
         for k in range(2 * args.pairs):
             side = SIDES[k % 2]
-            boundary = first + k * args.slice
-            time.sleep(max(0.0, boundary - time.monotonic()))
+            time.sleep(max(0.0, first + k * args.slice - time.monotonic()))
             asked = time.monotonic()
-            if slices:
-                slices[-1] = (*slices[-1][:2], asked)
             switch.set("active" if side == "v3" and not args.control else "staged")
-            done = time.monotonic()
-            switch_ms.append((done - asked) * 1e3)
-            slices.append((side, done, first + (k + 1) * args.slice))
+            switches.append((side, asked, time.monotonic()))
 
     cpu.settle(args.quiet_wait)
     settings = LoadSettings(
@@ -190,10 +181,10 @@ def _interleaved(args, running, target, rate, switch):
         duration_s=2 * args.pairs * args.slice + lead + 0.5,
         warmup_s=warmup,
     )
-    thread = threading.Thread(target=switching, name="switch", daemon=True)
+    first = time.monotonic() + warmup + lead
+    thread = threading.Thread(target=switching, args=(first,), name="switch", daemon=True)
     with cpu.generator_priority():
         thread.start()
-        started.wait()
         run = measure_paced(
             target,
             rate,
@@ -205,6 +196,10 @@ def _interleaved(args, running, target, rate, switch):
             balance=True,
         )
     thread.join()
+    # A slice lasts from its switch's return to the next switch's call (the last: its end).
+    ends = [asked for _, asked, _ in switches[1:]] + [first + len(switches) * args.slice]
+    slices = [(side, done, end) for (side, _, done), end in zip(switches, ends, strict=True)]
+    switch_ms = [(done - asked) * 1e3 for _, asked, done in switches]
     return run, slices, switch_ms
 
 
