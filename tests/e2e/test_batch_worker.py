@@ -97,6 +97,17 @@ def wait_until_completed(web, key: str, job_id: str, within: float, worker) -> d
         time.sleep(0.1)
 
 
+def wait_until_under_way(web, key: str, job_id: str, rows_done: int, worker) -> dict:
+    """The job's status once ``rows_done`` rows are stored (or it has ended)."""
+    deadline = time.monotonic() + 30
+    while True:
+        job = job_status(web, key, job_id)
+        if job["completed"] >= rows_done or job["status"] not in ("queued", "processing"):
+            return job
+        assert time.monotonic() < deadline, f"never started: {job}\n{worker.log_tail()}"
+        time.sleep(0.02)
+
+
 def download(web, key: str, job_id: str, fmt: str) -> requests.Response:
     response = requests.get(
         web.url(f"/api/v1/predict/batch/{job_id}/results"),
@@ -204,19 +215,21 @@ def test_a_job_whose_worker_is_killed_finishes_from_its_last_chunk_after_a_resta
     )
     assert expected.shape == (KILLED_JOB_ROWS, 3)
 
-    # The same rows again, pinned to the same version; the whole cluster is killed mid-job.
-    submitted = submit_npy(web, key, rows, model_version=version)
-    job_id, total = submitted["job_id"], submitted["total_inputs"]
-    assert total == KILLED_JOB_ROWS
-    deadline = time.monotonic() + 30
-    while True:
-        job = job_status(web, key, job_id)
-        # Well into the job, so that both workers store a good share of its chunks.
-        if job["completed"] >= total // 3:
+    # The same rows again, pinned to the same version; the whole cluster is killed mid-job. When
+    # the job ends before a status answer shows it well under way (a fast host, a slow answer),
+    # it is run again with the rows given twice, which takes twice as long.
+    for repeats in (1, 2):
+        job_rows = np.tile(rows, (repeats, 1))
+        submitted = submit_npy(web, key, job_rows, model_version=version)
+        job_id, total = submitted["job_id"], submitted["total_inputs"]
+        assert total == len(job_rows)
+        job = wait_until_under_way(web, key, job_id, total // 4, worker)
+        if job["completed"] < total:
             break
-        assert time.monotonic() < deadline, f"never started: {job}\n{worker.log_tail()}"
-        time.sleep(0.02)
-    assert job["completed"] < total, f"finished before it could be killed; make it bigger: {job}"
+        print(f"{total} rows finished before they could be killed: again, twice as many")
+    else:
+        pytest.fail(f"finished before it could be killed, twice as many rows too: {job}")
+    rows, expected = job_rows, np.tile(expected, (repeats, 1))
     os.killpg(worker.pgid, signal.SIGKILL)
     killed_at = time.monotonic()
     worker.process.wait(timeout=10)
