@@ -192,6 +192,9 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                # Checkpoints by a thread of each process, 0.2 s after writes, rather than in
+                # a request's commit (mlplatform/db/sqlite3).
+                "checkpoint_interval": 0.2,
             },
             # Tests use a file too, not Django's shared in-memory database: there a second
             # writing thread (the shadow runner, the stream watcher) fails at once with "table
