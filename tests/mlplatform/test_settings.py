@@ -312,9 +312,7 @@ def _wait_for_rows(alias: str, tmp_path: Path, rows: int, within: float) -> int:
 
 
 @embedded_only
-def test_writes_reach_the_database_file_by_a_checkpoint_of_the_process(
-    sqlite_file_alias, tmp_path
-):
+def test_writes_reach_the_database_file_by_a_checkpoint_of_the_process(sqlite_file_alias, tmp_path):
     from mlplatform.db.sqlite3.base import FALLBACK_CHECKPOINT_PAGES
 
     alias = sqlite_file_alias
