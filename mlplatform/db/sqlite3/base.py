@@ -82,7 +82,9 @@ class Checkpointer:
         thread.start()
 
     def written(self) -> None:
-        self._written.set()
+        # Every write of a request comes here: setting an Event takes its lock, reading it not.
+        if not self._written.is_set():
+            self._written.set()
 
     def checkpoint(self) -> tuple[int, int, int]:
         """One PASSIVE checkpoint: (busy, pages in the log, pages copied). Writers go on."""
@@ -107,9 +109,9 @@ def checkpointer(name: str, interval: float) -> Checkpointer:
     found = _checkpointers.get(name)
     if found is None:
         with _starting:
-            found = _checkpointers.get(name) or _checkpointers.setdefault(
-                name, Checkpointer(name, interval)
-            )
+            if name not in _checkpointers:
+                _checkpointers[name] = Checkpointer(name, interval)
+            found = _checkpointers[name]
     return found
 
 
