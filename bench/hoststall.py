@@ -6,26 +6,34 @@ measuring. `HostWatch` runs a separate process that sleeps 1 ms in a loop, at a 
 priority where the system allows it (else normal), and reports the longest it overslept: with
 the real-time priority no process of ours can delay it, so a long oversleep is the host's,
 not the platform's. A GIL held in the server, a full CPU or a slow query do not show there.
+It also reports when each oversleep of more than `EVENT_MS` ended (`time.monotonic()`, the
+same clock in every process), so that a stall can be placed in a part of the run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 
-_CANARY = r"""
-import os, signal, sys, time
+EVENT_MS = 5.0  # oversleeps longer than this are reported with their time
+MAX_EVENTS = 10_000
+
+_CANARY = rf"""
+import json, os, signal, sys, time
 try:
     os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
     policy = "realtime"
 except (AttributeError, OSError):
     policy = "normal"
 longest = 0.0
+events = []
 def report(*_):
-    print(f"{longest * 1e3:.3f} {policy}", flush=True)
+    print(f"{{longest * 1e3:.3f}} {{policy}}", flush=True)
+    print(json.dumps(events), flush=True)
     os._exit(0)
 signal.signal(signal.SIGTERM, report)
 print("ready", flush=True)
@@ -35,6 +43,8 @@ while True:
     late = time.perf_counter() - started - 0.001
     if late > longest:
         longest = late
+    if late * 1e3 > {EVENT_MS} and len(events) < {MAX_EVENTS}:
+        events.append((time.monotonic(), late * 1e3))
 """
 
 
@@ -44,6 +54,8 @@ class Stall:
 
     longest_ms: float
     policy: str  # "realtime", or "normal" where the system refused a real-time priority
+    # (when it ended, time.monotonic(); how long, ms) of each stall longer than EVENT_MS
+    events: tuple[tuple[float, float], ...] = ()
 
 
 class HostWatch:
@@ -68,5 +80,6 @@ class HostWatch:
         except subprocess.TimeoutExpired:
             self._process.kill()
             raise RuntimeError("the host-stall canary did not report") from None
-        longest, policy = out.split()
-        return Stall(float(longest), policy)
+        first, events = out.splitlines()[:2]
+        longest, policy = first.split()
+        return Stall(float(longest), policy, tuple((at, ms) for at, ms in json.loads(events)))

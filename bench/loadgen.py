@@ -107,7 +107,12 @@ def measure_paced(
             stall = watch.stop() if watch else None
         if stall is None:
             return result
-        return replace(result, host_stall_ms=stall.longest_ms, host_watch=stall.policy)
+        return replace(
+            result,
+            host_stall_ms=stall.longest_ms,
+            host_watch=stall.policy,
+            host_stalls=stall.events,
+        )
 
     if settings.warmup_s > 0:
         once(settings.warmup_s, bodies=False)

@@ -114,6 +114,10 @@ class PacedResult:
     connection_spread: tuple[int, ...] = ()  # connections per server process, mid-run
     host_stall_ms: float | None = None  # longest host stall while measured (hoststall.py)
     host_watch: str = ""  # the priority the host-stall canary ran at: realtime or normal
+    # (scheduled time, ms late) of each request the generator's loop was more than
+    # pyloadgen.GENERATOR_EVENT_MS late for; the same for the canary's stalls (time they ended, ms)
+    generator_stalls: tuple[tuple[float, float], ...] = field(default=(), repr=False)
+    host_stalls: tuple[tuple[float, float], ...] = field(default=(), repr=False)
 
     @property
     def errors(self) -> int:

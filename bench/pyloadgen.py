@@ -17,6 +17,7 @@ from bench.loadtypes import LoadResult, LoadSettings, PacedResult, Target
 from bench.servers import socket_owners
 
 MAX_REQUESTS = 5_000_000  # hard cap on top of the time limit
+GENERATOR_EVENT_MS = 5.0  # lateness of the paced loop noted with its time (PacedResult)
 
 
 def _encode(target: Target, keepalive: bool, host: str, path: str) -> bytes:
@@ -257,12 +258,16 @@ async def _paced(
     pending: set[asyncio.Task] = set()
     start = time.monotonic() + 0.01
     late = 0.0
+    stalls: list[tuple[float, float]] = []
     for i in range(total):
         scheduled = start + i / rate
         delay = scheduled - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        late = max(late, time.monotonic() - scheduled)  # this loop's own lateness
+        lateness = time.monotonic() - scheduled  # this loop's own
+        late = max(late, lateness)
+        if lateness * 1e3 > GENERATOR_EVENT_MS and len(stalls) < MAX_REQUESTS:
+            stalls.append((scheduled, lateness * 1e3))
         conn = await idle.get()
         task = asyncio.create_task(_paced_one(conn, idle, raw, scheduled, timeout_s, out))
         pending.add(task)
@@ -290,6 +295,7 @@ async def _paced(
         bodies=tuple(out["bodies"] or ()),
         latencies_ms=tuple(v * 1e3 for v in out["latency"]),
         scheduled_at=tuple(out["scheduled"]),
+        generator_stalls=tuple(stalls),
     )
 
 

@@ -11,6 +11,12 @@ on, by its scheduled send time; those scheduled in the first `--guard` seconds a
 switch are left out (the server notices a switch within about a second). The target
 compares the p99 of all requests of each side.
 
+A pair of slices during which the load generator's loop was late, or the host stalled
+(`hoststall.py`), by more than `--stall-limit` ms measured the measuring side, not the
+server: it is left out and measured again in a further run of as many pairs as were left
+out (at most `--remeasure` further runs; the last one's pairs are kept whatever happened,
+and reported).
+
 Checked as in `traffic_load.py`: every answer is v1's own, every v1 prediction made while
 v3 was on has a shadow row, and none made while it was off. `--control` leaves v3 staged
 in every slice (an A/A run): its ratio is the measurement's own noise.
@@ -44,6 +50,7 @@ from bench.traffic_load import (
     _same,
     predict_body,
 )
+from bench.traffic_report import STALL_LIMIT_MS
 
 TARGET = 1.10  # p99 with the shadow at most this many times p99 without
 MIN_SHADOWED = 0.99
@@ -70,16 +77,34 @@ class Side:
 
 
 @dataclass(frozen=True)
+class Slice:
+    """The requests of one slice, after its guard: side, latencies, wall-clock window."""
+
+    side: str
+    latencies: list[float]
+    window: tuple[str, str]
+
+
+@dataclass(frozen=True)
 class SliceRun:
     profile: str
     rate: float
     saturated_rps: float
-    run: PacedResult
+    runs: list[PacedResult]  # the first run, then each that measured disturbed pairs again
     sides: dict[str, Side]
     counts: dict[str, int]
     leaks: int
     control: bool
     switch_ms: list[float]  # how long each switch's service call took
+    disturbed: list[str]  # each pair measured again (or kept, in the last run), and why
+
+    @property
+    def run(self) -> PacedResult:
+        return self.runs[0]
+
+    @property
+    def errors(self) -> int:
+        return sum(run.errors for run in self.runs)
 
     @property
     def ratio(self) -> float:
@@ -97,6 +122,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=14, help="off/on slice pairs")
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--control", action="store_true", help="v3 staged in every slice (A/A)")
+    p.add_argument(
+        "--stall-limit",
+        type=float,
+        default=STALL_LIMIT_MS,
+        help="ms: a pair in which the generator or the host stalled longer is measured again",
+    )
+    p.add_argument("--remeasure", type=int, default=2, help="runs for disturbed pairs, at most")
     p.add_argument("--quiet-wait", type=float, default=20.0)
     p.add_argument("--redis-db", type=int, default=6)
     p.add_argument("--json", action="store_true")
@@ -105,6 +137,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("need 0 < --guard < --slice <= 60")
     if not 1 <= args.pairs <= 100:
         p.error("--pairs must be between 1 and 100")
+    if not 0 <= args.remeasure <= 5:
+        p.error("--remeasure must be between 0 and 5")
     if args.rate is not None and not 0 < args.rate <= 10_000:
         p.error("--rate must be between 0 and 10000")
     return args
@@ -137,14 +171,34 @@ def measure(profile: str, args: argparse.Namespace, logs: Path) -> SliceRun:
         rate = args.rate or round(args.rate_share * saturated, 1)
         traffic_admin.create_shadow(env, "iris", SHADOW_LABEL, SHADOW_ARTIFACT_OF)
         switch = traffic_admin.StatusSwitch(env, "iris", SHADOW_LABEL)
+        runs: list[PacedResult] = []
+        kept: list[tuple[Slice, Slice]] = []
+        disturbed: list[str] = []
+        switch_ms: list[float] = []
         try:
             switch.set("staged")
             time.sleep(traffic_admin.NOTICE_S)
-            run, slices, switch_ms = _interleaved(args, running, target, rate, switch)
+            for attempt in range(args.remeasure + 1):
+                last = attempt == args.remeasure
+                pairs = args.pairs - len(kept)
+                run, slices, took = _interleaved(args, running, target, rate, switch, pairs)
+                runs.append(run)
+                switch_ms += took
+                for k in range(pairs):
+                    none, v3 = slices[2 * k], slices[2 * k + 1]
+                    why = _stalls(run, none[1], v3[2], args.stall_limit)
+                    if why:
+                        what = "kept, last run" if last else "measured again"
+                        disturbed.append(f"run {attempt + 1}, pair {k + 1} ({what}): {why}")
+                    if not why or last:
+                        kept.append((_slice(args, run, *none), _slice(args, run, *v3)))
+                if len(kept) == args.pairs:
+                    break
         finally:
             switch.close()
         time.sleep(DRAIN_S)
-        sides, windows = _sides(args, run, slices)
+        sides = {side: Side([pair[i].latencies for pair in kept]) for i, side in enumerate(SIDES)}
+        windows = {side: [pair[i].window for pair in kept] for i, side in enumerate(SIDES)}
         counts = traffic_admin.shadow_counts(
             env, "iris", "v1", SHADOW_LABEL, on=windows["v3"], off=windows["none"]
         )
@@ -152,23 +206,24 @@ def measure(profile: str, args: argparse.Namespace, logs: Path) -> SliceRun:
         profile=profile,
         rate=rate,
         saturated_rps=saturated,
-        run=run,
+        runs=runs,
         sides=sides,
         counts=counts,
-        leaks=_not_v1(run.bodies, v1),
+        leaks=sum(_not_v1(run.bodies, v1) for run in runs),
         control=args.control,
         switch_ms=switch_ms,
+        disturbed=disturbed,
     )
 
 
-def _interleaved(args, running, target, rate, switch):
+def _interleaved(args, running, target, rate, switch, pairs):
     """One paced run while another thread switches v3 on and off; the slices' times."""
     warmup = 2.0
     lead = 1.0  # the measured part starts after the warm-up and a connection balance
     switches: list[tuple[str, float, float]] = []  # side, asked, done (time.monotonic())
 
     def switching(first: float) -> None:
-        for k in range(2 * args.pairs):
+        for k in range(2 * pairs):
             side = SIDES[k % 2]
             time.sleep(max(0.0, first + k * args.slice - time.monotonic()))
             asked = time.monotonic()
@@ -178,7 +233,7 @@ def _interleaved(args, running, target, rate, switch):
     cpu.settle(args.quiet_wait)
     settings = LoadSettings(
         connections=args.connections,
-        duration_s=2 * args.pairs * args.slice + lead + 0.5,
+        duration_s=2 * pairs * args.slice + lead + 0.5,
         warmup_s=warmup,
     )
     first = time.monotonic() + warmup + lead
@@ -203,19 +258,33 @@ def _interleaved(args, running, target, rate, switch):
     return run, slices, switch_ms
 
 
-def _sides(args, run: PacedResult, slices) -> tuple[dict[str, Side], dict[str, list]]:
-    """Requests by the side of their slice (guard left out); each side's wall-clock windows."""
+def _slice(args, run: PacedResult, side: str, switched: float, until: float) -> Slice:
+    """The requests of a slice scheduled after its guard, and its wall-clock window."""
     wall = time.time() - time.monotonic()
     at = np.asarray(run.scheduled_at)
-    latencies = np.asarray(run.latencies_ms)
-    sides: dict[str, list[list[float]]] = {side: [] for side in SIDES}
-    windows: dict[str, list[tuple[str, str]]] = {side: [] for side in SIDES}
-    for side, switched, until in slices:
-        start = switched + args.guard
-        inside = (at >= start) & (at < until)
-        sides[side].append(latencies[inside].tolist())
-        windows[side].append((_iso(start + wall), _iso(until + wall)))
-    return {side: Side(s) for side, s in sides.items()}, windows
+    start = switched + args.guard
+    inside = (at >= start) & (at < until)
+    latencies = np.asarray(run.latencies_ms)[inside].tolist()
+    return Slice(side, latencies, (_iso(start + wall), _iso(until + wall)))
+
+
+def _stalls(run: PacedResult, start: float, until: float, limit_ms: float) -> str:
+    """The measuring side's stalls longer than `limit_ms` between start and until, if any:
+    the generator's loop late for a request scheduled then, or the host-stall canary."""
+    late = [ms for at, ms in run.generator_stalls if start <= at < until and ms > limit_ms]
+    host = [ms for end, ms in run.host_stalls if ms > limit_ms and end - ms / 1e3 < until]
+    host = [ms for (end, ms) in run.host_stalls if ms > limit_ms and start <= end]
+    host = [
+        ms
+        for end, ms in run.host_stalls
+        if ms > limit_ms and end >= start and end - ms / 1e3 < until
+    ]
+    parts = []
+    if late:
+        parts.append(f"generator {max(late):.0f} ms late")
+    if host:
+        parts.append(f"host stalled {max(host):.0f} ms")
+    return ", ".join(parts)
 
 
 def _iso(seconds: float) -> str:
@@ -224,8 +293,8 @@ def _iso(seconds: float) -> str:
 
 def problems(r: SliceRun) -> list[str]:
     out = []
-    if r.run.errors:
-        out.append(f"{r.run.errors} errors")
+    if r.errors:
+        out.append(f"{r.errors} errors")
     if r.leaks:
         out.append(f"{r.leaks} answers not purely from v1")
     c = r.counts
@@ -260,28 +329,34 @@ def as_tables(args: argparse.Namespace, results: list[SliceRun]) -> str:
             + "".join(f"{_x(v3.pooled(q), none.pooled(q)):>8}" for q in (50, 95, 99))
         )
         pairs = [b / a for a, b in zip(none.slice_p99(), v3.slice_p99(), strict=False) if a]
-        run = r.run
         lines += [
             f"{r.profile:<11}p99 of each slice, none: {_list(none.slice_p99())}",
             f"{r.profile:<11}p99 of each slice, v3:   {_list(v3.slice_p99())}",
             f"{r.profile:<11}median of the pairs' p99 ratios: {float(np.median(pairs)):.2f}x; "
             f"v3 higher in {sum(p > 1 for p in pairs)} of {len(pairs)} pairs",
-            f"{r.profile:<11}whole run: {run.rate:g} req/s"
-            + (
-                f" ({r.rate / r.saturated_rps:.0%} of iris saturated {r.saturated_rps:.1f})"
-                if r.saturated_rps
-                else " (--rate)"
+        ]
+        for number, run in enumerate(r.runs, 1):
+            lines.append(
+                f"{r.profile:<11}run {number}: {run.rate:g} req/s"
+                + (
+                    f" ({r.rate / r.saturated_rps:.0%} of iris saturated {r.saturated_rps:.1f})"
+                    if r.saturated_rps
+                    else " (--rate)"
+                )
+                + f", {run.scheduled} sent, cpu {run.server_cpu_ms_per_request:.2f} ms/req, "
+                f"lag p99 {run.lag_p99_ms:.2f} ms, {run.errors} errors, other cpu "
+                f"{run.other_cpu_cores:.2f}, outside {run.outside_cpu_cores:.2f}, conns "
+                f"{'+'.join(map(str, run.connection_spread)) or '?'}, gen "
+                f"{run.generator_late_ms:.1f} ms, host "
+                f"{run.host_stall_ms if run.host_stall_ms is not None else float('nan'):.1f} ms"
             )
-            + f", {run.scheduled} sent, cpu {run.server_cpu_ms_per_request:.2f} ms/req, "
-            f"lag p99 {run.lag_p99_ms:.2f} ms, {run.errors} errors, other cpu "
-            f"{run.other_cpu_cores:.2f}, outside {run.outside_cpu_cores:.2f}, conns "
-            f"{'+'.join(map(str, run.connection_spread)) or '?'}, gen {run.generator_late_ms:.1f}"
-            f" ms, host {run.host_stall_ms if run.host_stall_ms is not None else float('nan'):.1f}"
-            f" ms; switches took {min(r.switch_ms):.0f}-{max(r.switch_ms):.0f} ms",
-            f"{r.profile:<11}shadow rows for {r.counts['shadowed']} of {r.counts['predictions']} "
+        lines += [f"{r.profile:<11}disturbed: {why}" for why in r.disturbed]
+        lines += [
+            f"{r.profile:<11}switches took {min(r.switch_ms):.0f}-{max(r.switch_ms):.0f} ms; "
+            f"shadow rows for {r.counts['shadowed']} of {r.counts['predictions']} "
             f"predictions while v3 was on, {r.counts['baseline_shadowed']} of "
             f"{r.counts['baseline_predictions']} while off; answers not v1's own: {r.leaks} of "
-            f"{len(run.bodies)}",
+            f"{sum(len(run.bodies) for run in r.runs)}",
         ]
         if r.control:
             lines.append(
@@ -313,7 +388,8 @@ def as_json(args: argparse.Namespace, results: list[SliceRun]) -> str:
                     "profile": r.profile,
                     "rate": r.rate,
                     "saturated_rps": r.saturated_rps,
-                    "run": r.run.as_dict(),
+                    "runs": [run.as_dict() for run in r.runs],
+                    "disturbed": r.disturbed,
                     "sides": {
                         side: {
                             "requests": int(s.latencies.size),
