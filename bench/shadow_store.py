@@ -33,7 +33,7 @@ from django.db.models.constants import OnConflict
 from accounts.models import User
 from predictions.registry import registry
 from predictions.services.predict import prediction_create
-from predictions.services.shadow import ShadowJob, _insert_in_autocommit, shadow_answers
+from predictions.services.shadow import ShadowJob, _insert_answers, shadow_answers
 
 model = registry.model("iris")
 shadow = model.versions["v2"]
@@ -56,7 +56,7 @@ def compiler():
     ShadowPrediction.objects._insert(objs, compiler_fields, on_conflict=OnConflict.IGNORE)
 
 def plain():
-    _insert_in_autocommit(shadow_answers(jobs))
+    _insert_answers(shadow_answers(jobs))
 
 in_db = []
 def timed_execute(execute, sql, params, many, context):

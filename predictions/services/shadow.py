@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
 from django.db.models.constants import OnConflict
 from django.utils import timezone
 
@@ -109,14 +109,14 @@ def _answer_together(jobs: list[ShadowJob]) -> list[ShadowAnswer]:
 def shadow_store(jobs: list[ShadowJob]) -> None:
     """Answer and store several copies in one INSERT; a copy stored before is skipped."""
     answers = shadow_answers(jobs)
-    _insert_in_autocommit(answers)
+    _insert_answers(answers)
     versions = {job.version.id: job.version for job in jobs}
     counted = Counter((a.model_version_id, "failed" if a.error else "answered") for a in answers)
     for (version_id, result), count in counted.items():
         _count(versions[version_id], result, count)
 
 
-# A row's columns, in the order _insert_in_autocommit gives their values.
+# A row's columns, in the order _insert_answers gives their values.
 _COLUMNS = (
     "primary",
     "model_version",
@@ -130,15 +130,23 @@ _COLUMNS = (
 )
 
 
-def _insert_in_autocommit(answers: list[ShadowAnswer]) -> None:
-    """``INSERT ... ON CONFLICT DO NOTHING`` of every answer: one statement, no transaction.
+def _insert_answers(answers: list[ShadowAnswer]) -> None:
+    """``INSERT ... ON CONFLICT DO NOTHING`` of every answer, in one statement.
 
-    ``bulk_create()`` wraps its INSERT in a transaction, and SQLite holds its one write lock
-    (and the process its writer lock, ``mlplatform/db/sqlite3``) from the INSERT until the
-    COMMIT, with this thread running Python in between (and waiting for the GIL behind the
-    request threads), while a request's own INSERT waits. A statement in autocommit holds
-    the lock only while the database runs it. Copies are independent of each other, so
-    they need no common transaction.
+    On SQLite the statement runs in autocommit. ``bulk_create()`` wraps its INSERT in a
+    transaction, and SQLite holds its one write lock (and the process its writer lock,
+    ``mlplatform/db/sqlite3``) from the INSERT until the COMMIT, with this thread running
+    Python in between (and waiting for the GIL behind the request threads), while a request's
+    own INSERT waits. A statement in autocommit holds the lock only while the database runs
+    it. Copies are independent of each other, so they need no common transaction.
+
+    On PostgreSQL it runs in a transaction of its own that commits asynchronously
+    (``SET LOCAL synchronous_commit TO OFF``): the commit does not wait for the log to reach
+    the disk, and the requests' own commits do not wait behind its flush. A crash of the
+    database server may lose the copies of its last moment (up to three times
+    ``wal_writer_delay``, 0.6 s by default), never a prediction: copies are best-effort anyway
+    (dropped when the queue is full). ``SET LOCAL`` ends with the transaction, so a pooled
+    connection goes back to the pool as it came.
 
     The statement is put together from the backend operations that ``QuerySet._insert``
     (``Model.save()``, ``bulk_create()``) uses, but without a model instance per row: only
@@ -190,6 +198,11 @@ def _insert_in_autocommit(answers: list[ShadowAnswer]) -> None:
             ops.on_conflict_suffix_sql(columns, OnConflict.IGNORE, None, None),
         ]
     )
+    if connection.vendor == "postgresql":
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            cursor.execute(sql, params)
+        return
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 

@@ -1,6 +1,10 @@
 """Shadow traffic: copies answered off the request path, stored, never returned."""
 
+import uuid
+
 import numpy as np
+import pytest
+from django.db import connection
 from prometheus_client import REGISTRY
 
 from predictions.models import ModelVersion, Prediction, ShadowPrediction
@@ -150,3 +154,38 @@ def test_copies_gathered_together_get_the_answers_each_would_get_alone(shadow_v3
     assert together[0].label == "setosa" and together[1].label == "virginica"
     assert together[2].label is None and "not finite" in together[2].error  # only that one
     assert together[3].error == "" and together[3].output == alone[3].output
+
+
+def test_deleting_a_prediction_deletes_its_shadow_rows(key_client, shadow_v3):
+    kept, deleted = (predict(key_client).json()["prediction_id"] for _ in range(2))
+    shadow_runner.join()
+    assert ShadowPrediction.objects.count() == 2
+
+    Prediction.objects.filter(pk=deleted).delete()
+
+    assert [str(s.primary_id) for s in ShadowPrediction.objects.all()] == [kept]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's commit settings")
+def test_copies_commit_asynchronously_and_leave_the_connection_as_it_was(key_client, shadow_v3):
+    shadow_v3.shadow_share = 0  # copies made here only
+    model_version_save(version=shadow_v3)
+    primary = predict(key_client).json()["prediction_id"]
+    entry = registry.model("iris").versions["v3"]
+    job = ShadowJob(primary, entry, np.array([SETOSA], np.float32), "classification", LABELS, "")
+    seen = []
+
+    def commit_setting_at_insert(execute, sql, params, many, context):
+        if sql.startswith("INSERT"):
+            context["cursor"].execute("SHOW synchronous_commit")
+            seen.append(context["cursor"].fetchone()[0])
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(commit_setting_at_insert):
+        shadow_store([job])
+
+    assert seen == ["off"]
+    assert ShadowPrediction.objects.get().primary_id == uuid.UUID(primary)
+    with connection.cursor() as cursor:  # a request's transactions still wait for the disk
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
