@@ -11,7 +11,9 @@ run, alternating:
   records and one statement put together per column.
 
 For each it prints the median time per group: in all, inside the database driver's
-`execute` (the GIL released for most of it), and the rest, Python with the GIL held.
+`execute` (the GIL released for most of it), and the rest, Python with the GIL held. On
+PostgreSQL `plain`'s statement commits asynchronously (`bench/shadow_insert.py` measures what
+that and the schema save the database).
 """
 
 from __future__ import annotations
