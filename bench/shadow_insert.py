@@ -8,14 +8,19 @@ statements can wait for. This measures, on a throw-away production instance hold
 `predictions/services/shadow.py`'s `_insert_answers`, each time with rows for new primaries):
 
 - `before`: the link to the primary with an index and a foreign-key constraint of its own
-  (as up to migration `predictions.0005`), the statement committed synchronously (without
-  `ASYNCHRONOUS_COMMIT`);
-- `async`: the same schema, the platform's statement (which commits asynchronously);
-- `now`: no index or constraint of the primary's own (migration `0006`), the platform's
-  statement: what the shadow thread does.
+  (as up to migration `predictions.0005`), the statement in autocommit, committed
+  synchronously;
+- `async`: the same schema, the statement run as the shadow thread runs it (`_execute`: in a
+  transaction with `SET LOCAL synchronous_commit TO OFF`);
+- `now`: no index or constraint of the primary's own (migration `0006`), run as `async`:
+  what the shadow thread does;
+- `in-statement`: the schema of `now`, the setting made inside the statement instead
+  (`WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL`, in autocommit), which
+  saves two round trips (tried; `bench/README.md` says why it was not kept).
 
 `before` and `async` alternate statement by statement; then the index and the constraint are
-dropped and `now` is measured (the table has grown by then: that counts against `now`).
+dropped, and `now` and `in-statement` alternate (the table has grown by then: that counts
+against them).
 For each, the median per statement: in all (wall clock), Python in the client (this thread's
 CPU time, the GIL held), and the database backend's CPU time (from `/proc`, where the
 database runs on this host; the log flush of an asynchronous commit is done by the WAL
@@ -37,7 +42,7 @@ _MEASURE = """
 import os, statistics, uuid
 from django.db import connection, transaction
 from accounts.models import User
-from predictions.services.shadow import ASYNCHRONOUS_COMMIT, ShadowAnswer, _insert_answers
+from predictions.services.shadow import ShadowAnswer, _execute, _insert_answers
 
 user = User.objects.get(username="demo")
 primary_version = ModelVersion.objects.get(model__name="iris", label="v1")
@@ -70,8 +75,10 @@ def capture(execute, sql, params, many, context):
 with connection.execute_wrapper(capture):
     _insert_answers(answers())
 (insert_sql,) = captured
-assert ASYNCHRONOUS_COMMIT in insert_sql
-synchronous_sql = insert_sql.replace(ASYNCHRONOUS_COMMIT, "")
+in_statement_sql = insert_sql.replace(
+    " ON CONFLICT", " WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL ON CONFLICT"
+)
+assert in_statement_sql != insert_sql
 
 # The statement's parameters for these rows, as _insert_answers binds them (not run).
 def params_of(rows):
@@ -97,12 +104,16 @@ def backend_cpu():
     return (int(fields[11]) + int(fields[12])) / tick
 
 def synchronous(params):
-    cursor.execute(synchronous_sql, params)
-
-def platform(params):
     cursor.execute(insert_sql, params)
 
-times = {name: {"all": [], "python": [], "backend": []} for name in ("before", "async", "now")}
+def platform(params):
+    _execute(connection, insert_sql, params)
+
+def in_statement(params):
+    cursor.execute(in_statement_sql, params)
+
+WAYS = ("before", "async", "now", "in-statement")
+times = {name: {"all": [], "python": [], "backend": []} for name in WAYS}
 def measure(name, store, params):
     cpu, started, thread = backend_cpu(), time.perf_counter(), time.thread_time()
     store(params)
@@ -127,10 +138,11 @@ cursor.execute("ALTER TABLE predictions_shadowprediction DROP CONSTRAINT shadow_
 cursor.execute("DROP INDEX shadow_primary_before")
 for _ in range(P["warmup"]):
     platform(params_of(answers()))
-for _ in range(P["statements"]):
-    measure("now", platform, params_of(answers()))
+for i in range(P["statements"]):
+    for name in (("now", "in-statement") if i % 2 == 0 else ("in-statement", "now")):
+        measure(name, platform if name == "now" else in_statement, params_of(answers()))
 stored = ShadowPrediction.objects.count()
-expected = (1 + 2 * P["warmup"] + 3 * P["statements"]) * P["rows"]
+expected = (1 + 2 * P["warmup"] + 4 * P["statements"]) * P["rows"]
 assert stored == expected, (stored, expected)
 # Backend CPU comes in clock ticks (10 ms): its mean, not its median, says what a statement costs.
 emit({
@@ -157,7 +169,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--rows must be between 1 and 100 (the shadow thread stores at most 100)")
     if not 1 <= args.statements <= 5_000 or not 0 <= args.warmup <= 1_000:
         p.error("--statements must be between 1 and 5000, --warmup between 0 and 1000")
-    needed = (1 + 2 * args.warmup + 3 * args.statements) * args.rows
+    needed = (1 + 2 * args.warmup + 4 * args.statements) * args.rows
     if not needed <= args.predictions <= 5_000_000:
         p.error(f"--predictions must be between {needed} (one per row stored) and 5000000")
     return args
@@ -179,13 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.predictions} predictions stored; {args.statements} statements each way; "
         "medians in ms per statement (backend: mean)"
     )
-    print(f"{'way':<8}{'in all':>8}{'python':>8}{'backend':>9}")
-    for way in ("before", "async", "now"):
+    print(f"{'way':<13}{'in all':>8}{'python':>8}{'backend':>9}")
+    for way in ("before", "async", "now", "in-statement"):
         r = result[way]
-        print(f"{way:<8}{r['all'] * 1e3:8.3f}{r['python'] * 1e3:8.3f}{r['backend'] * 1e3:9.3f}")
+        print(f"{way:<13}{r['all'] * 1e3:8.3f}{r['python'] * 1e3:8.3f}{r['backend'] * 1e3:9.3f}")
     before, now = result["before"], result["now"]
     print(
-        f"{'now/before':<8}"
+        f"{'now/before':<13}"
         + "".join(f"{now[k] / before[k]:7.2f}x " for k in ("all", "python", "backend"))
         + f"  ({result['stored']} rows stored, as many as sent)"
     )

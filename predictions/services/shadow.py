@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
 from django.db.models.constants import OnConflict
 from django.utils import timezone
 
@@ -116,11 +116,6 @@ def shadow_store(jobs: list[ShadowJob]) -> None:
         _count(versions[version_id], result, count)
 
 
-# PostgreSQL: a condition, always true, that turns synchronous_commit off for the statement's
-# own transaction (set_config's `true`: local to it), so that its commit does not wait for the
-# disk: still one statement and one round trip, in autocommit.
-ASYNCHRONOUS_COMMIT = " WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL"
-
 # A row's columns, in the order _insert_answers gives their values.
 _COLUMNS = (
     "primary",
@@ -145,14 +140,8 @@ def _insert_answers(answers: list[ShadowAnswer]) -> None:
     own INSERT waits. A statement in autocommit holds the lock only while the database runs
     it. Copies are independent of each other, so they need no common transaction.
 
-    On PostgreSQL it also commits asynchronously (``ASYNCHRONOUS_COMMIT``): the commit does
-    not wait for the log to reach the disk, and the requests' own commits do not wait behind
-    its flush. A crash of the database server may lose the copies of its last moment (up to
-    three times ``wal_writer_delay``, 0.6 s by default), never a prediction: copies are
-    best-effort anyway (dropped when the queue is full). The setting ends with the statement's
-    transaction, so a pooled connection goes back to the pool as it came. In the statement it
-    costs less Python and database time than ``SET LOCAL`` in a transaction of its own
-    (``bench/shadow_insert.py``).
+    On PostgreSQL it runs in a transaction of its own that commits asynchronously
+    (``_execute``).
 
     The statement is put together from the backend operations that ``QuerySet._insert``
     (``Model.save()``, ``bulk_create()``) uses, but without a model instance per row: only
@@ -195,18 +184,35 @@ def _insert_answers(answers: list[ShadowAnswer]) -> None:
         values = [["%s"] * len(columns)] * len(rows)
         params = [value for row in rows for value in row]
     ops, qn = connection.ops, connection.ops.quote_name
-    rows_sql = ops.bulk_insert_sql(columns, values)
-    if connection.vendor == "postgresql":
-        rows_sql += ASYNCHRONOUS_COMMIT
     sql = " ".join(
         [
             ops.insert_statement(on_conflict=OnConflict.IGNORE),
             qn(opts.db_table),
             "(" + ", ".join(qn(f.column) for f in columns) + ")",
-            rows_sql,
+            ops.bulk_insert_sql(columns, values),
             ops.on_conflict_suffix_sql(columns, OnConflict.IGNORE, None, None),
         ]
     )
+    _execute(connection, sql, params)
+
+
+def _execute(connection, sql: str, params: list) -> None:
+    """Run the statement; on PostgreSQL, in a transaction that commits asynchronously.
+
+    ``SET LOCAL synchronous_commit TO OFF``: the commit does not wait for the log to reach the
+    disk, and the requests' own commits do not wait behind its flush. A crash of the database
+    server may lose the copies of its last moment (up to three times ``wal_writer_delay``,
+    0.6 s by default), never a prediction: copies are best-effort anyway (dropped when the
+    queue is full). ``SET LOCAL`` ends with the transaction, so a pooled connection goes back
+    to the pool as it came. (The same setting made by ``set_config(..., true)`` inside the
+    INSERT saves two round trips and some Python, ``bench/shadow_insert.py``, yet measured
+    worse for the requests' latency in ``bench/shadow_slices.py``: ``bench/README.md``.)
+    """
+    if connection.vendor == "postgresql":
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            cursor.execute(sql, params)
+        return
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 
