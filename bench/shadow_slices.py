@@ -272,8 +272,6 @@ def _stalls(run: PacedResult, start: float, until: float, limit_ms: float) -> st
     """The measuring side's stalls longer than `limit_ms` between start and until, if any:
     the generator's loop late for a request scheduled then, or the host-stall canary."""
     late = [ms for at, ms in run.generator_stalls if start <= at < until and ms > limit_ms]
-    host = [ms for end, ms in run.host_stalls if ms > limit_ms and end - ms / 1e3 < until]
-    host = [ms for (end, ms) in run.host_stalls if ms > limit_ms and start <= end]
     host = [
         ms
         for end, ms in run.host_stalls
