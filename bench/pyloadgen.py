@@ -266,7 +266,7 @@ async def _paced(
             await asyncio.sleep(delay)
         lateness = time.monotonic() - scheduled  # this loop's own
         late = max(late, lateness)
-        if lateness * 1e3 > GENERATOR_EVENT_MS and len(stalls) < MAX_REQUESTS:
+        if lateness * 1e3 > GENERATOR_EVENT_MS:
             stalls.append((scheduled, lateness * 1e3))
         conn = await idle.get()
         task = asyncio.create_task(_paced_one(conn, idle, raw, scheduled, timeout_s, out))

@@ -78,9 +78,8 @@ class Side:
 
 @dataclass(frozen=True)
 class Slice:
-    """The requests of one slice, after its guard: side, latencies, wall-clock window."""
+    """The requests of one slice, after its guard: latencies, wall-clock window."""
 
-    side: str
     latencies: list[float]
     window: tuple[str, str]
 
@@ -97,10 +96,6 @@ class SliceRun:
     control: bool
     switch_ms: list[float]  # how long each switch's service call took
     disturbed: list[str]  # each pair measured again (or kept, in the last run), and why
-
-    @property
-    def run(self) -> PacedResult:
-        return self.runs[0]
 
     @property
     def errors(self) -> int:
@@ -191,7 +186,7 @@ def measure(profile: str, args: argparse.Namespace, logs: Path) -> SliceRun:
                         what = "kept, last run" if last else "measured again"
                         disturbed.append(f"run {attempt + 1}, pair {k + 1} ({what}): {why}")
                     if not why or last:
-                        kept.append((_slice(args, run, *none), _slice(args, run, *v3)))
+                        kept.append((_slice(args, run, *none[1:]), _slice(args, run, *v3[1:])))
                 if len(kept) == args.pairs:
                     break
         finally:
@@ -258,14 +253,14 @@ def _interleaved(args, running, target, rate, switch, pairs):
     return run, slices, switch_ms
 
 
-def _slice(args, run: PacedResult, side: str, switched: float, until: float) -> Slice:
+def _slice(args, run: PacedResult, switched: float, until: float) -> Slice:
     """The requests of a slice scheduled after its guard, and its wall-clock window."""
     wall = time.time() - time.monotonic()
     at = np.asarray(run.scheduled_at)
     start = switched + args.guard
     inside = (at >= start) & (at < until)
     latencies = np.asarray(run.latencies_ms)[inside].tolist()
-    return Slice(side, latencies, (_iso(start + wall), _iso(until + wall)))
+    return Slice(latencies, (_iso(start + wall), _iso(until + wall)))
 
 
 def _stalls(run: PacedResult, start: float, until: float, limit_ms: float) -> str:
