@@ -6,6 +6,8 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from accounts import crypto
 from accounts.keycache import verified_keys
+from accounts.models import ApiKey
+from accounts.scopes import user_has_scope
 from accounts.services import api_key_touch
 from mlplatform.conf import platform_setting
 
@@ -46,6 +48,22 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return CHALLENGE
+
+
+def cached_key(raw: str, scope: str) -> ApiKey | None:
+    """For the event loop: the key ``raw`` when ``ApiKeyAuthentication`` would accept it from
+    this process's cache and it holds ``scope``; else None (the DRF view decides, and reads)."""
+    raw = raw.strip()
+    lookup = crypto.parse_lookup(raw)
+    key = verified_keys.fresh(lookup) if lookup is not None else None
+    if key is None or not crypto.key_matches(raw, key.hashed_key):
+        return None
+    now = ApiKeyAuthentication.now()
+    usable = key.revoked_at is None and not key.is_expired(now) and key.owner.is_active
+    if not usable or scope not in key.scopes or not user_has_scope(key.owner, scope):
+        return None
+    api_key_touch(key=key, now=now, interval_seconds=platform_setting("API_KEY_TOUCH_SECONDS"))
+    return key
 
 
 class BearerJWTAuthentication(JWTAuthentication):

@@ -6,25 +6,25 @@ the raw key is still checked against the hash on every request, expiry is checke
 clock, and a key revoked through the platform is dropped from this process at once; any other
 process notices a revocation or a permission change within 1.5 times the cache time.
 
-When a key's entry runs out, one thread loads it again while the others asking for the same
-key meanwhile go on with the entry they have, if it was loaded less than ``STALE_LIMIT`` (1.5)
-cache times ago, or else wait for that load (giving back their pooled database connection
-first, which the loading thread may need). Without that, every request of a busy key that
-came during the load made the same two queries: each second, the requests of that moment in
-every process waited for a burst of them.
+Threads (DRF views) load an expired entry themselves. The event loop never waits for the
+database: ``fresh()`` gives an entry younger than ``STALE_LIMIT`` (1.5) cache times, and from one
+cache time on has a thread load it again meanwhile; without such an entry the request goes to
+the DRF view, which loads it.
 """
 
+import asyncio
 import threading
 import time
+
+from asgiref.sync import sync_to_async
 
 from accounts.models import ApiKey
 from accounts.scopes import user_scopes
 from accounts.selectors import api_key_by_lookup
 from mlplatform.conf import platform_setting
-from mlplatform.db.pool import give_back_connection
 
 MAX_ENTRIES = 10_000
-# How many cache times old an entry may be for a thread to use it while another reloads it.
+# How many cache times old an entry may be for the event loop to use it while it is reloaded.
 STALE_LIMIT = 1.5
 
 
@@ -33,32 +33,33 @@ class VerifiedKeys:
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[ApiKey, float]] = {}
-        self._loading: dict[str, threading.Lock] = {}  # lookups being loaded
+        self._reloads: dict[str, asyncio.Future] = {}  # the event loop's reloads under way
         self._lock = threading.Lock()
 
     def get(self, lookup: str) -> ApiKey | None:
         """The key with this lookup id (owner and scopes loaded), or None if there is none."""
-        cache_time = platform_setting("API_KEY_CACHE_SECONDS")
         entry = self._entries.get(lookup)
-        if entry is not None and self.timer() - entry[1] < cache_time:
+        if entry is not None and self.timer() - entry[1] < platform_setting(
+            "API_KEY_CACHE_SECONDS"
+        ):
             return entry[0]
-        with self._lock:
-            loading = self._loading.setdefault(lookup, threading.Lock())
-        if not loading.acquire(blocking=False):
-            if entry is not None and self.timer() - entry[1] < cache_time * STALE_LIMIT:
-                return entry[0]
-            give_back_connection()
-            loading.acquire()
-        try:
-            entry = self._entries.get(lookup)
-            if entry is not None and self.timer() - entry[1] < cache_time:
-                return entry[0]  # loaded by the thread this one waited for
-            return self._load(lookup)
-        finally:
-            with self._lock:
-                if self._loading.get(lookup) is loading:
-                    del self._loading[lookup]
-            loading.release()
+        return self._load(lookup)
+
+    def fresh(self, lookup: str) -> ApiKey | None:
+        """For the event loop: the cached key while it may be used, else None (load it on a
+        thread: ``get``). From one cache time on, a thread reloads it meanwhile."""
+        entry = self._entries.get(lookup)
+        if entry is None:
+            return None
+        cache_time = platform_setting("API_KEY_CACHE_SECONDS")
+        age = self.timer() - entry[1]
+        if age >= cache_time:
+            reload = self._reloads.get(lookup)
+            if reload is None or reload.done():
+                self._reloads[lookup] = asyncio.ensure_future(sync_to_async(self._load)(lookup))
+            if age >= cache_time * STALE_LIMIT:
+                return None
+        return entry[0]
 
     def _load(self, lookup: str) -> ApiKey | None:
         loaded_at = self.timer()

@@ -106,32 +106,36 @@ class Usage:
         )
 
 
-def consume(request, group: str, *, user=None, api_key=None) -> Usage | None:
-    """Count one request of ``group`` for its principal; the usage after counting it.
-
-    ``request`` is the Django request (its ``ratelimit`` attribute receives the usage, for the
-    response headers). None when rate limiting is switched off (``RATELIMIT_ENABLE``).
-    """
+def count(group: str, *, principal: str, user=None, api_key=None) -> Usage | None:
+    """Count one request of ``group`` for ``principal`` (``principal_key``); the usage after
+    counting it, or None when rate limiting is switched off (``RATELIMIT_ENABLE``)."""
     limit, period = parse_rate(rate_for(group, user, api_key))
-    value = principal_key(user, api_key, request)
     usage = get_usage(
-        request,
+        None,  # the counter's key is the principal's; django-ratelimit needs no request
         group=group,
-        key=lambda _group, _request: value,
+        key=lambda _group, _request: principal,
         rate=(limit, period),
         increment=True,
     )
     if usage is None:
         return None
-    result = Usage(
+    return Usage(
         group=group,
         limit=limit,
         period=period,
         count=usage["count"],
         reset_at=int(time.time()) + max(0, usage["time_left"]),
     )
-    request.ratelimit = result
-    return result
+
+
+def consume(request, group: str, *, user=None, api_key=None) -> Usage | None:
+    """``count`` a Django request; its ``ratelimit`` attribute receives the usage, for the
+    response headers."""
+    principal = principal_key(user, api_key, request)
+    usage = count(group, principal=principal, user=user, api_key=api_key)
+    if usage is not None:
+        request.ratelimit = usage
+    return usage
 
 
 class RateLimited(exceptions.Throttled):

@@ -11,6 +11,7 @@ from accounts.keycache import verified_keys
 from accounts.models import ApiKey, User
 from accounts.rates import parse_overrides
 from accounts.scopes import ALL_SCOPES, user_has_scope
+from mlplatform.background import group_commit
 from mlplatform.errors import Forbidden, InvalidInput
 
 
@@ -82,14 +83,21 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
 
 
 def api_key_touch(*, key: ApiKey, now: datetime, interval_seconds: float) -> None:
-    """Record use at most once per interval: a busy key must not write on every request."""
+    """Record use at most once per interval: a busy key must not write on every request.
+
+    The write goes with the process's group commit; the request does not wait for it.
+    """
     stale_before = now - timedelta(seconds=interval_seconds)
     if key.last_used_at is not None and key.last_used_at > stale_before:
         return
-    ApiKey.objects.filter(pk=key.pk).filter(
-        Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale_before)
-    ).update(last_used_at=now)
     key.last_used_at = now
+
+    def touch() -> None:
+        ApiKey.objects.filter(pk=key.pk).filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale_before)
+        ).update(last_used_at=now)
+
+    group_commit.submit(call=touch)
 
 
 def webhook_secret_rotate(*, user: User) -> str:

@@ -1,9 +1,147 @@
-"""ASGI entry point."""
+"""ASGI entry point: Django's handler, behind the lean handlers of the prediction faces.
+
+``manage.py serve`` runs this application on uvicorn (httptools, uvloop). A request whose path
+has a lean handler (``settings.LEAN_HANDLERS``, when ``PLATFORM["LEAN_HANDLERS"]`` is on) goes
+to it first: it serves the common case of its endpoint with the same contract as the DRF view
+and hands every other request to Django, body included. Everything else goes to Django, whose
+request body is refused (413) once it passes the path's limit, before it is read further.
+"""
 
 import os
-
-from django.core.asgi import get_asgi_application
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mlplatform.settings")
+# The threads of a web process share a pool of database connections (PostgreSQL; settings.py).
+os.environ.setdefault("MLPLATFORM_DB_POOL", "1")
 
-application = get_asgi_application()
+import django  # noqa: E402 - after the environment it reads
+from django.conf import settings  # noqa: E402
+from django.core.asgi import get_asgi_application  # noqa: E402
+from django.utils.module_loading import import_string  # noqa: E402
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# A lean handler: the request, and the application that serves what the handler does not.
+LeanHandler = Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]]
+
+
+class Platform:
+    """Routes lean paths to their handlers and the rest to Django, guarding body sizes."""
+
+    def __init__(self, django_app: ASGIApp, routes: dict[str, LeanHandler]) -> None:
+        self.django = django_app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            handler = self.routes.get(scope["path"])
+            if handler is not None:
+                await handler(scope, receive, send, self._django)
+            else:
+                await self._django(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+        else:  # websocket: no route takes one
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def _django(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Django's handler, refusing a body past the path's limit before it is spooled."""
+        from mlplatform.middleware import body_limit
+
+        limit = body_limit(scope["path"])
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _too_large(send, scope, limit)
+            return
+        received = 0
+        too_large = started = False
+
+        async def counted() -> dict:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    return {"type": "http.disconnect"}  # Django stops reading and answers nothing
+            return message
+
+        async def watched(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.django(scope, counted, watched)
+        if too_large and not started:
+            await _too_large(send, scope, limit)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _too_large(send: Send, scope: Scope, limit: int) -> None:
+    """413 in the error shape of the path, with the request's id, as the middleware answers."""
+    from mlplatform.logging import log_context
+    from mlplatform.middleware import error_content, request_id_from, too_large_message
+
+    incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+    request_id = request_id_from(incoming.decode("latin-1"))
+    with log_context(request_id=request_id):
+        body = error_content(scope["path"], too_large_message(limit), "request_too_large")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Start-up needs nothing; at shutdown (after the last request), what is queued is written."""
+    from asgiref.sync import sync_to_async
+
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            from mlplatform.background import shutdown
+
+            await sync_to_async(shutdown)()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def build(*, lean: bool | None = None) -> ASGIApp:
+    """The application; ``lean=False`` serves every request through Django alone."""
+    from mlplatform.conf import platform_setting
+
+    django.setup(set_prefix=False)
+    django_app = get_asgi_application()
+    if lean is None:
+        lean = platform_setting("LEAN_HANDLERS")
+    routes: dict[str, LeanHandler] = {}
+    if lean:
+        for dotted in settings.LEAN_HANDLERS:
+            routes.update(import_string(dotted))
+    return Platform(django_app, routes)
+
+
+application = build()

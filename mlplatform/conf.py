@@ -8,6 +8,9 @@ from django.conf import settings
 DEFAULTS: dict[str, Any] = {
     # Model served when a request names none.
     "DEFAULT_MODEL": "iris",
+    # Whether the web server's lean handlers serve the common case of their endpoints
+    # (settings.LEAN_HANDLERS); off, every request goes through Django and DRF.
+    "LEAN_HANDLERS": True,
     # Largest request body accepted by the JSON API, in bytes (413 beyond it).
     "MAX_BODY_BYTES": 1024 * 1024,
     # Largest artifact the admin accepts, in bytes.
@@ -53,16 +56,11 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PAGE_SIZE": 500,
     # Server-Sent Events (POST /predict/stream, batch job events): most rows in one prediction
     # stream, seconds between keep-alive comments of an idle stream, and the most streams one
-    # web process holds open at once (503 beyond; gunicorn_conf.py adds a thread for each, so
-    # open streams never take the threads that serve other requests). The environment sets
-    # them for a server's processes, as tests and benchmarks do.
+    # web process holds open at once (503 beyond). The environment sets them for a server's
+    # processes, as tests and benchmarks do.
     "MAX_STREAM_ROWS": int(os.environ.get("MLPLATFORM_MAX_STREAM_ROWS") or 1000),
     "STREAM_HEARTBEAT_SECONDS": float(os.environ.get("MLPLATFORM_STREAM_HEARTBEAT_SECONDS") or 15),
     "MAX_OPEN_STREAMS": int(os.environ.get("MLPLATFORM_MAX_OPEN_STREAMS") or 128),
-    # Most prediction-stream rows one web process computes at once; the streams' other rows
-    # wait their turn (sending keep-alive comments), so that a crowd of streams leaves the
-    # process's cores and pooled database connections (DB_POOL_MAX, 8) to other requests.
-    "STREAM_ROW_CONCURRENCY": int(os.environ.get("MLPLATFORM_STREAM_ROW_CONCURRENCY") or 4),
     # GraphQL (/graphql): deepest selection, most aliases and most tokens in one document.
     "GRAPHQL_MAX_DEPTH": 8,
     "GRAPHQL_MAX_ALIASES": 15,

@@ -227,28 +227,49 @@ def principal_of(request) -> str | None:
 
 def request_finished(request, response, started: float) -> None:
     """Log the request's line, tally it for the caller's stats, count a rate limit refusal."""
+    principal = principal_of(request)
+    request_logged(
+        method=request.method,
+        path=request.path,
+        status=response.status_code,
+        seconds=time.perf_counter() - started,
+        principal=principal,
+        user_id=request.user.pk if principal is not None else None,
+        remote_addr=request.META.get("REMOTE_ADDR"),
+        # accounts.ratelimit leaves the usage it counted on the request (other 429s are not).
+        usage=getattr(request, "ratelimit", None),
+    )
+
+
+def request_logged(
+    *,
+    method: str,
+    path: str,
+    status: int,
+    seconds: float,
+    principal: str | None,
+    user_id: int | None,
+    remote_addr: str | None,
+    usage: Any = None,
+) -> None:
+    """The request's log line, its tally in the caller's stats, a rate limit refusal counted."""
     from mlplatform import metrics
     from predictions.stats import usage_record
 
-    seconds = time.perf_counter() - started
-    status = response.status_code
-    principal = principal_of(request)
-    # accounts.ratelimit leaves the usage it counted on the request (other 429s are not limits).
-    usage = getattr(request, "ratelimit", None)
     if status == 429 and getattr(usage, "limited", False):
         metrics.rate_limited(usage.group)
-    if principal is not None and not request.path.startswith(("/admin/", "/static/")):
-        usage_record(user_id=request.user.pk, error=status >= 400, seconds=seconds)
+    if user_id is not None and not path.startswith(("/admin/", "/static/")):
+        usage_record(user_id=user_id, error=status >= 400, seconds=seconds)
     level = logging.ERROR if status >= 500 else logging.INFO
     if not request_logger.isEnabledFor(level):
         return
     fields = {
-        "method": request.method,
-        "path": request.path,
+        "method": method,
+        "path": path,
         "status": status,
         "duration_ms": round(seconds * 1000, 3),
         "principal": principal,
-        "remote_addr": request.META.get("REMOTE_ADDR"),
+        "remote_addr": remote_addr,
     }
     # makeRecord + handle, not log(): the caller's file and line would say nothing here and
     # finding them is a good part of a log call's cost.
@@ -258,7 +279,7 @@ def request_finished(request, response, started: float) -> None:
         __file__,
         0,
         "%s %s %s %.1fms",
-        (request.method, request.path, status, seconds * 1000),
+        (method, path, status, seconds * 1000),
         None,
         extra={k: v for k, v in fields.items() if v is not None},
     )

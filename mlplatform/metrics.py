@@ -25,6 +25,7 @@ import prometheus_client
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
+from django_prometheus.middleware import Metrics as DjangoMetrics
 from django_prometheus.middleware import PrometheusAfterMiddleware
 from django_prometheus.utils import Time, TimeSince
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
@@ -87,6 +88,12 @@ INFERENCE_SECONDS = Histogram(
     "Seconds spent in the model for one prediction (cache hits excluded).",
     ["model", "version"],
     buckets=LATENCY_BUCKETS,
+)
+INFERENCE_BATCH_ROWS = Histogram(
+    "mlplatform_inference_batch_rows",
+    "Rows answered by one call of a model version: requests micro-batched together.",
+    ["model", "version"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536),
 )
 RESPONSE_CACHE = Counter(
     "mlplatform_response_cache_total",
@@ -157,13 +164,13 @@ class RequestMetricsMiddleware(PrometheusAfterMiddleware):
     """django-prometheus's request metrics, with the updates that only repeat others left out.
 
     In multiprocess mode every sample update takes one lock shared by all threads of the
-    process and writes to a memory-mapped file; under load the request threads queue on it.
-    django-prometheus's two middlewares make about 17 updates per request; this one keeps
-    the ones that carry information of their own, under django-prometheus's names:
-    requests by view, transport and method; responses by status, view and method; latency by
-    view and method; exceptions by type and view (its ``process_exception``). Left out:
-    totals before the middlewares, by method, by transport, by status alone and by charset,
-    and body sizes.
+    process and writes to a memory-mapped file; django-prometheus's two middlewares make about
+    17 updates per request. This one keeps the ones that carry information of their own,
+    under django-prometheus's names: requests by view, transport and method; responses by
+    status, view and method; latency by view and method; exceptions by type and view (its
+    ``process_exception``). Left out: totals before the middlewares, by method, by transport,
+    by status alone and by charset, and body sizes. The lean handlers record the same
+    (``request_observed``).
     """
 
     def process_request(self, request):
@@ -194,6 +201,17 @@ class RequestMetricsMiddleware(PrometheusAfterMiddleware):
         return response
 
 
+def request_observed(*, view: str, method: str, secure: bool, status: int, seconds: float) -> None:
+    """What ``RequestMetricsMiddleware`` records of a request, for one served without it."""
+    if not instrumented():
+        return
+    django_metrics = DjangoMetrics.get_instance()
+    transport = "https" if secure else "http"
+    _child(django_metrics.requests_by_view_transport_method, view, transport, method).inc()
+    _child(django_metrics.responses_by_status_view_method, str(status), view, method).inc()
+    _child(django_metrics.requests_latency_by_view_method, view, method).observe(seconds)
+
+
 def prediction_observed(
     *, model: str, version: str, routing: str, cached: bool, seconds: float
 ) -> None:
@@ -209,6 +227,12 @@ def prediction_refused(*, model: str, version: str, routing: str, code: str) -> 
     """A prediction refused once its version was chosen (bad input, timeout, overflow)."""
     if instrumented():
         PREDICTIONS.labels(model, version, routing, "false", code).inc()
+
+
+def inference_batch(*, model: str, version: str, rows: int) -> None:
+    """One call of a model answered ``rows`` rows (of one request or of several batched)."""
+    if instrumented():
+        _child(INFERENCE_BATCH_ROWS, model, version).observe(rows)
 
 
 def response_cache_lookup(*, model: str, hit: bool) -> None:
@@ -296,16 +320,26 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def _process_role(pid: int) -> str:
+def _command_line(pid: int) -> bytes:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
-        return "other"
+        return b""
+
+
+def _process_role(pid: int) -> str:
+    """``web`` for uvicorn's processes (itself, or the workers its supervisor starts),
+    ``worker`` for django-q2's, else ``other``."""
+    cmdline = _command_line(pid)
     if b"qcluster" in cmdline:
         return "worker"
-    if b"gunicorn" in cmdline:
+    if b"uvicorn" in cmdline:
         return "web"
-    return "other"
+    try:
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return "other"
+    return "web" if b"uvicorn" in _command_line(parent) else "other"
 
 
 def _process_sample(pid: int) -> tuple[float, int] | None:

@@ -2,10 +2,11 @@
 
 import re
 import time
-import uuid
 
+import orjson
 from django.http import JsonResponse
 from django.middleware.gzip import GZipMiddleware
+from uuid_utils.compat import uuid7
 
 from mlplatform.conf import platform_setting
 from mlplatform.logging import log_context, request_finished
@@ -26,6 +27,27 @@ def body_limit(path: str) -> int:
 def speaks_v2(path: str) -> bool:
     """Whether a path is under /v2, where errors take the Open Inference Protocol's shape."""
     return path == "/v2" or path.startswith("/v2/")
+
+
+def request_id_from(incoming: str) -> str:
+    """The client's ``X-Request-ID`` when it is sane, else a new one.
+
+    New ids are time-ordered (UUIDv7), as stored rows' indexes of them take them best.
+    """
+    return incoming if _VALID_REQUEST_ID.match(incoming) else uuid7().hex
+
+
+def error_content(path: str, detail: str, code: str) -> bytes:
+    """An error's JSON body in the shape its path's clients read (see ``error_response``)."""
+    if speaks_v2(path):
+        return orjson.dumps({"error": detail})
+    from mlplatform.api.exceptions import error_body
+
+    return orjson.dumps(error_body(detail, code))
+
+
+def too_large_message(limit: int) -> str:
+    return f"Request body is larger than the limit of {limit} bytes."
 
 
 def error_response(request, detail: str, code: str, *, status: int) -> JsonResponse:
@@ -49,8 +71,7 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        incoming = request.headers.get("X-Request-ID", "")
-        request.request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request.request_id = request_id_from(request.headers.get("X-Request-ID", ""))
         started = time.perf_counter()
         # Every log line of the request carries its id; one line sums the request up.
         with log_context(request_id=request.request_id):
@@ -78,10 +99,7 @@ class BodySizeLimitMiddleware:
             )
         if too_large:
             return error_response(
-                request,
-                f"Request body is larger than the limit of {limit} bytes.",
-                "request_too_large",
-                status=413,
+                request, too_large_message(limit), "request_too_large", status=413
             )
         return self.get_response(request)
 

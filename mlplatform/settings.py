@@ -128,7 +128,10 @@ if not INSTRUMENTATION:
     MIDDLEWARE.remove("mlplatform.metrics.RequestMetricsMiddleware")
 
 ROOT_URLCONF = "mlplatform.urls"
-WSGI_APPLICATION = "mlplatform.wsgi.application"
+ASGI_APPLICATION = "mlplatform.asgi.application"
+# The lean handlers of the web server (mlplatform/asgi.py): dicts of path -> handler that serve
+# the common case of a DRF view's endpoint with the same contract (PLATFORM["LEAN_HANDLERS"]).
+LEAN_HANDLERS = ["predictions.lean.ROUTES"]
 AUTH_USER_MODEL = "accounts.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Every API route answers with or without a trailing slash; no redirects.
@@ -150,17 +153,21 @@ TEMPLATES = [
 ]
 
 # --- Database ---------------------------------------------------------------------------
+# Statements are counted in django-prometheus's database metrics (django_db_*) through its
+# backends, which are Django's own with a counting cursor.
+_BACKENDS = "django_prometheus.db.backends" if INSTRUMENTATION else "django.db.backends"
 if DATABASE_URL:
-    # A web process runs a thread per open stream besides its request threads (gunicorn_conf),
-    # far more threads than PostgreSQL has connections: they borrow from a pool of DB_POOL_MAX
-    # connections per process (psycopg_pool), one request at a time. gunicorn_conf.py turns
-    # the pool on for web processes only: django-q2 forks its workers, which must not inherit
-    # a pool's open connections. Elsewhere (or with DB_POOL_MAX=0) each thread keeps its own
-    # persistent connection (DB_CONN_MAX_AGE seconds).
+    # The DRF views of a web process run on a thread per request (Django's ASGI handler), each
+    # borrowing a connection from a pool of DB_POOL_MAX per process (psycopg_pool) and giving
+    # it back when the request ends. mlplatform/asgi.py turns the pool on for web processes
+    # only: django-q2 forks its workers, which must not inherit a pool's open connections.
+    # Elsewhere (or with DB_POOL_MAX=0) each thread keeps its own persistent connection
+    # (DB_CONN_MAX_AGE seconds).
     _POOL_MAX = env_int("DB_POOL_MAX", 8) if os.environ.get("MLPLATFORM_DB_POOL") == "1" else 0
     DATABASES = {
         "default": dj_database_url.parse(
             DATABASE_URL,
+            engine=f"{_BACKENDS}.postgresql",
             conn_max_age=0 if _POOL_MAX else env_int("DB_CONN_MAX_AGE", 60),
             # With the pool: each connection is checked as it is borrowed (one empty round
             # trip), so a connection broken by an outage is replaced, never handed out.
@@ -181,38 +188,28 @@ else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": f"{_BACKENDS}.sqlite3",
             "NAME": VAR_DIR / "db.sqlite3",
-            # Keep each thread's connection: opening one costs more than a whole prediction.
-            "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 600),
-            "CONN_HEALTH_CHECKS": True,
+            # A connection per request thread, closed when the request ends: the threads of
+            # DRF views live for one request (ASGI); the process's long-lived threads (the
+            # group commit, asgiref's) keep theirs.
+            "CONN_MAX_AGE": 0,
             "OPTIONS": {
                 # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at
                 # BEGIN, so two writers queue on the busy timeout instead of failing mid-way.
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                # Checkpoints by a thread of each process, 0.2 s after writes, rather than in
-                # a request's commit (mlplatform/db/sqlite3).
-                "checkpoint_interval": 0.2,
+                "init_command": (
+                    "PRAGMA journal_mode=WAL; "
+                    f"PRAGMA synchronous={os.environ.get('SQLITE_SYNCHRONOUS', 'NORMAL')};"
+                ),
             },
             # Tests use a file too, not Django's shared in-memory database: there a second
-            # writing thread (the shadow runner, the stream watcher) fails at once with "table
-            # is locked" instead of waiting its turn as it does on the profile users run.
+            # writing thread (the group commit) fails at once with "table is locked" instead of
+            # waiting its turn as it does on the profile users run.
             "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
         }
     }
-
-# Our backends wrap django-prometheus's, which wrap Django's own: SQLite's writers in a
-# process take turns on a lock of the process (mlplatform/db/sqlite3), and with
-# INSTRUMENTATION, each statement is counted in django-prometheus's database metrics
-# (django_db_*) with less work (mlplatform/db/counting.py).
-_ENGINES = {"django.db.backends.sqlite3": "mlplatform.db.sqlite3"}
-if INSTRUMENTATION:
-    _ENGINES["django.db.backends.postgresql"] = "mlplatform.db.postgresql"
-DATABASES["default"]["ENGINE"] = _ENGINES.get(
-    DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"]
-)
 
 # --- Cache ------------------------------------------------------------------------------
 # Also the rate-limit counters (django-ratelimit): django-redis increments them atomically and
@@ -395,6 +392,7 @@ Q_CLUSTER = {
 # --- The platform's own knobs (defaults in mlplatform/conf.py, checked at start-up) -------
 PLATFORM = {
     "DEFAULT_MODEL": os.environ.get("MLPLATFORM_DEFAULT_MODEL", "iris"),
+    "LEAN_HANDLERS": env_bool("MLPLATFORM_LEAN_HANDLERS", default=True),
     "MAX_BODY_BYTES": env_int("MLPLATFORM_MAX_BODY_BYTES", 1024 * 1024),
     "BATCH_CHUNK_ROWS": env_int("MLPLATFORM_BATCH_CHUNK_ROWS", 100_000),
 }

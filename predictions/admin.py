@@ -143,6 +143,8 @@ class ModelVersionForm(forms.ModelForm):
             "traffic_weight",
             "is_shadow",
             "shadow_share",
+            "max_batch_size",
+            "batch_wait_ms",
         ]
 
     def clean(self):
@@ -172,6 +174,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "status",
         "traffic_weight",
         "is_shadow",
+        "max_batch_size",
         "holdout",
         "runtime",
         "created_at",
@@ -206,6 +209,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 status=obj.status,
                 traffic_weight=obj.traffic_weight,
                 description=obj.description,
+                max_batch_size=obj.max_batch_size,
+                batch_wait_ms=obj.batch_wait_ms,
             )
             obj.pk = created.pk
             return

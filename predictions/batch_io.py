@@ -1,8 +1,9 @@
 """Batch jobs as the API shows them: status bodies, result rows and streamed downloads."""
 
+import asyncio
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import numpy as np
 import orjson
@@ -153,18 +154,18 @@ def job_state(job_id) -> dict:
     )
 
 
-def job_events(
+async def job_events(
     job: BatchJob,
     *,
+    read: Callable[[], dict],
     last_event_id: str | None = None,
     poll_seconds: float = 0.5,
     heartbeat_seconds: float = 15.0,
     max_seconds: float = 3600.0,
-    read: Callable[[], dict] | None = None,
-) -> Iterator[bytes]:
+) -> AsyncIterator[bytes]:
     """Server-Sent Events of a job's progress until it ends (ids are completed-row counts).
 
-    ``read`` gives the job's current state (``job_state``); by default a query per poll.
+    ``read`` gives the job's latest known state (``job_state``'s fields), without waiting.
     """
     try:
         seen = int(last_event_id) if last_event_id else -1
@@ -172,7 +173,7 @@ def job_events(
         seen = -1
     started = last_beat = time.monotonic()
     while time.monotonic() - started < max_seconds:
-        row = read() if read is not None else job_state(job.pk)
+        row = read()
         completed, total = row["completed_inputs"], row["total_inputs"]
         if completed > seen:
             seen = completed
@@ -198,4 +199,4 @@ def job_events(
         if time.monotonic() - last_beat >= heartbeat_seconds:
             yield b": keep-alive\n\n"
             last_beat = time.monotonic()
-        time.sleep(poll_seconds)
+        await asyncio.sleep(poll_seconds)

@@ -17,18 +17,18 @@ from mlplatform.api.renderers import ORJSONRenderer
 from mlplatform.api.schema import ErrorSerializer, event_stream_schema
 from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput
-from predictions.batch_io import DOWNLOADS, job_payload, result_rows
+from predictions.batch_io import DOWNLOADS, job_payload, job_state, result_rows
 from predictions.models import BatchJob
+from predictions.pipeline import model_resolve, principal_id
 from predictions.runtime.errors import InputError
 from predictions.runtime.inputs import rows_from_input
 from predictions.runtime.tables import READERS
 from predictions.selectors import batch_job_get, batch_jobs_for
 from predictions.serializers import RowsField
-from predictions.services import fingerprint, idempotent, principal_id
+from predictions.services import fingerprint, idempotent
 from predictions.services.batch import batch_job_cancel, batch_job_submit
-from predictions.services.predict import model_resolve
 from predictions.stream_views import EventStreamRenderer, event_stream_response
-from predictions.streaming import client_gone_check, watched_job_events
+from predictions.streaming import watched_job_events
 
 READ = any_scope_required("read", "batch")
 
@@ -294,7 +294,7 @@ class BatchEventsView(APIView):
         )
         events = watched_job_events(
             job,
-            client_gone=client_gone_check(request),
+            state=job_state(job.pk),
             last_event_id=last_event_id,
             heartbeat_seconds=platform_setting("STREAM_HEARTBEAT_SECONDS"),
         )

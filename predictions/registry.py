@@ -1,34 +1,30 @@
 """The process-local view of the model registry and its loaded predictors.
 
 Each process keeps an immutable snapshot of models and versions plus the predictors it has
-loaded. At most once per ``REGISTRY_REFRESH_SECONDS`` (the interval) it reads one counter
-row (``RegistryRevision``); when another process changed the registry the counter moved and
-the snapshot is rebuilt, so admin changes reach every process within about a second without
-a query per request.
+loaded. At most once per ``REGISTRY_REFRESH_SECONDS`` (the interval) it reads one counter row
+(``RegistryRevision``); when another process changed the registry the counter moved and the
+snapshot is rebuilt, so admin changes reach every process within about a second without a query
+per request.
 
-One thread reads at a time. Staleness bound: every request is answered from a snapshot whose
-read began less than ``STALE_LIMIT`` (1.5) intervals before the request asked for it. Within
-one interval of a read no thread reads; after it, the first thread to ask reads, and others
-asking meanwhile go on with the snapshot they have while it is younger than ``STALE_LIMIT``
-intervals; an older one (a process idle for a while, the first read, ``mark_stale()``,
-``clear()``) they wait for.
-
-A thread about to wait for another's read (of the revision or of an artifact) first gives back
-its pooled database connection: request threads borrow one early (authentication), and when
-the waiting threads held all of a pool's connections, the reading thread, which needs one,
-would wait for the pool's timeout and fail, stalling every request of its process as long.
+Threads that find the snapshot due read it themselves (two that meet read twice, harmlessly).
+The event loop of a web process never reads the database: ``aready()`` has the read made on a
+thread while requests go on with a snapshot younger than ``STALE_LIMIT`` (1.5) intervals, and
+waits for it only when the snapshot is older (the first request, an idle process).
 """
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
 from mlplatform import metrics
 from mlplatform.conf import platform_setting
-from mlplatform.db.pool import give_back_connection
 from predictions.models import MLModel, ModelVersion, RegistryRevision
-from predictions.runtime.ensemble import WeightedEnsemble, member_pool, parse_spec
+from predictions.runtime.ensemble import Ensemble, parse_spec
 from predictions.runtime.errors import ArtifactError
 from predictions.runtime.predictors import Predictor, load_predictor
 
@@ -44,6 +40,8 @@ class VersionEntry:
     traffic_weight: float
     is_shadow: bool
     shadow_share: float
+    max_batch_size: int
+    batch_wait_ms: float
     created_at: datetime
 
 
@@ -93,7 +91,10 @@ class ModelEntry:
         ]
 
 
-# How many refresh intervals old a snapshot may be for a thread to use it while another reads.
+# A version's loaded form: a predictor, or an ensemble of member versions' entries.
+Loaded = Predictor | Ensemble[VersionEntry]
+
+# How many refresh intervals old a snapshot may be for the event loop to use it while it is read.
 STALE_LIMIT = 1.5
 
 
@@ -103,139 +104,133 @@ def current_revision() -> int:
 
 
 class Registry:
-    """Snapshot of the registry plus a cache of predictors keyed by artifact checksum."""
+    """Snapshot of the registry plus a cache of loaded versions keyed by artifact checksum."""
 
     timer = staticmethod(time.monotonic)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._models: dict[str, ModelEntry] = {}
-        self._predictors: dict[tuple[int, str], Predictor] = {}
-        self._loading: dict[tuple[int, str], threading.Lock] = {}  # versions being loaded
+        self._loaded: dict[tuple[int, str], Loaded | ArtifactError] = {}
+        self._loading = threading.Lock()  # one artifact load at a time
         self._revision: int | None = None
         self._checked_at = float("-inf")  # when the read of the snapshot began
-        self._stale_marks = 0  # how often marked stale, to notice a mark during a read
-        self._reading = threading.Lock()  # held by the one thread reading the revision
-        self._member_pool = None
+        self._reading: asyncio.Future | None = None  # the event loop's read under way
 
     def clear(self) -> None:
         """Forget everything; the next read reloads from the database."""
         with self._lock:
             self._models = {}
-            self._predictors = {}
+            self._loaded = {}
             self._revision = None
             self._checked_at = float("-inf")
-            self._stale_marks += 1
 
     def mark_stale(self) -> None:
         """Check the revision on the next read (this process changed the registry)."""
-        with self._lock:
-            self._checked_at = float("-inf")
-            self._stale_marks += 1
+        self._checked_at = float("-inf")
 
-    def model(self, name: str) -> ModelEntry | None:
-        self._refresh_if_due()
+    def model(self, name: str, *, refresh: bool = True) -> ModelEntry | None:
+        """The model named ``name``; ``refresh=False`` on the event loop, after ``aready()``."""
+        if refresh:
+            self._refresh_if_due()
         return self._models.get(name)
 
-    def models(self) -> list[ModelEntry]:
-        self._refresh_if_due()
+    def models(self, *, refresh: bool = True) -> list[ModelEntry]:
+        if refresh:
+            self._refresh_if_due()
         return sorted(self._models.values(), key=lambda m: m.name)
 
-    def predictor(self, version: VersionEntry) -> Predictor:
-        """The loaded predictor of a version, loading its artifact on first use.
+    def is_loaded(self, version: VersionEntry) -> bool:
+        """Whether this process has loaded the version (or found that its artifact fails)."""
+        return (version.id, version.checksum) in self._loaded
 
-        One thread loads a version while the others asking for it wait: the first requests
-        after a start or a new artifact come together, and each reading a large artifact
-        would hold a database connection and its memory for as long. The loading thread
-        queries the database, so those waiting give back their pooled connections first.
+    def predictor(self, version: VersionEntry) -> Loaded:
+        """The loaded predictor (or ensemble) of a version, loading its artifact on first use.
+
+        One load at a time: the first requests after a start or a new artifact come together,
+        and each reading a large artifact would hold its memory as long. An artifact that fails
+        to load raises its ArtifactError, then again for every caller without a new read (an
+        artifact never changes under its checksum).
         """
         key = (version.id, version.checksum)
-        predictor = self._predictors.get(key)
-        if predictor is not None:
-            return predictor
-        with self._lock:
-            loading = self._loading.setdefault(key, threading.Lock())
-        if not loading.acquire(blocking=False):
-            give_back_connection()
-            loading.acquire()
-        try:
-            predictor = self._predictors.get(key)
-            if predictor is None:
-                predictor = self._predictors[key] = self._load_predictor(version)
-        finally:
-            with self._lock:
-                if self._loading.get(key) is loading:
-                    del self._loading[key]
-            loading.release()
-        return predictor
+        found = self._loaded.get(key)
+        if found is None:
+            with self._loading:
+                found = self._loaded.get(key)
+                if found is None:
+                    try:
+                        found = self._load(version)
+                    except ArtifactError as exc:
+                        found = exc
+                    self._loaded[key] = found
+        if isinstance(found, ArtifactError):
+            raise found
+        return found
 
-    def _load_predictor(self, version: VersionEntry) -> Predictor:
+    async def aready(self, *versions: VersionEntry) -> None:
+        """Make the snapshot fresh enough, and ``versions`` loaded, without blocking the loop.
+
+        A due read is made on a thread; requests go on with the snapshot they have while it is
+        younger than ``STALE_LIMIT`` intervals, else wait for the read. A version whose
+        artifact fails to load raises its ArtifactError.
+        """
+        interval = platform_setting("REGISTRY_REFRESH_SECONDS")
+        age = self.timer() - self._checked_at
+        if age >= interval:
+            if self._reading is None or self._reading.done():
+                self._reading = asyncio.ensure_future(_on_a_thread(self._refresh_if_due))
+            if age >= interval * STALE_LIMIT:
+                await asyncio.shield(self._reading)
+        for version in versions:
+            if not self.is_loaded(version):
+                await _on_a_thread(self.predictor, version)
+
+    def _load(self, version: VersionEntry) -> Loaded:
         started = time.perf_counter()
-        data = (
+        data = bytes(
             ModelVersion.objects.filter(pk=version.id, checksum=version.checksum)
             .values_list("artifact", flat=True)
             .get()
         )
         if version.runtime == ModelVersion.Runtime.ENSEMBLE:
-            predictor = self._ensemble(version, bytes(data))
+            loaded: Loaded = self._ensemble(version, data)
         else:
-            predictor = load_predictor(version.runtime, bytes(data))
+            loaded = load_predictor(version.runtime, data)
         seconds = time.perf_counter() - started
         metrics.model_loaded(model=version.model_name, version=version.label, seconds=seconds)
-        return predictor
+        return loaded
 
-    def _ensemble(self, version: VersionEntry, data: bytes) -> WeightedEnsemble:
+    def _ensemble(self, version: VersionEntry, data: bytes) -> Ensemble[VersionEntry]:
         model = self._models[version.model_name]
         members = []
         for label, weight in parse_spec(data).members:
             member = model.versions.get(label)
             if member is None or member.runtime == ModelVersion.Runtime.ENSEMBLE:
                 raise ArtifactError(f"ensemble member {label!r} is not a plain version")
-            members.append((self.predictor(member), weight))
-        if self._member_pool is None:
-            self._member_pool = member_pool()
-        return WeightedEnsemble(members, self._member_pool)
+            key = (member.id, member.checksum)
+            predictor = self._loaded.get(key)
+            if predictor is None or isinstance(predictor, ArtifactError):
+                predictor = self._loaded[key] = self._load(member)
+            members.append((member, weight, predictor.n_inputs, predictor.n_outputs))
+        return Ensemble(members)
 
     def _refresh_if_due(self) -> None:
-        """Re-read the registry if its revision changed, at most once per refresh interval.
-
-        While one thread reads, another asking goes on with its snapshot if that is younger
-        than ``STALE_LIMIT`` intervals, else gives back its pooled connection (the reader may
-        need it) and waits. A failed read leaves the snapshot as old as it was, so the next
-        thread to get the read lock reads again; the error goes to the reader's request.
-        """
-        interval = platform_setting("REGISTRY_REFRESH_SECONDS")
-        if self.timer() - self._checked_at < interval:
+        """Re-read the registry if its revision changed, at most once per refresh interval."""
+        if self.timer() - self._checked_at < platform_setting("REGISTRY_REFRESH_SECONDS"):
             return
-        if not self._reading.acquire(blocking=False):
-            if self.timer() - self._checked_at < interval * STALE_LIMIT:
-                return
-            give_back_connection()
-            self._reading.acquire()
-        try:
-            if self.timer() - self._checked_at >= interval:
-                self._read()
-        finally:
-            self._reading.release()
-
-    def _read(self) -> None:
-        """Read the revision and, if it moved, the rows (``self._lock`` held around, not across)."""
-        with self._lock:
-            started, marks = self.timer(), self._stale_marks
-            known = self._revision if self._models else None
+        started = self.timer()
         revision = current_revision()
-        models = self._load() if revision != known else None
-        with self._lock:
-            if models is not None:
+        if revision != self._revision or not self._models:
+            models = self._read_rows()
+            with self._lock:
                 self._models = models
                 live = {(v.id, v.checksum) for m in models.values() for v in m.versions.values()}
-                self._predictors = {k: p for k, p in self._predictors.items() if k in live}
+                self._loaded = {k: p for k, p in self._loaded.items() if k in live}
                 self._revision = revision
-            if marks == self._stale_marks:  # else marked stale meanwhile: read again next time
-                self._checked_at = started
+        self._checked_at = started
 
     @staticmethod
-    def _load() -> dict[str, ModelEntry]:
+    def _read_rows() -> dict[str, ModelEntry]:
         versions: dict[int, dict[str, VersionEntry]] = {}
         queryset = ModelVersion.objects.defer("artifact").select_related("model")
         for v in queryset.order_by("created_at", "id"):
@@ -249,6 +244,8 @@ class Registry:
                 traffic_weight=v.traffic_weight,
                 is_shadow=v.is_shadow,
                 shadow_share=v.shadow_share,
+                max_batch_size=v.max_batch_size,
+                batch_wait_ms=v.batch_wait_ms,
                 created_at=v.created_at,
             )
         return {
@@ -264,6 +261,16 @@ class Registry:
             )
             for m in MLModel.objects.all()
         }
+
+
+async def _on_a_thread(function, *args):
+    """Run a function that reads the database on asgiref's thread for such work."""
+
+    def run():
+        close_old_connections()  # a connection broken since the last read is replaced
+        return function(*args)
+
+    return await sync_to_async(run)()
 
 
 registry = Registry()

@@ -128,6 +128,8 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "traffic_weight",
             "is_shadow",
             "shadow_share",
+            "max_batch_size",
+            "batch_wait_ms",
             "checksum",
             "metrics",
             "created_at",

@@ -1,10 +1,11 @@
 """Usage statistics: per-user request tallies written in batches, and the /stats summary.
 
 Requests are counted where they are answered, in memory, per user and minute; each process
-writes its tallies to ``RequestTally`` at most every ``USAGE_FLUSH_SECONDS`` (at the end of a
-request, and when the process exits), adding to the row other processes and hosts share. So
-``request_count`` and ``error_count`` are durable and add up across workers without a
-database write per request; the one thing lost to a crash is a process's last few seconds.
+writes its tallies to ``RequestTally`` at most every ``USAGE_FLUSH_SECONDS`` (with the group
+commit of the request that finds them due, and when the process exits), adding to the row other
+processes and hosts share. So ``request_count`` and ``error_count`` are durable and add up
+across workers without a database write per request; the one thing lost to a crash is a
+process's last few seconds.
 """
 
 import atexit
@@ -20,6 +21,7 @@ from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from accounts.models import User
+from mlplatform.background import group_commit
 from mlplatform.metrics import instrumented, observability_setting
 from predictions.models import BatchJob, Prediction, RequestTally
 
@@ -48,6 +50,10 @@ class Tallies:
         interval = float(observability_setting("USAGE_FLUSH_SECONDS"))
         return bool(self._pending) and self.timer() - self._flushed_at >= interval
 
+    def mark_flushing(self) -> None:
+        """A flush is on its way: not due again before another interval."""
+        self._flushed_at = self.timer()
+
     def flush(self) -> None:
         """Add the pending tallies to the database; kept for the next try if that fails."""
         with self._lock:
@@ -56,13 +62,15 @@ class Tallies:
         if not pending:
             return
         try:
-            # Tallies of a user deleted since are dropped (their rows would be deleted too).
-            users = {user_id for user_id, _ in pending}
-            live = set(User.objects.filter(pk__in=users).values_list("pk", flat=True))
-            for (user_id, minute), (n, errors, seconds) in list(pending.items()):
-                if user_id in live:
-                    _add(user_id, minute, n, errors, seconds)
-                del pending[(user_id, minute)]
+            # A savepoint inside the group commit's transaction: a failure here leaves the
+            # round's other writes alone.
+            with transaction.atomic():
+                # Tallies of a user deleted since are dropped (their rows would be deleted too).
+                users = {user_id for user_id, _ in pending}
+                live = set(User.objects.filter(pk__in=users).values_list("pk", flat=True))
+                for (user_id, minute), (n, errors, seconds) in pending.items():
+                    if user_id in live:
+                        _add(user_id, minute, n, errors, seconds)
         except Exception as exc:
             logger.warning("usage tallies not written, will retry: %s", exc)
             with self._lock:
@@ -99,12 +107,13 @@ tallies = Tallies()
 
 
 def usage_record(*, user_id: int, error: bool, seconds: float) -> None:
-    """Count one answered request of a user; write this process's tallies when due."""
+    """Count one answered request of a user; have this process's tallies written when due."""
     if not instrumented():
         return
     tallies.record(user_id=user_id, error=error, seconds=seconds)
     if tallies.due():
-        tallies.flush()
+        tallies.mark_flushing()
+        group_commit.submit(call=tallies.flush)
 
 
 def usage_flush() -> None:

@@ -12,6 +12,7 @@ from accounts.permissions import scope_required
 from mlplatform.api.schema import ErrorSerializer
 from mlplatform.errors import NotFound
 from predictions.models import MLModel, ModelVersion
+from predictions.pipeline import principal_id
 from predictions.selectors import (
     live_metrics,
     prediction_get,
@@ -27,13 +28,7 @@ from predictions.serializers import (
     PredictRequestSerializer,
     prediction_payload,
 )
-from predictions.services import (
-    feedback_submit,
-    fingerprint,
-    idempotent,
-    prediction_create,
-    principal_id,
-)
+from predictions.services import feedback_submit, fingerprint, idempotent, prediction_create
 
 
 class PredictView(APIView):

@@ -1,5 +1,5 @@
-"""Helpers for tests of threads that wait for each other: a fake clock, a call run in another
-thread as a concurrent request would make it, and a database read held midway."""
+"""Helpers for tests of code that reads the database while others wait: a fake clock, a call
+run in another thread as a concurrent request would make it, and a database read held midway."""
 
 import threading
 from collections.abc import Callable
@@ -39,15 +39,13 @@ def in_thread(ask: Callable[[], Any]) -> tuple[threading.Thread, dict]:
 class HeldRead:
     """Wraps the function ``name`` of ``module`` (a read of the database): counts its calls,
     and once armed, the next call, in whichever thread, waits until the test releases it (and
-    fails with the given error, if any). Also notes when a thread gives back its pooled
-    connection to wait (the module's ``give_back_connection``)."""
+    fails with the given error, if any)."""
 
     def __init__(self, monkeypatch, module, name: str):
         self.calls = 0
         self.entered, self.release = threading.Event(), threading.Event()
-        self.gave_back = threading.Event()
         self._armed, self._error = False, None
-        read, give_back = getattr(module, name), module.give_back_connection
+        read = getattr(module, name)
 
         def held(*args):
             self.calls += 1
@@ -59,12 +57,7 @@ class HeldRead:
                     raise self._error
             return read(*args)
 
-        def giving_back():
-            self.gave_back.set()
-            give_back()
-
         monkeypatch.setattr(module, name, held)
-        monkeypatch.setattr(module, "give_back_connection", giving_back)
 
     def arm(self, *, error: Exception | None = None) -> None:
         self._armed, self._error = True, error

@@ -16,6 +16,7 @@ from predictions.graphql.types import BatchJob, MLModel, Prediction
 from predictions.models import BatchJob as BatchJobModel
 from predictions.models import MLModel as MLModelModel
 from predictions.models import ModelVersion as ModelVersionModel
+from predictions.pipeline import model_resolve
 from predictions.selectors import (
     batch_job_get,
     batch_jobs_for,
@@ -27,7 +28,6 @@ from predictions.selectors import (
 from predictions.serializers import MLModelSerializer, PredictRequestSerializer, prediction_payload
 from predictions.services import prediction_create
 from predictions.services.batch import batch_job_cancel, batch_job_submit
-from predictions.services.predict import model_resolve
 
 READ_JOBS = ("read", "batch")
 

@@ -48,6 +48,12 @@ class ModelVersion:
     traffic_weight: float
     is_shadow: bool
     shadow_share: float
+    max_batch_size: int = strawberry.field(
+        description="Most rows one call of the model answers (1: no batching)."
+    )
+    batch_wait_ms: float = strawberry.field(
+        description="Milliseconds a batch that is not full may wait for more rows."
+    )
     checksum: str
     metrics: JSON = strawberry.field(description="Metrics from training.")
     created_at: datetime

@@ -1,4 +1,12 @@
-"""Dense feed-forward network evaluated with numpy in float32."""
+"""Dense feed-forward network evaluated with numpy: float32 values, float64 sums.
+
+Each layer's matrix product is summed in float64 and its result rounded to float32, where the
+activation runs. BLAS sums a product in an order that depends on the number of rows (one row
+takes another kernel than many): in float32 a row's answer would differ by a few units in the
+last place with the rows it is batched with; rounded from float64 it is the same, however the
+rows are batched (``mlplatform.background.Batcher``). Values beyond the float32 range still
+overflow to infinity, as the inputs and outputs are float32.
+"""
 
 from collections.abc import Callable, Sequence
 
@@ -107,9 +115,11 @@ class DenseNetwork:
             for w, b, a in zip(self.weights, self.biases, self.activations, strict=True)
         ]
         # Folding the standardisation into layer 0 saves two numpy calls per request; the fold is
-        # computed in float64 so it only adds float32 rounding, the same order as the inputs' own.
+        # computed in float64, as the layers are.
         layers[0] = (*self._folded_first_layer(), layers[0][2])
-        self._layers = tuple(layers)
+        self._layers = tuple(
+            (w.astype(np.float64), b.astype(np.float64), activation) for w, b, activation in layers
+        )
 
     def _input_vector(self, value: np.ndarray | None, name: str) -> np.ndarray | None:
         if value is None:
@@ -129,8 +139,8 @@ class DenseNetwork:
         if self.input_mean is not None:
             bias -= self.input_mean @ weight
         with np.errstate(over="ignore"):
-            weight, bias = weight.astype(_FLOAT32), bias.astype(_FLOAT32)
-        if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+            finite = np.isfinite(weight.astype(_FLOAT32)).all() and np.isfinite(bias).all()
+        if not finite:
             raise ArtifactError("input_scale is too close to zero for the layer 0 weights")
         return weight, bias
 
@@ -144,10 +154,10 @@ class DenseNetwork:
         # so numpy's warnings would only be noise.
         with np.errstate(over="ignore", invalid="ignore"):
             for weight, bias, activation in self._layers:
-                # matmul returns a new array: the in-place steps below never touch the caller's X.
-                h = h @ weight
-                h += bias
-                h = activation(h)
+                # A new array: the in-place steps below never touch the caller's X.
+                total = h @ weight
+                total += bias
+                h = activation(total.astype(_FLOAT32))
         return h
 
 

@@ -1,4 +1,4 @@
-"""Ensembles: a weighted average of other versions' outputs, the members run concurrently.
+"""Ensembles: a weighted average of other versions' outputs.
 
 An ensemble version's artifact is a small JSON document naming member versions of the same
 model and their weights::
@@ -12,17 +12,14 @@ ensembles); they must agree on the number of inputs and outputs.
 import json
 import math
 from collections.abc import Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from predictions.runtime.errors import ArtifactError
-from predictions.runtime.predictors import Predictor
 
-
-class EnsembleTimeout(TimeoutError):
-    """Not every member answered within the time allowed."""
+M = TypeVar("M")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,40 +58,30 @@ def parse_spec(data: bytes) -> EnsembleSpec:
     return EnsembleSpec(members=tuple((label, weight / total) for label, weight in parsed))
 
 
-class WeightedEnsemble:
-    """Runs member predictors concurrently and averages their outputs with fixed weights."""
+class Ensemble(Generic[M]):
+    """Members (predictors, or handles the caller runs them by) with weights and one shape."""
 
-    def __init__(
-        self, members: Sequence[tuple[Predictor, float]], executor: Executor | None
-    ) -> None:
+    def __init__(self, members: Sequence[tuple[M, float, int, int]]) -> None:
+        """``members``: (member, normalised weight, its number of inputs, of outputs)."""
         if len(members) < 2:
             raise ArtifactError("an ensemble needs at least two members")
-        shapes = {(p.n_inputs, p.n_outputs) for p, _ in members}
+        shapes = {(n_inputs, n_outputs) for _, _, n_inputs, n_outputs in members}
         if len(shapes) != 1:
             raise ArtifactError(
                 "ensemble members disagree on inputs or outputs: "
                 + ", ".join(f"{i} -> {o}" for i, o in sorted(shapes))
             )
         self.n_inputs, self.n_outputs = shapes.pop()
-        self._members = tuple(members)
-        self._executor = executor
+        self.members: tuple[tuple[M, float], ...] = tuple((m, w) for m, w, _, _ in members)
 
-    def predict(self, X: np.ndarray, timeout: float | None = None) -> np.ndarray:
-        """Weighted average of the members' outputs; EnsembleTimeout past ``timeout`` seconds."""
-        if self._executor is None:
-            return sum(np.float32(w) * p.predict(X) for p, w in self._members)
-        futures = [(self._executor.submit(p.predict, X), w) for p, w in self._members]
-        done, pending = wait([f for f, _ in futures], timeout=timeout)
-        if pending:
-            for future in pending:
-                future.cancel()
-            raise EnsembleTimeout(f"{len(pending)} of {len(futures)} members did not answer")
-        total = np.zeros((X.shape[0], self.n_outputs), dtype=np.float32)
-        for future, weight in futures:
-            total += np.float32(weight) * future.result()
-        return total
+    @property
+    def weights(self) -> tuple[float, ...]:
+        return tuple(weight for _, weight in self.members)
 
 
-def member_pool(max_workers: int = 4) -> ThreadPoolExecutor:
-    """A thread pool for running members (numpy releases the GIL while it multiplies)."""
-    return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ensemble")
+def weighted_sum(outputs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """The members' outputs averaged with their (normalised) weights, as float32."""
+    total = np.zeros_like(outputs[0], dtype=np.float32)
+    for output, weight in zip(outputs, weights, strict=True):
+        total += np.float32(weight) * output
+    return total

@@ -3,11 +3,11 @@
 from predictions.services.feedback import feedback_submit
 from predictions.services.idempotency import fingerprint, idempotent
 from predictions.services.predict import (
-    Routing,
-    model_resolve,
+    PredictionRequest,
+    aprediction_create,
+    aprediction_request,
     prediction_create,
-    principal_id,
-    version_resolve,
+    prediction_request,
 )
 from predictions.services.versions import (
     artifact_validate,
@@ -20,19 +20,19 @@ from predictions.services.versions import (
 )
 
 __all__ = [
-    "Routing",
+    "PredictionRequest",
+    "aprediction_create",
+    "aprediction_request",
     "artifact_validate",
     "feedback_submit",
     "fingerprint",
     "idempotent",
-    "model_resolve",
     "model_save",
     "model_version_create",
     "model_version_replace_artifact",
     "model_version_save",
     "model_version_set_status",
     "prediction_create",
-    "principal_id",
+    "prediction_request",
     "registry_touch",
-    "version_resolve",
 ]

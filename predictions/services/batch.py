@@ -25,9 +25,8 @@ from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput, PlatformError
 from mlplatform.logging import log_context_set
 from predictions.models import BatchChunk, BatchJob
+from predictions.pipeline import NonFiniteOutputs, Served, pipeline, principal_id, route
 from predictions.registry import registry
-from predictions.runtime.ensemble import WeightedEnsemble
-from predictions.services.predict import model_resolve, principal_id, version_resolve
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +78,8 @@ def batch_job_submit(
     request_id: str = "",
 ) -> BatchJob:
     """Queue validated rows for prediction by the resolved version; 4xx when a limit is passed."""
-    model = model_resolve(model_name)
-    version, routing = version_resolve(model, version_label, principal=principal_id(user, api_key))
+    served = route(model_name, version_label, principal=principal_id(user, api_key))
+    model, version = served.model, served.version
     if rows.ndim != 2 or rows.shape[1] != len(model.feature_names):
         raise InvalidInput(f"Each row needs {len(model.feature_names)} features.")
     limit = platform_setting("MAX_BATCH_ROWS")
@@ -112,7 +111,7 @@ def batch_job_submit(
             owner=user,
             api_key=api_key,
             model_version_id=version.id,
-            routing=routing,
+            routing=served.routing,
             total_inputs=rows.shape[0],
             chunk_size=platform_setting("BATCH_CHUNK_ROWS"),
             input_format=input_format,
@@ -193,7 +192,7 @@ def batch_job_process(*, job_id: str) -> None:
     if version is None:
         _finish(job.pk, BatchJob.Status.FAILED, "The job's model version no longer exists.")
         return
-    predictor = registry.predictor(version)
+    served = Served(model, version, job.routing)
     rows = _npy_load(job.input_data)
     done = set(job.chunks.values_list("index", flat=True))
     n_chunks = math.ceil(job.total_inputs / job.chunk_size)
@@ -205,17 +204,14 @@ def batch_job_process(*, job_id: str) -> None:
             return
         start, stop = index * job.chunk_size, min((index + 1) * job.chunk_size, job.total_inputs)
         chunk_started = time.perf_counter()
-        if isinstance(predictor, WeightedEnsemble):
-            outputs = predictor.predict(rows[start:stop], timeout=None)
-        else:
-            outputs = predictor.predict(rows[start:stop])
-        bad = ~np.isfinite(outputs).all(axis=1)
-        if bad.any():
-            row = start + int(np.argmax(bad)) + 1
+        try:
+            outputs = pipeline.infer(served, rows[start:stop], timeout=None).outputs
+        except NonFiniteOutputs as exc:
             _finish(
                 job.pk,
                 BatchJob.Status.FAILED,
-                f"row {row}: the values overflow the model (its outputs are not finite numbers).",
+                f"row {start + exc.row + 1}: the values overflow the model (its outputs are not "
+                "finite numbers).",
             )
             return
         with transaction.atomic():

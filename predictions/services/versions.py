@@ -7,7 +7,7 @@ from mlplatform.errors import InvalidInput
 from predictions.models import MLModel, ModelVersion, RegistryRevision
 from predictions.registry import registry
 from predictions.runtime.artifacts import checksum as artifact_checksum
-from predictions.runtime.ensemble import WeightedEnsemble, parse_spec
+from predictions.runtime.ensemble import Ensemble, parse_spec
 from predictions.runtime.errors import ArtifactError
 from predictions.runtime.predictors import Predictor, load_predictor
 
@@ -23,7 +23,7 @@ def registry_touch() -> None:
     transaction.on_commit(registry.mark_stale)
 
 
-def _load(*, model: MLModel, runtime: str, data: bytes) -> Predictor:
+def _load(*, model: MLModel, runtime: str, data: bytes) -> Predictor | Ensemble:
     if runtime != ModelVersion.Runtime.ENSEMBLE:
         return load_predictor(runtime, data)
     spec = parse_spec(data)
@@ -41,11 +41,12 @@ def _load(*, model: MLModel, runtime: str, data: bytes) -> Predictor:
             raise ArtifactError(f"model {model.name!r} has no version {label!r}")
         if member.runtime == ModelVersion.Runtime.ENSEMBLE:
             raise ArtifactError(f"member {label!r} is itself an ensemble")
-        predictors.append((load_predictor(member.runtime, bytes(member.artifact)), weight))
-    return WeightedEnsemble(predictors, executor=None)
+        predictor = load_predictor(member.runtime, bytes(member.artifact))
+        predictors.append((predictor, weight, predictor.n_inputs, predictor.n_outputs))
+    return Ensemble(predictors)
 
 
-def artifact_validate(*, model: MLModel, runtime: str, data: bytes) -> Predictor:
+def artifact_validate(*, model: MLModel, runtime: str, data: bytes) -> Predictor | Ensemble:
     """Load an artifact and check it fits the model's inputs and outputs; InvalidInput if not."""
     try:
         predictor = _load(model=model, runtime=runtime, data=data)
@@ -76,8 +77,13 @@ def model_version_create(
     traffic_weight: float = 0.0,
     description: str = "",
     metrics: dict | None = None,
+    max_batch_size: int | None = None,
+    batch_wait_ms: float | None = None,
 ) -> ModelVersion:
-    """Register a validated artifact as a new version of ``model``."""
+    """Register a validated artifact as a new version of ``model``.
+
+    ``max_batch_size`` and ``batch_wait_ms`` tune its micro-batching (default: the fields').
+    """
     artifact_validate(model=model, runtime=runtime, data=artifact)
     if ModelVersion.objects.filter(model=model, label=label).exists():
         raise InvalidInput(f"Model {model.name!r} already has a version {label!r}.")
@@ -92,6 +98,14 @@ def model_version_create(
         traffic_weight=traffic_weight,
         description=description,
         metrics=metrics or {},
+        **{
+            name: value
+            for name, value in (
+                ("max_batch_size", max_batch_size),
+                ("batch_wait_ms", batch_wait_ms),
+            )
+            if value is not None
+        },
     )
     registry_touch()
     return version
@@ -121,7 +135,7 @@ def model_version_set_status(*, version: ModelVersion, status: str) -> ModelVers
 
 @transaction.atomic
 def model_version_save(*, version: ModelVersion) -> ModelVersion:
-    """Save edits to a version's routing fields (status, weight, shadow, description)."""
+    """Save edits to a version's serving fields (status, weight, shadow, batching, ...)."""
     version.save()
     registry_touch()
     return version

@@ -123,6 +123,44 @@ model_metadata = extend_schema(
         **_errors(401, 404, 429, 503),
     },
 )
+
+
+def _config_tensors(name: str):
+    return inline_serializer(
+        name,
+        {
+            "name": serializers.CharField(),
+            "data_type": serializers.CharField(),
+            "dims": serializers.ListField(child=serializers.IntegerField()),
+        },
+        many=True,
+    )
+
+
+model_config = extend_schema(
+    tags=["v2"],
+    parameters=_HEADERS,
+    responses={
+        200: inline_serializer(
+            "V2ModelConfig",
+            {
+                "name": serializers.CharField(),
+                "version": serializers.CharField(),
+                "platform": serializers.CharField(),
+                "max_batch_size": serializers.IntegerField(
+                    help_text="Most rows one call of the model answers (1: no batching)."
+                ),
+                "input": _config_tensors("V2ConfigInput"),
+                "output": _config_tensors("V2ConfigOutput"),
+                "dynamic_batching": inline_serializer(
+                    "V2DynamicBatching",
+                    {"max_queue_delay_microseconds": serializers.IntegerField()},
+                ),
+            },
+        ),
+        **_errors(401, 404, 429, 503),
+    },
+)
 model_ready = extend_schema(
     tags=["v2"],
     parameters=_HEADERS,

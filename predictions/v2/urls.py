@@ -18,6 +18,8 @@ urlpatterns = [
     *route("v2/health/ready", views.ServerReadyView.as_view(), "v2-ready"),
     *route(_MODEL, views.ModelMetadataView.as_view(), "v2-model-metadata"),
     *route(_VERSION, views.ModelMetadataView.as_view(), "v2-version-metadata"),
+    *route(f"{_MODEL}/config", views.ModelConfigView.as_view(), "v2-model-config"),
+    *route(f"{_VERSION}/config", views.ModelConfigView.as_view(), "v2-version-config"),
     *route(f"{_MODEL}/ready", views.ModelReadyView.as_view(), "v2-model-ready"),
     *route(f"{_VERSION}/ready", views.ModelReadyView.as_view(), "v2-version-ready"),
     *route(f"{_MODEL}/infer", views.InferView.as_view(), "v2-infer"),

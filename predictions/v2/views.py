@@ -24,13 +24,13 @@ from mlplatform.errors import PayloadTooLarge
 from mlplatform.health import CHECKS
 from mlplatform.middleware import body_limit
 from predictions.models import ModelVersion
-from predictions.services import principal_id
+from predictions.pipeline import Served, principal_id, route
 from predictions.v2 import schema, services
 from predictions.v2.codec import ProtocolError, decode_request, encode_response
 from predictions.v2.signature import PLATFORMS, output_tensors
 
 SERVER_NAME = "mlplatform"
-EXTENSIONS = ["binary_tensor_data", "parameters"]
+EXTENSIONS = ["binary_tensor_data", "parameters", "model_configuration"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
@@ -118,11 +118,9 @@ class ServerReadyView(ProbeView):
         return Response({"ready": True})
 
 
-def _served(request, name: str, version: str | None) -> services.Served:
+def _served(request, name: str, version: str | None) -> Served:
     api_key = request.auth if isinstance(request.auth, ApiKey) else None
-    return services.version_served(
-        model_name=name, version_label=version, principal=principal_id(request.user, api_key)
-    )
+    return route(name, version, principal=principal_id(request.user, api_key))
 
 
 class ModelMetadataView(V2View):
@@ -151,6 +149,41 @@ class ModelMetadataView(V2View):
                     "task": served.model.task,
                     "feature_names": list(served.model.feature_names),
                     "labels": list(served.model.labels),
+                },
+            }
+        )
+
+
+class ModelConfigView(V2View):
+    """A version's configuration as Triton's model configuration extension gives it.
+
+    ``max_batch_size`` is the version's (the most rows one call of the model answers, requests
+    batched together up to it) and ``dynamic_batching`` its ``batch_wait_ms``; tensor ``dims``
+    leave out the batch dimension, as Triton's do when ``max_batch_size`` is above 0.
+    """
+
+    @schema.model_config
+    def get(self, request, name: str, version: str | None = None):
+        served = _served(request, name, version)
+        signature = services.signature_for(served)
+        entry = served.version
+
+        def tensors(specs) -> list[dict]:
+            return [
+                {"name": spec.name, "data_type": f"TYPE_{spec.datatype}", "dims": spec.shape[1:]}
+                for spec in specs
+            ]
+
+        return Response(
+            {
+                "name": served.model.name,
+                "version": entry.label,
+                "platform": PLATFORMS.get(entry.runtime, entry.runtime),
+                "max_batch_size": entry.max_batch_size,
+                "input": tensors(signature.inputs),
+                "output": tensors(signature.outputs),
+                "dynamic_batching": {
+                    "max_queue_delay_microseconds": round(entry.batch_wait_ms * 1000)
                 },
             }
         )

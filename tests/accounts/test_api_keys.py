@@ -1,9 +1,9 @@
 """API keys: the keys API, authentication by X-API-Key, scopes, revocation and expiry."""
 
-import threading
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -11,7 +11,7 @@ from accounts import crypto, keycache
 from accounts.authentication import ApiKeyAuthentication
 from accounts.keycache import verified_keys
 from accounts.models import ApiKey, User
-from tests.concurrency import Clock, HeldRead, in_thread
+from tests.concurrency import Clock, HeldRead
 
 IRIS = {"input_data": [5.1, 3.5, 1.4, 0.2]}
 
@@ -231,11 +231,6 @@ def test_a_cached_key_still_needs_its_exact_secret(user, make_key, client_for):
     assert response.json()["code"] == "invalid_api_key"
 
 
-def _get_in_thread(lookup: str) -> tuple[threading.Thread, dict]:
-    """``verified_keys.get(lookup)`` in another thread, as another request would ask."""
-    return in_thread(lambda: verified_keys.get(lookup))
-
-
 @pytest.fixture
 def cached_key(user, make_key, monkeypatch):
     """A key loaded into the cache at a fake clock's time, the clock and the load counter."""
@@ -248,47 +243,42 @@ def cached_key(user, make_key, monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_while_a_key_is_reloaded_others_asking_go_on_with_an_entry_younger_than_the_limit(
+def test_on_the_event_loop_a_key_is_reloaded_while_an_entry_younger_than_the_limit_serves(
     cached_key,
 ):
-    # The requests of a busy key that come during its reload used to make the same two
-    # queries each: a burst every cache time, in every process.
+    # The event loop never waits for the database: a busy key's entry keeps serving while a
+    # thread reloads it, once, when it passes the cache time.
     lookup, clock, held = cached_key
     clock.now += 1.2  # out of the cache time (1 s), within 1.5 of it
-    held.arm()
-    loader, loaded = _get_in_thread(lookup)
-    assert held.entered.wait(5)
 
-    meanwhile = [verified_keys.get(lookup) for _ in range(5)]
-    held.release.set()
-    loader.join()
+    async def ask():
+        meanwhile = [verified_keys.fresh(lookup) for _ in range(5)]
+        await verified_keys._reloads[lookup]
+        return meanwhile
+
+    meanwhile = async_to_sync(ask)()
 
     assert all(key is not None and key.lookup == lookup for key in meanwhile)
-    assert loaded["value"].lookup == lookup
     assert held.calls == 2  # the first load and the one reload
-    assert not held.gave_back.is_set()
+    clock.now += 0.1
+    assert verified_keys.fresh(lookup) is not None  # fresh again, without a reload
+    assert held.calls == 2
 
 
 @pytest.mark.django_db(transaction=True)
-def test_while_a_key_is_reloaded_others_asking_wait_when_their_entry_is_older_than_the_limit(
-    cached_key,
-):
-    # Another process revoked the key two cache times ago: nobody may be let in on the old entry.
+def test_on_the_event_loop_an_entry_older_than_the_limit_is_not_used(cached_key):
+    # Another process revoked the key two cache times ago: nobody may be let in on the old
+    # entry; the request goes to the DRF view, which reloads the key.
     lookup, clock, held = cached_key
     ApiKey.objects.update(revoked_at=timezone.now())
     clock.now += 2
-    held.arm()
-    loader, loaded = _get_in_thread(lookup)
-    assert held.entered.wait(5)
 
-    waiter, got = _get_in_thread(lookup)
-    assert held.gave_back.wait(5)
-    answered_before_the_load = dict(got)
-    held.release.set()
-    loader.join()
-    waiter.join()
+    async def ask():
+        stale = verified_keys.fresh(lookup)
+        await verified_keys._reloads[lookup]
+        return stale, verified_keys.fresh(lookup)
 
-    assert answered_before_the_load == {}
-    assert loaded["value"].revoked_at is not None
-    assert got["value"].revoked_at is not None
-    assert held.calls == 2  # the waiter took the loader's answer instead of loading again
+    stale, reloaded = async_to_sync(ask)()
+
+    assert stale is None
+    assert reloaded.revoked_at is not None

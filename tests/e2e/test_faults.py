@@ -35,8 +35,9 @@ def predict(base_url: str, key: str, timeout: float = 30) -> requests.Response:
     )
 
 
-def gunicorn_workers(session: int) -> list[int]:
-    """Pids of the gunicorn worker processes (children of the gunicorn master) of a session."""
+def web_workers(session: int) -> list[int]:
+    """Pids of the web server's worker processes of a session: the children that uvicorn's
+    supervisor started with ``multiprocessing``."""
     procs = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -47,18 +48,23 @@ def gunicorn_workers(session: int) -> list[int]:
         except (FileNotFoundError, ProcessLookupError):
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[3]) == session and fields[0] != "Z" and b"gunicorn" in command:
-            procs[int(entry)] = int(fields[1])  # pid -> parent pid
-    return [pid for pid, parent in procs.items() if parent in procs]
+        if int(fields[3]) == session and fields[0] != "Z":
+            procs[int(entry)] = (int(fields[1]), command)  # pid -> parent pid, command
+    masters = {pid for pid, (_, command) in procs.items() if b"uvicorn" in command}
+    return [
+        pid
+        for pid, (parent, command) in procs.items()
+        if parent in masters and b"spawn_main" in command
+    ]
 
 
 def wait_for_workers(session: int, count: int, gone: int | None = None) -> list[int]:
-    """The session's gunicorn workers once there are ``count`` of them, none of them ``gone``
-    (or as they are after 30 s). The master forks its workers one by one: ``/health`` answers
+    """The session's web workers once there are ``count`` of them, none of them ``gone`` (or
+    as they are after 30 s). The supervisor starts its workers one by one: ``/health`` answers
     as soon as the first one serves, and a killed one is replaced a moment after it died."""
     deadline = time.monotonic() + 30
     while True:
-        workers = gunicorn_workers(session)
+        workers = web_workers(session)
         if (len(workers) == count and gone not in workers) or time.monotonic() > deadline:
             return workers
         time.sleep(0.1)
@@ -119,11 +125,10 @@ def test_killing_a_web_worker_under_load_fails_only_the_requests_it_held(serve, 
         f"{sorted(set(map(str, failed)))}"
     )
     # Only connection errors, never an HTTP error, and only at the kill: a client loses the
-    # request the killed worker held. With reuse_port, each worker has its own listening socket,
-    # and the kernel resets the connections still waiting in the dead worker's backlog: a client
-    # may lose one more there, unless net.ipv4.tcp_migrate_req moves them to another worker.
+    # request the killed worker held. The workers share one listening socket: connections
+    # waiting in its backlog are taken by the other worker.
     assert all(isinstance(o, str) for o in failed), failed
-    held = 1 if _kernel_migrates_requests() else 2
+    held = 1
     for n in range(6):
         mine = [
             outcome for request_id, outcome in results if request_id.startswith(f"{prefix}{n}-")
@@ -131,21 +136,13 @@ def test_killing_a_web_worker_under_load_fails_only_the_requests_it_held(serve, 
         lost = [i for i, outcome in enumerate(mine) if outcome != 200]
         assert len(lost) <= held, (n, mine)
         assert lost == list(range(min(lost, default=0), min(lost, default=0) + len(lost))), mine
-    assert outcomes[-20:].count(200) == 20  # the master replaced the worker; all is served
+    assert outcomes[-20:].count(200) == 20  # the other worker serves; all is served
     replaced = wait_for_workers(server.process.pid, 2, gone=workers[0])
     assert len(replaced) == 2 and workers[0] not in replaced, (workers, replaced)
     # Every answered prediction was stored whole; a killed request stored all of it or nothing.
     stored = stored_predictions(instance, prefix)
     assert stored["incomplete"] == 0
     assert outcomes.count(200) <= stored["total"] <= outcomes.count(200) + len(failed)
-
-
-def _kernel_migrates_requests() -> bool:
-    """Whether Linux moves a closed listener's waiting connections to its reuse_port peers."""
-    try:
-        return Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip() == "1"
-    except OSError:
-        return False
 
 
 class TcpProxy:

@@ -25,7 +25,7 @@ MAX_ROUNDS = 8
 
 @pytest.fixture(scope="module")
 def two_worker_server(tmp_path_factory) -> Iterator[tuple[Server, Instance]]:
-    """``serve --workers 2`` (two gunicorn workers and a qcluster) on a fresh instance."""
+    """``serve --workers 2`` (two web workers and a qcluster) on a fresh instance."""
     var_dir = tmp_path_factory.mktemp("metrics-instance")
     with fresh_database("metrics") as database_url:
         env = {

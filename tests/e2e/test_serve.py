@@ -340,7 +340,7 @@ def test_ctrl_c_stops_the_web_server_and_the_worker(serve):
         ["ps", "--ppid", str(serve_pid), "-o", "pid="], capture_output=True, text=True
     ).stdout.split()
     assert len(direct) == 2, children
-    assert any("gunicorn" in cmd for cmd in children.values()), children
+    assert any("uvicorn" in cmd for cmd in children.values()), children
     assert any("qcluster" in cmd for cmd in children.values()), children
     assert {int(pid) for pid in direct} <= running_in_session(serve_pid), children
 

@@ -1,13 +1,9 @@
 """Profiles: production refuses unsafe settings; SQLite runs in WAL mode with waiting writers."""
 
 import os
-import shutil
-import sqlite3
 import subprocess
 import sys
 import threading
-import time
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -130,8 +126,8 @@ def test_sqlite_runs_in_wal_mode_and_concurrent_writers_wait(sqlite_file_alias):
     assert total == 200
 
 
-# Writers of one process take turns on a lock of the process (mlplatform/db/sqlite3), woken
-# as soon as the writer before them is done, rather than in SQLite's busy-handler sleeps.
+# Writers take turns on SQLite's write lock: BEGIN IMMEDIATE takes it, and a writer that finds
+# it taken waits up to the connection's timeout.
 embedded_only = pytest.mark.skipif(
     bool(os.environ.get("DATABASE_URL")), reason="the embedded profile's SQLite"
 )
@@ -257,110 +253,3 @@ def test_a_failed_or_abandoned_transaction_keeps_no_writer_waiting(
     assert isinstance(results[0].get("error"), ValueError)
     assert results[1:] == [{}, {}]
     assert _items(alias) == [3]
-
-
-@embedded_only
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
-def test_a_process_forked_while_a_thread_held_the_writer_lock_can_write(
-    sqlite_file_alias, writer_timeout
-):
-    """django-q2 and gunicorn fork processes: a lock that a thread of the parent held at that
-    moment (between taking it and writing, or committing and giving it back) is free in the
-    child, where that thread does not exist."""
-    from mlplatform.db.sqlite3.base import writer
-
-    alias = sqlite_file_alias
-    _create_items(alias)
-    connections[alias].close()  # an open SQLite connection must not cross a fork
-    with writer(str(connections.settings[alias]["NAME"])):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                _insert(alias, 2)
-                code = 0
-            finally:
-                os._exit(code)
-    _, status = os.waitpid(pid, 0)
-
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert _items(alias) == [2]
-
-
-# Checkpoints: with WAL, a commit goes to the write-ahead log; a checkpoint copies the log into
-# the database file. The embedded profile's processes run them on a thread of their own.
-
-
-def _rows_in_database_file(alias: str, tmp_path: Path) -> int:
-    """Rows of ``items`` in a copy of the database file alone: what checkpoints put there."""
-    copy = tmp_path / "file-alone.sqlite3"
-    shutil.copyfile(connections.settings[alias]["NAME"], copy)
-    with closing(sqlite3.connect(copy)) as database:
-        try:
-            return database.execute("SELECT count(*) FROM items").fetchone()[0]
-        except sqlite3.DatabaseError:  # no table yet, or copied halfway through a checkpoint
-            return 0
-
-
-def _wait_for_rows(alias: str, tmp_path: Path, rows: int, within: float) -> int:
-    deadline = time.monotonic() + within
-    while (found := _rows_in_database_file(alias, tmp_path)) < rows:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    return found
-
-
-@embedded_only
-def test_writes_reach_the_database_file_by_a_checkpoint_of_the_process(sqlite_file_alias, tmp_path):
-    from mlplatform.db.sqlite3.base import FALLBACK_CHECKPOINT_PAGES
-
-    alias = sqlite_file_alias
-    assert connections.settings[alias]["OPTIONS"]["checkpoint_interval"] == 0.2
-    _create_items(alias)
-    for n in range(200):
-        _insert(alias, n)
-
-    # Far fewer pages than SQLite's own checkpoint needs: only the process's thread copies them.
-    assert _wait_for_rows(alias, tmp_path, 200, within=5) == 200
-    assert _items(alias) == list(range(200))
-    with connections[alias].cursor() as cursor:
-        cursor.execute("PRAGMA wal_autocheckpoint")
-        assert cursor.fetchone()[0] == FALLBACK_CHECKPOINT_PAGES
-
-
-@embedded_only
-def test_without_a_checkpoint_interval_writes_wait_in_the_log_for_sqlites_own_checkpoint(
-    sqlite_file_alias, tmp_path, monkeypatch
-):
-    alias = sqlite_file_alias
-    options = connections.settings[alias]["OPTIONS"]
-    monkeypatch.setitem(
-        connections.settings[alias], "OPTIONS", {**options, "checkpoint_interval": 0}
-    )
-    _create_items(alias)
-    for n in range(200):
-        _insert(alias, n)
-
-    assert _wait_for_rows(alias, tmp_path, 200, within=1) == 0
-    with connections[alias].cursor() as cursor:
-        cursor.execute("PRAGMA wal_autocheckpoint")
-        assert cursor.fetchone()[0] == 1000  # SQLite's default: the committing connection's job
-
-
-@embedded_only
-def test_the_log_starts_over_after_checkpoints_instead_of_growing(sqlite_file_alias, tmp_path):
-    alias = sqlite_file_alias
-    _create_items(alias)
-    log = Path(str(connections.settings[alias]["NAME"]) + "-wal")
-    sizes = []
-    for burst in range(6):
-        for n in range(100):
-            _insert(alias, burst * 100 + n)
-        assert _wait_for_rows(alias, tmp_path, (burst + 1) * 100, within=5) == (burst + 1) * 100
-        sizes.append(log.stat().st_size)
-
-    # Each burst is written over the start of the log: it stays about as large as one burst
-    # made it, where six bursts one after the other would make it six times as large.
-    assert sizes[-1] <= 1.5 * sizes[0], sizes
-    assert _items(alias) == list(range(600))

@@ -57,6 +57,8 @@ def add_version(admin_client, *, label: str, artifact: bytes, status: str = "sta
             "status": status,
             "traffic_weight": "0",
             "shadow_share": "1",
+            "max_batch_size": "16",
+            "batch_wait_ms": "0.5",
             "artifact_file": SimpleUploadedFile(f"{label}.npz", artifact),
         },
     )
@@ -143,6 +145,7 @@ def test_uploading_a_valid_artifact_creates_a_version_with_its_checksum(admin_cl
     assert bytes(version.artifact) == artifact
     assert version.artifact_name == "v3.npz"
     assert version.status == "staged"
+    assert (version.max_batch_size, version.batch_wait_ms) == (16, 0.5)
 
 
 @pytest.mark.parametrize(
@@ -175,6 +178,8 @@ def test_adding_a_version_without_an_artifact_asks_for_one(admin_client):
             "status": "staged",
             "traffic_weight": "0",
             "shadow_share": "1",
+            "max_batch_size": "64",
+            "batch_wait_ms": "0",
         },
     )
 

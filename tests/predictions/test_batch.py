@@ -11,6 +11,7 @@ from predictions.models import BatchChunk, BatchJob, ModelVersion
 from predictions.registry import registry
 from predictions.services import registry_touch
 from predictions.services.batch import batch_job_process
+from tests.streams import streamed
 
 pytestmark = pytest.mark.usefixtures("demo_models")
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -323,7 +324,7 @@ def test_an_idempotency_key_replays_the_submission(key_client):
 
 def _events(response) -> list[tuple[str | None, str, dict]]:
     events = []
-    for block in b"".join(response.streaming_content).decode().split("\n\n"):
+    for block in streamed(response).decode().split("\n\n"):
         fields = dict(
             line.split(": ", 1) for line in block.splitlines() if line and not line.startswith(":")
         )

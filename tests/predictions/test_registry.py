@@ -1,15 +1,19 @@
 """The process-local registry notices changes made elsewhere within its refresh interval."""
 
+import asyncio
 import threading
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import DatabaseError, connection
+from django.test.utils import CaptureQueriesContext
 
 from predictions import registry as registry_module
 from predictions.models import MLModel, ModelVersion, RegistryRevision
 from predictions.registry import Registry
+from predictions.runtime.errors import ArtifactError
 from predictions.services import registry_touch
-from tests.concurrency import Clock, HeldRead, in_thread
+from tests.concurrency import Clock, HeldRead
 
 pytestmark = pytest.mark.usefixtures("demo_models")
 
@@ -119,97 +123,82 @@ def held_read(monkeypatch):
     return HeldRead(monkeypatch, registry_module, "current_revision")
 
 
-def _default_label(registry):
-    return lambda: registry.model("iris").default.label
-
-
-def _held_read_of_a_change(registry, clock, held_read, *, after: float):
-    """Another process changes iris's default (v2 to v1); ``after`` seconds later a thread
-    asks and begins the read, which is held: that thread and the dict its answer lands in."""
-    assert registry.model("iris").default.label == "v2"
-    _change_default_elsewhere("v1")
-    clock.now += after
-    held_read.arm()
-    reader, read = in_thread(_default_label(registry))
-    assert held_read.entered.wait(5)
-    return reader, read
+def _on_the_loop(work):
+    """Run the coroutine function ``work`` on an event loop, as the web server would."""
+    return async_to_sync(work)()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_thread_asking_during_a_read_goes_on_with_a_snapshot_younger_than_the_limit(
+def test_the_event_loop_goes_on_with_a_snapshot_younger_than_the_limit_while_it_is_read(
     local_registry, held_read
 ):
-    # Waiting costs every thread asking in that second; a snapshot a little over an interval
-    # old is within the bound the module promises.
+    # Waiting would stop every request of the process for the read; a snapshot a little over
+    # an interval old is within the bound the module promises.
     registry, clock = local_registry
-    reader, read = _held_read_of_a_change(registry, clock, held_read, after=1.2)
+    assert registry.model("iris").default.label == "v2"
+    _change_default_elsewhere("v1")
+    clock.now += 1.2
+    held_read.arm()
 
-    meanwhile = registry.model("iris").default.label
-    held_read.release.set()
-    reader.join()
+    async def ask_twice():
+        await registry.aready()  # starts the read on a thread
+        first = registry.model("iris", refresh=False).default.label
+        await asyncio.to_thread(held_read.entered.wait, 5)
+        during = registry.model("iris", refresh=False).default.label
+        held_read.release.set()
+        await registry._reading
+        return first, during, registry.model("iris", refresh=False).default.label
 
-    assert meanwhile == "v2"
-    assert not held_read.gave_back.is_set()
-    assert read == {"value": "v1"}
+    assert _on_the_loop(ask_twice) == ("v2", "v2", "v1")
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_thread_asking_during_a_read_waits_for_it_when_its_snapshot_is_older_than_the_limit(
+def test_the_event_loop_waits_for_the_read_when_its_snapshot_is_older_than_the_limit(
     local_registry, held_read
 ):
     # A process idle for a while must not answer the first requests of a burst from a
     # snapshot several intervals old: a change is served everywhere within about a second.
     registry, clock = local_registry
-    reader, read = _held_read_of_a_change(registry, clock, held_read, after=2)
+    assert registry.model("iris").default.label == "v2"
+    _change_default_elsewhere("v1")
+    clock.now += 2
 
-    waiter, got = in_thread(_default_label(registry))
-    assert held_read.gave_back.wait(5)
-    answered_before_the_read = dict(got)
-    held_read.release.set()
-    reader.join()
-    waiter.join()
+    async def ask():
+        await registry.aready()
+        return registry.model("iris", refresh=False).default.label
 
-    assert answered_before_the_read == {}
-    assert read == {"value": "v1"}
-    assert got == {"value": "v1"}
+    assert _on_the_loop(ask) == "v1"
 
 
 @pytest.mark.django_db(transaction=True)
-def test_if_the_read_fails_then_a_thread_waiting_for_it_reads_again(local_registry, held_read):
+def test_if_a_read_fails_the_next_request_reads_again(local_registry, held_read):
     registry, clock = local_registry
     registry.model("iris")
     _change_default_elsewhere("v1")
     registry.mark_stale()
+    reads_before = held_read.calls
     held_read.arm(error=DatabaseError("the database went away"))
-    reader, read = in_thread(_default_label(registry))
-    assert held_read.entered.wait(5)
-
-    waiter, got = in_thread(_default_label(registry))
-    assert held_read.gave_back.wait(5)
     held_read.release.set()
-    reader.join()
-    waiter.join()
 
-    assert isinstance(read.get("error"), DatabaseError)
-    assert got == {"value": "v1"}
+    async def ask_twice():
+        with pytest.raises(DatabaseError):
+            await registry.aready()
+        await registry.aready()
+        return registry.model("iris", refresh=False).default.label
+
+    assert _on_the_loop(ask_twice) == "v1"
+    assert held_read.calls == reads_before + 2
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_change_of_this_process_during_a_read_is_read_again(
-    local_registry, held_read, django_assert_num_queries
-):
-    # The read may have fetched the revision before this process's change was committed.
+def test_a_version_whose_artifact_fails_is_not_read_again(local_registry):
     registry, clock = local_registry
-    registry.model("iris")
-    clock.now += 1.01
-    held_read.arm()
-    reader, read = in_thread(_default_label(registry))
-    assert held_read.entered.wait(5)
+    ModelVersion.objects.filter(model__name="iris", label="v1").update(artifact=b"broken")
+    version = registry.model("iris").versions["v1"]
 
-    registry.mark_stale()
-    held_read.release.set()
-    reader.join()
+    with pytest.raises(ArtifactError) as first:
+        registry.predictor(version)
+    with CaptureQueriesContext(connection) as queries, pytest.raises(ArtifactError) as again:
+        registry.predictor(version)
 
-    assert "value" in read
-    with django_assert_num_queries(1):  # the revision, checked again at once
-        registry.model("iris")
+    assert again.value is first.value
+    assert len(queries) == 0

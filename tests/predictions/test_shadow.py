@@ -1,28 +1,29 @@
 """Shadow traffic: copies answered off the request path, stored, never returned."""
 
-import uuid
-
 import numpy as np
 import pytest
-from django.db import connection, transaction
 from prometheus_client import REGISTRY
 
 from predictions.models import ModelVersion, Prediction, ShadowPrediction
-from predictions.registry import registry
+from predictions.pipeline import route
 from predictions.services import model_version_save, registry_touch
-from predictions.services.shadow import ShadowJob, ShadowRunner, shadow_runner, shadow_store
+from predictions.services.shadow import in_flight, shadows_join, shadows_send
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
-LABELS = ("setosa", "versicolor", "virginica")
 
 
 def predict(client, row=SETOSA):
     return client.post("/api/v1/predict", {"input_data": row, "model_version": "v1"}, format="json")
 
 
+def copies(result: str) -> float:
+    labels = {"model": "iris", "version": "v3", "result": result}
+    return REGISTRY.get_sample_value("mlplatform_shadow_copies_total", labels) or 0.0
+
+
 def test_a_shadow_answers_a_copy_that_is_stored_and_never_returned(key_client, shadow_v3):
     response = predict(key_client)
-    shadow_runner.join()
+    assert shadows_join()
 
     body = response.json()
     assert response.status_code == 200
@@ -36,54 +37,28 @@ def test_a_shadow_answers_a_copy_that_is_stored_and_never_returned(key_client, s
     assert Prediction.objects.count() == 1  # the copy is not a prediction of the caller's
 
 
-def copies(result: str) -> float:
-    labels = {"model": "iris", "version": "v3", "result": result}
-    return REGISTRY.get_sample_value("mlplatform_shadow_copies_total", labels) or 0.0
-
-
 def test_copies_that_come_together_are_all_stored_and_counted(key_client, shadow_v3):
     answered = copies("answered")
 
     ids = {predict(key_client).json()["prediction_id"] for _ in range(20)}
-    shadow_runner.join()
+    assert shadows_join()
 
     assert {str(s.primary_id) for s in ShadowPrediction.objects.all()} == ids
     assert copies("answered") == answered + 20
 
 
-def test_copies_beyond_a_full_queue_are_dropped_and_counted(key_client, shadow_v3):
-    shadow_v3.shadow_share = 0  # no copies from the requests themselves
-    model_version_save(version=shadow_v3)
-    ids = [predict(key_client).json()["prediction_id"] for _ in range(6)]
-    entry = registry.model("iris").versions["v3"]
-    jobs = [
-        ShadowJob(id_, entry, np.array([SETOSA], np.float32), "classification", LABELS, "setosa")
-        for id_ in ids
-    ]
-    runner = ShadowRunner(maxsize=2)  # the copies of a slower shadow, or of a burst
+def test_copies_beyond_the_limit_under_way_are_dropped_and_counted(
+    key_client, shadow_v3, monkeypatch
+):
+    monkeypatch.setattr(in_flight, "limit", 0)  # as when the shadow has fallen far behind
     dropped = copies("dropped")
 
-    accepted = [runner.submit(job) for job in jobs]
-    runner.join()
+    statuses = [predict(key_client).status_code for _ in range(3)]
+    assert shadows_join()
 
-    # The thread takes the first copy at once and sleeps; the queue holds two more.
-    assert 2 <= accepted.count(True) <= 3
-    assert copies("dropped") == dropped + accepted.count(False)
-    assert ShadowPrediction.objects.count() == accepted.count(True)
-
-
-def test_a_copy_stored_again_keeps_the_first_answer(key_client, shadow_v3):
-    predict(key_client)
-    shadow_runner.join()
-    first = ShadowPrediction.objects.get()
-    entry = registry.model("iris").versions["v3"]
-    again = ShadowJob(
-        first.primary_id, entry, np.array([SETOSA], np.float32), "classification", LABELS, "x"
-    )
-
-    shadow_store([again])
-
-    assert ShadowPrediction.objects.get().agrees == first.agrees is True
+    assert statuses == [200, 200, 200]
+    assert copies("dropped") == dropped + 3
+    assert ShadowPrediction.objects.count() == 0
 
 
 def test_a_failing_shadow_is_recorded_and_never_fails_the_caller(key_client, shadow_v3):
@@ -93,13 +68,13 @@ def test_a_failing_shadow_is_recorded_and_never_fails_the_caller(key_client, sha
 
     failed = copies("failed")
     response = predict(key_client)
-    shadow_runner.join()
+    assert shadows_join()
 
     assert response.status_code == 200
     assert copies("failed") == failed + 1
     shadow = ShadowPrediction.objects.get()
     assert shadow.agrees is None and shadow.output is None and shadow.label is None
-    assert "ArtifactError" in shadow.error
+    assert "VersionUnavailable" in shadow.error and "cannot be loaded" in shadow.error
 
 
 def test_a_share_of_zero_sends_no_copies(key_client, shadow_v3):
@@ -108,7 +83,7 @@ def test_a_share_of_zero_sends_no_copies(key_client, shadow_v3):
 
     for _ in range(5):
         predict(key_client)
-    shadow_runner.join()
+    assert shadows_join()
 
     assert ShadowPrediction.objects.count() == 0
 
@@ -118,47 +93,45 @@ def test_a_share_sends_about_that_share_of_requests(key_client, shadow_v3):
     model_version_save(version=shadow_v3)
 
     statuses = {predict(key_client).status_code for _ in range(60)}
-    shadow_runner.join()
+    assert shadows_join()
 
     assert statuses == {200}  # the shadow's writes never fail a caller's
     assert 15 <= ShadowPrediction.objects.count() <= 45
 
 
-def test_copies_gathered_together_get_the_answers_each_would_get_alone(shadow_v3):
-    import uuid
-
-    import numpy as np
-
-    from predictions.registry import registry
-    from predictions.services.shadow import ShadowJob, shadow_answers
-
-    entry = registry.model("iris").versions["v3"]
-    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [float("inf")] * 4, [5.9, 3.0, 4.2, 1.5]]
-    jobs = [
-        ShadowJob(
-            uuid.uuid4(),
-            entry,
-            np.array([row], np.float32),
-            "classification",
-            ("setosa", "versicolor", "virginica"),
-            "setosa",
-        )
+def test_copies_answered_together_get_the_answers_each_would_get_alone(key_client, shadow_v3):
+    rows = [SETOSA, [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+    ids = [
+        Prediction.objects.get(pk=predict(key_client, row).json()["prediction_id"]).pk
         for row in rows
     ]
+    assert shadows_join()
+    alone = {s.primary_id: s for s in ShadowPrediction.objects.all()}
+    ShadowPrediction.objects.all().delete()
+    # A row that overflows the model, copied with the others (it never passes /predict).
+    broken = Prediction.objects.get(pk=ids[0])
+    broken.pk = None
+    broken.save()
 
-    together = shadow_answers(jobs)
-    alone = [shadow_answers([job])[0] for job in jobs]
+    shadows_send(
+        route("iris", "v1", principal="test"),
+        [*ids, broken.pk],
+        ["setosa"] * 4,
+        np.array([*rows, [float("inf")] * 4], np.float32),
+    )
+    assert shadows_join()
 
-    assert [a.primary_id for a in together] == [j.prediction_id for j in jobs]
-    assert [a.label for a in together] == [a.label for a in alone]
-    assert together[0].label == "setosa" and together[1].label == "virginica"
-    assert together[2].label is None and "not finite" in together[2].error  # only that one
-    assert together[3].error == "" and together[3].output == alone[3].output
+    together = {s.primary_id: s for s in ShadowPrediction.objects.all()}
+    assert together[broken.pk].label is None and "not finite" in together[broken.pk].error
+    for primary in ids:
+        assert together[primary].error == ""
+        assert together[primary].label == alone[primary].label
+        np.testing.assert_allclose(together[primary].output, alone[primary].output, atol=1e-6)
 
 
 def test_deleting_a_prediction_deletes_its_shadow_rows(key_client, shadow_v3):
     kept, deleted = (predict(key_client).json()["prediction_id"] for _ in range(2))
-    shadow_runner.join()
+    assert shadows_join()
     assert ShadowPrediction.objects.count() == 2
 
     Prediction.objects.filter(pk=deleted).delete()
@@ -166,25 +139,4 @@ def test_deleting_a_prediction_deletes_its_shadow_rows(key_client, shadow_v3):
     assert [str(s.primary_id) for s in ShadowPrediction.objects.all()] == [kept]
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's commit settings")
-def test_copies_commit_asynchronously_and_leave_the_connection_as_it_was(key_client, shadow_v3):
-    shadow_v3.shadow_share = 0  # copies made here only
-    model_version_save(version=shadow_v3)
-    primary = predict(key_client).json()["prediction_id"]
-    entry = registry.model("iris").versions["v3"]
-    job = ShadowJob(primary, entry, np.array([SETOSA], np.float32), "classification", LABELS, "")
-
-    def synchronous_commit():
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW synchronous_commit")
-            return cursor.fetchone()[0]
-
-    # The shadow thread stores in autocommit: the statement is its own transaction, which
-    # ends with it. An enclosing one shows what the statement set for its transaction.
-    with transaction.atomic():
-        shadow_store([job])
-        during = synchronous_commit()
-    after = synchronous_commit()
-
-    assert (during, after) == ("off", "on")  # a request's commits still wait for the disk
-    assert ShadowPrediction.objects.get().primary_id == uuid.UUID(primary)
+pytestmark = pytest.mark.usefixtures("shadow_v3")

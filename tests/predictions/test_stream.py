@@ -1,23 +1,23 @@
 """POST /predict/stream: events in order, stored predictions, validation, scopes, slots."""
 
+import asyncio
 import json
-import threading
-import time
 
 import pytest
-from django.db import OperationalError, connections
+from asgiref.sync import async_to_sync, sync_to_async
 
+from mlplatform.errors import DatabaseUnavailable
 from mlplatform.logging import log_context_get
 from predictions import streaming
 from predictions.models import Prediction
-from predictions.registry import registry
-from predictions.services import predict as predict_service
 from predictions.services.batch import batch_job_process
 from predictions.streaming import HEARTBEAT, job_watcher, prediction_events, stream_slots
+from tests.streams import streamed as body_of
 
 pytestmark = pytest.mark.usefixtures("demo_models")
-# A stream's rows are stored by its worker thread, through a database connection of its own
-# that sees only committed rows: tests that read a stream commit (the database is emptied after).
+# A stream's rows are stored by the process's group commit, through a database connection of
+# its own that sees only committed rows: tests that read a stream commit (the database is
+# emptied after).
 streamed = pytest.mark.django_db(transaction=True)
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
@@ -30,6 +30,8 @@ def stream(client, body, **headers):
 
 def parse(chunks) -> list[tuple[str, dict]]:
     """(event, data) of each event; comments (heartbeats) come out as (':', {})."""
+    if not isinstance(chunks, bytes | list):
+        chunks = [body_of(chunks)]  # a streaming response
     events = []
     for block in b"".join(chunks).decode().split("\n\n"):
         if not block:
@@ -50,7 +52,7 @@ def test_a_stream_sends_started_then_each_prediction_and_progress_then_completed
     assert response["Content-Type"] == "text/event-stream"
     assert response["Cache-Control"] == "no-cache"
     assert response["X-Accel-Buffering"] == "no"
-    events = parse(response.streaming_content)
+    events = parse(response)
     assert [name for name, _ in events] == [
         "started",
         "prediction",
@@ -77,7 +79,7 @@ def test_a_stream_sends_started_then_each_prediction_and_progress_then_completed
 
 @streamed
 def test_each_streamed_prediction_is_stored_and_readable_like_a_predict(key_client):
-    events = parse(stream(key_client, {"inputs": [SETOSA, VIRGINICA]}).streaming_content)
+    events = parse(stream(key_client, {"inputs": [SETOSA, VIRGINICA]}))
     sent = [data for name, data in events if name == "prediction"]
 
     stored = {str(p.id): p for p in Prediction.objects.all()}
@@ -92,8 +94,8 @@ def test_one_row_can_be_sent_as_input_data_or_by_feature_name(key_client):
     named = dict(
         zip(["sepal_length", "sepal_width", "petal_length", "petal_width"], SETOSA, strict=True)
     )
-    by_list = parse(stream(key_client, {"input_data": SETOSA}).streaming_content)
-    by_name = parse(stream(key_client, {"inputs": [named]}).streaming_content)
+    by_list = parse(stream(key_client, {"input_data": SETOSA}))
+    by_name = parse(stream(key_client, {"inputs": [named]}))
 
     assert by_list[0][1]["total"] == 1 and by_list[1][1]["label"] == "setosa"
     assert by_name[1][1]["label"] == "setosa"
@@ -140,7 +142,7 @@ def test_an_unknown_model_or_version_is_a_404_before_the_stream(key_client):
 def test_a_row_the_model_fails_on_is_an_error_event_and_the_stream_goes_on(key_client):
     body = {"inputs": [SETOSA, HUGE, VIRGINICA], "model_version": "v1"}
 
-    events = parse(stream(key_client, body).streaming_content)
+    events = parse(stream(key_client, body))
 
     error = next(data for name, data in events if name == "error")
     assert error["index"] == 1 and "overflow" in error["detail"]
@@ -170,7 +172,7 @@ def test_an_event_source_client_is_served_and_gets_errors_as_an_error_event(key_
     refused = stream(client_for(), {"input_data": SETOSA}, **accept)
 
     assert served.status_code == 200
-    assert parse(served.streaming_content)[-1][0] == "completed"
+    assert parse(served)[-1][0] == "completed"
     assert refused.status_code == 401
     ((name, error),) = parse([refused.content])
     assert name == "error"
@@ -178,29 +180,12 @@ def test_an_event_source_client_is_served_and_gets_errors_as_an_error_event(key_
     assert error["code"] == "not_authenticated"
 
 
-@streamed
-def test_closing_the_stream_stops_the_work(user):
-    events = prediction_events(
-        user=user,
-        api_key=None,
-        rows=[SETOSA] * 50,
-        model_name="iris",
-        version_label=None,
-        timeout=None,
-        request_id="r",
-    )
-    assert next(events).startswith(b"event: started")
-    assert next(events).startswith(b"event: prediction")
+def events_of(user, rows, *, read: int | None = None, **options) -> list[bytes]:
+    """The chunks of a stream of ``rows`` for iris: all of them, or the first ``read`` (then the
+    stream is closed, as the server closes it when the client has gone)."""
 
-    events.close()  # what the server does when a write to the client fails
-
-    assert Prediction.objects.count() == 1
-
-
-def events_of(user, rows, **options) -> list[bytes]:
-    """Every chunk of a stream of ``rows`` for iris, read to its end."""
-    return list(
-        prediction_events(
+    async def run() -> list[bytes]:
+        events = prediction_events(
             user=user,
             api_key=None,
             rows=rows,
@@ -210,22 +195,39 @@ def events_of(user, rows, **options) -> list[bytes]:
             request_id=options.pop("request_id", "r"),
             **options,
         )
-    )
+        chunks = []
+        async for chunk in events:
+            chunks.append(chunk)
+            if len(chunks) == read:
+                await events.aclose()
+                break
+        return chunks
+
+    return async_to_sync(run)()
+
+
+@streamed
+def test_closing_the_stream_stops_the_work(user):
+    chunks = events_of(user, [SETOSA] * 50, read=2)
+
+    assert chunks[0].startswith(b"event: started")
+    assert chunks[1].startswith(b"event: prediction")
+    assert Prediction.objects.count() == 1
 
 
 @pytest.fixture
 def rows_seen(monkeypatch):
-    """Run each row of a stream through ``prediction_create`` as usual, calling ``before(row)``
-    first (on the worker's thread); what it returns is kept, in order, in the list returned."""
+    """Run each row of a stream through ``aprediction_create`` as usual, awaiting
+    ``before(row)`` first; what it returns is kept, in order, in the list returned."""
     seen = []
-    create = streaming.prediction_create
+    create = streaming.aprediction_create
 
     def watch(before):
-        def predict(**options):
-            seen.append(before(options["input_data"]))
-            return create(**options)
+        async def predict(checked):
+            seen.append(await before(checked.input_data))
+            return await create(checked)
 
-        monkeypatch.setattr(streaming, "prediction_create", predict)
+        monkeypatch.setattr(streaming, "aprediction_create", predict)
         return seen
 
     return watch
@@ -233,7 +235,11 @@ def rows_seen(monkeypatch):
 
 @streamed
 def test_while_a_slow_row_runs_a_heartbeat_comment_is_sent_every_interval(user, rows_seen):
-    rows_seen(lambda row: time.sleep(0.6) if row == VIRGINICA else None)
+    async def slow(row):
+        if row == VIRGINICA:
+            await asyncio.sleep(0.6)
+
+    rows_seen(slow)
 
     chunks = events_of(user, [SETOSA, VIRGINICA], heartbeat_seconds=0.1)
 
@@ -247,42 +253,10 @@ def test_while_a_slow_row_runs_a_heartbeat_comment_is_sent_every_interval(user, 
 
 
 @streamed
-def test_a_row_waits_its_turn_while_the_processs_stream_rows_are_all_being_computed(user, settings):
-    settings.PLATFORM = {**getattr(settings, "PLATFORM", {}), "STREAM_ROW_CONCURRENCY": 1}
-    turn = streaming.row_slots(1)
-    chunks: list[bytes] = []
-    turn.acquire()  # another stream's row is being computed
-    try:
-        events = prediction_events(
-            user=user,
-            api_key=None,
-            rows=[SETOSA],
-            model_name="iris",
-            version_label=None,
-            timeout=None,
-            request_id="r",
-            heartbeat_seconds=0.1,
-        )
-        reader = threading.Thread(target=lambda: chunks.extend(chunk for chunk in events))
-        reader.start()
-        time.sleep(0.5)
-        waiting = [name for name, _ in parse(list(chunks))]
-        stored_while_waiting = Prediction.objects.count()
-    finally:
-        turn.release()
-    reader.join(timeout=10)
-
-    assert waiting[0] == "started" and set(waiting[1:]) == {":"} and len(waiting) >= 3, waiting
-    assert stored_while_waiting == 0
-    assert [name for name, _ in parse(chunks)][-3:] == ["prediction", "progress", "completed"]
-    assert Prediction.objects.count() == 1
-
-
-@streamed
 def test_a_database_outage_mid_stream_ends_it_with_an_error_event_naming_it(user, rows_seen):
-    def lose_the_database(row):
+    async def lose_the_database(row):
         if row == VIRGINICA:
-            raise OperationalError("connection refused")
+            raise DatabaseUnavailable()  # what storing a row answers when the database is gone
 
     rows_seen(lose_the_database)
 
@@ -297,49 +271,18 @@ def test_a_database_outage_mid_stream_ends_it_with_an_error_event_naming_it(user
 
 
 @streamed
-def test_rows_are_computed_off_the_streams_thread_in_its_log_context(user, rows_seen):
-    seen = rows_seen(lambda row: (threading.current_thread(), log_context_get()))
+def test_each_row_is_predicted_in_the_streams_log_context(user, rows_seen):
+    async def context(row):
+        return log_context_get()
+
+    seen = rows_seen(context)
 
     chunks = events_of(user, [SETOSA, VIRGINICA], request_id="req-7")
 
     stream_id = parse(chunks)[0][1]["stream_id"]
-    assert [thread for thread, _ in seen] == [seen[0][0]] * 2
-    assert seen[0][0] is not threading.current_thread()
-    assert [context for _, context in seen] == [{"request_id": "req-7", "stream_id": stream_id}] * 2
-
-
-@streamed
-def test_without_a_pool_the_worker_keeps_its_connection_until_the_stream_ends(user, rows_seen):
-    seen = rows_seen(lambda row: (connections["default"], connections["default"].connection))
-
-    events_of(user, [SETOSA, VIRGINICA, SETOSA])
-
-    worker = seen[0][0]
-    assert [wrapper for wrapper, _ in seen] == [worker] * 3  # the worker thread's connection,
-    assert [held is not None for _, held in seen] == [False, True, True]  # opened once,
-    assert worker.connection is None  # closed when the stream ended
-
-
-@streamed
-def test_with_a_pool_inferences_run_without_a_connection_and_each_row_gives_it_back(
-    user, monkeypatch
-):
-    monkeypatch.setattr(streaming, "_pooled", lambda: True)
-    seen, run = [], predict_service.inference_run
-
-    def inference(*args, **kwargs):
-        seen.append((connections["default"], connections["default"].connection))
-        return run(*args, **kwargs)
-
-    monkeypatch.setattr(predict_service, "inference_run", inference)
-    registry.clear()  # the first row's registry reads the models and the artifact first
-
-    chunks = events_of(user, [SETOSA, VIRGINICA, SETOSA])
-
-    assert [name for name, _ in parse(chunks)].count("prediction") == 3
-    assert [held for _, held in seen] == [None, None, None]
-    assert seen[-1][0].connection is None  # given back after the last row too
-    assert Prediction.objects.count() == 3
+    assert [{k: c[k] for k in ("request_id", "stream_id")} for c in seen] == [
+        {"request_id": "req-7", "stream_id": stream_id}
+    ] * 2
 
 
 def test_streams_beyond_the_open_stream_limit_get_503_until_one_closes(key_client, settings):
@@ -384,8 +327,8 @@ def test_event_source_clients_can_follow_and_resume_a_job(key_client):
     resumed = key_client.get(url + "?last_event_id=5", HTTP_ACCEPT="text/event-stream")
 
     assert followed.status_code == 200
-    assert [name for name, _ in parse(followed.streaming_content)] == ["progress", "completed"]
-    assert [name for name, _ in parse(resumed.streaming_content)] == ["completed"]
+    assert [name for name, _ in parse(followed)] == ["progress", "completed"]
+    assert [name for name, _ in parse(resumed)] == ["completed"]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -396,19 +339,25 @@ def test_a_waiting_stream_follows_the_job_through_the_shared_watcher(
     monkeypatch.setattr(job_watcher, "poll_seconds", 0.05)
     job_id = submit_job(key_client)
     response = key_client.get(f"/api/v1/predict/batch/{job_id}/events")
-    events = iter(response.streaming_content)
 
-    first = next(events)
+    async def follow():
+        events = aiter(response.streaming_content)
+        first, beat = await anext(events), await anext(events)
+        await sync_to_async(batch_job_process)(job_id=job_id)
+        rest = [chunk async for chunk in events]
+        response.close()
+        for _ in range(40):  # the watcher stops once nothing is watched
+            if job_watcher._task.done():
+                break
+            await asyncio.sleep(0.05)
+        return first, beat, rest, job_watcher._task.done()
+
+    first, beat, rest, watcher_stopped = async_to_sync(follow)()
+
     assert first.startswith(b"id: 0\nevent: progress")
-    assert next(events) == HEARTBEAT  # nothing happened for 0.2 s
-    batch_job_process(job_id=job_id)
-    rest = parse(events)
-    response.close()
-
+    assert beat == HEARTBEAT  # nothing happened for 0.2 s
+    rest = parse(rest)
     assert [name for name, _ in rest if name != ":"] == ["progress", "completed"]
     assert rest[-1][1]["completed"] == 5
     assert stream_slots.open == 0
-    deadline = time.monotonic() + 2
-    while job_watcher._thread is not None and time.monotonic() < deadline:
-        time.sleep(0.05)  # the watcher stops once nothing is watched
-    assert job_watcher._thread is None
+    assert watcher_stopped

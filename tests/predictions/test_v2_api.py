@@ -16,8 +16,8 @@ from django.test import Client
 from predictions.models import ModelVersion, Prediction, ShadowPrediction
 from predictions.runtime.datasets import load_dataset
 from predictions.services import registry_touch
-from predictions.services.shadow import shadow_runner
-from predictions.v2 import services
+from predictions.services.shadow import shadows_join
+from predictions.v2 import views
 
 IRIS_ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], "f4")
 pytestmark = pytest.mark.usefixtures("demo_models")
@@ -180,7 +180,7 @@ def test_an_unexpected_failure_in_a_v2_view_is_a_500_in_the_protocols_shape(
     def broken(**kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(services, "version_served", broken)
+    monkeypatch.setattr(views, "route", broken)
     key_client.raise_request_exception = False
 
     response = key_client.get("/v2/models/iris", HTTP_X_REQUEST_ID="req-1")
@@ -599,7 +599,7 @@ def test_inference_past_the_timeout_parameter_answers_504(key_client):
 
 def test_every_row_of_a_tensor_is_copied_to_a_shadow_version(key_client, shadow_v3):
     result = parsed(infer(key_client))
-    shadow_runner.join()
+    assert shadows_join()
 
     ids = texts(result.as_numpy("prediction_id"))
     shadows = ShadowPrediction.objects.filter(primary_id__in=ids, model_version=shadow_v3)

@@ -121,6 +121,8 @@ def admin_add(admin_client, data: bytes, *, label="v3", runtime="onnx"):
             "status": "staged",
             "traffic_weight": "0",
             "shadow_share": "1",
+            "max_batch_size": "64",
+            "batch_wait_ms": "0",
             "artifact_file": SimpleUploadedFile(f"{label}.onnx", data),
         },
     )

@@ -19,6 +19,7 @@ from accounts.models import ApiKey
 from predictions.models import BatchJob, Feedback, Prediction
 from predictions.services.batch import batch_job_process
 from tests.security.conftest import IRIS, assert_error, jwt_client
+from tests.streams import streamed
 
 WEBHOOK_SECRET_URL = "/api/v1/webhooks/secret"
 
@@ -66,7 +67,7 @@ def _crawl(client: APIClient, objects: dict) -> dict[str, str]:
     for url in urls:
         response = client.get(url)
         assert response.status_code == 200, (url, response.status_code)
-        content = b"".join(response.streaming_content) if response.streaming else response.content
+        content = streamed(response) if response.streaming else response.content
         answers[url] = content.decode(errors="replace") + str(response.headers)
     return answers
 

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 from mlplatform.conf import DEFAULTS
 from predictions.models import BatchJob, Prediction
 from tests.security.conftest import IRIS, assert_error
+from tests.streams import streamed
 
 pytestmark = pytest.mark.usefixtures("demo_models")
 
@@ -217,8 +218,8 @@ V2_INFER = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "d
             "post",
             "/api/v1/predict/stream",
             {"input_data": IRIS},
-            # A stream's rows are stored on a thread of their own, with a connection of its own:
-            # it sees only what the test committed.
+            # A stream's rows are stored by the group commit's thread, with a connection of its
+            # own: it sees only what the test committed.
             marks=pytest.mark.django_db(transaction=True),
         ),
         ("api", "get", "/api/v1/predictions", None),
@@ -233,7 +234,7 @@ def test_each_group_is_rate_limited_with_429_and_retry_after(
     tiers(**{group: "2/h"})
 
     answers = [getattr(alice, method)(url, body, format="json") for _ in range(3)]
-    streams = [b"".join(a.streaming_content) for a in answers if a.streaming]
+    streams = [streamed(a) for a in answers if a.streaming]
 
     assert [a.status_code for a in answers[:2]] == [202 if group == "batch" else 200] * 2
     assert all(b"event: completed" in s for s in streams)

@@ -1,0 +1,320 @@
+"""The background threads of a platform process, and why each exists.
+
+Requests are served by one event loop per web process (``mlplatform/asgi.py``); the DRF views
+behind it run on threads that Django's ASGI handler starts per request. Besides those, a process
+runs only the threads defined here, each started on first use (and again in a forked child):
+
+* **Micro-batchers**, one per model version in use (``Batcher``). The predictor runs on a thread
+  of its own so that the event loop goes on reading requests while the model computes, and the
+  rows that arrived meanwhile are answered together by the next call: one vectorised call for
+  many requests, as Triton's dynamic batcher does. When the model is idle a request is run at
+  once; nothing waits for a batch to fill unless the version asks for ``batch_wait_ms``.
+* **The database writer**, one per process (``GroupCommit``). Stored rows of concurrent requests
+  are written in one transaction and each request answers once its own row is committed: one
+  commit (and with ``synchronous=FULL``, one disk sync) for many requests, and no database
+  work on the event loop, where it would stop every other request while it waits.
+
+Both are daemon threads: a process that exits loses what they hold, which its callers have not
+been answered for.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_STOP = object()
+
+
+class _Thread:
+    """A daemon thread running ``self._run``, started on first use in each process."""
+
+    name = "background"
+
+    def __init__(self) -> None:
+        self._started_in: int | None = None
+        self._start_lock = threading.Lock()
+
+    def _ensure_started(self) -> None:
+        if self._started_in == os.getpid():
+            return
+        with self._start_lock:
+            if self._started_in != os.getpid():  # never started, or forked since
+                self._reset()
+                threading.Thread(target=self._run, name=self.name, daemon=True).start()
+                self._started_in = os.getpid()
+
+    def _reset(self) -> None:
+        """Forget what a parent process had queued (its thread did not survive the fork)."""
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass(slots=True)
+class _Item(Generic[T]):
+    payload: T
+    size: int
+    future: Future | asyncio.Future
+    loop: asyncio.AbstractEventLoop | None  # the asyncio future's, else None
+
+    def taken(self) -> bool:
+        """Whether the caller still waits (else it was cancelled: its timeout)."""
+        if self.loop is None:
+            return self.future.set_running_or_notify_cancel()
+        return not self.future.cancelled()
+
+
+def _settle(done: Sequence[tuple[Any, Any]]) -> None:
+    """Resolve each item's future with its result, or its exception.
+
+    An event loop's futures are resolved by one callback per loop, so that a round wakes each
+    loop once however many of its requests it answers.
+    """
+    loops: dict[asyncio.AbstractEventLoop, list] = {}
+    for item, result in done:
+        if item.loop is not None:
+            loops.setdefault(item.loop, []).append((item.future, result))
+        elif isinstance(result, BaseException):
+            item.future.set_exception(result)
+        else:
+            item.future.set_result(result)
+    for loop, pairs in loops.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle_on_loop, pairs)
+
+
+def _settle_on_loop(pairs: list[tuple[asyncio.Future, Any]]) -> None:
+    for future, result in pairs:
+        if future.done():  # cancelled meanwhile
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+class Batcher(_Thread, Generic[T, R]):
+    """Calls ``handler`` with what was queued while its last call ran.
+
+    ``handler`` takes the payloads of one batch and returns one result per payload: a value,
+    or an exception that fails only that payload's future. A batch holds at most
+    ``max_size`` rows (each payload has a size, its number of rows); a payload larger than that
+    is run alone. With ``wait`` seconds, a batch that is not full waits at most that long for
+    more rows after its first one. A future cancelled while queued is left out of its batch.
+    """
+
+    def __init__(
+        self,
+        handler: Callable[[list[T]], Sequence[R | BaseException]],
+        *,
+        max_size: int = 1,
+        wait: float = 0.0,
+        name: str = "batcher",
+    ) -> None:
+        super().__init__()
+        self.handler = handler
+        self.max_size = max(1, max_size)
+        self.wait = max(0.0, wait)
+        self.name = name
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+
+    def submit(self, payload: T, size: int = 1) -> Future:
+        """Queue ``payload`` (of ``size`` rows); its future holds the handler's result for it."""
+        self._ensure_started()
+        future: Future = Future()
+        self._queue.put(_Item(payload, size, future, None))
+        return future
+
+    def asubmit(self, payload: T, size: int = 1) -> asyncio.Future:
+        """``submit`` from the running event loop: an asyncio future of the loop's."""
+        self._ensure_started()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Item(payload, size, future, loop))
+        return future
+
+    def close(self) -> None:
+        """End the thread once what is queued now has been run."""
+        if self._started_in == os.getpid():
+            self._queue.put(_STOP)
+
+    def _reset(self) -> None:
+        self._queue = queue.SimpleQueue()
+
+    def _run(self) -> None:
+        carried: _Item | None = None
+        while True:
+            first = carried if carried is not None else self._queue.get()
+            if first is _STOP:
+                return
+            batch, carried = self._gather(first)
+            live = [item for item in batch if item.taken()]
+            if live:
+                self._call(live)
+            if carried is _STOP:
+                return
+
+    def _gather(self, first: _Item) -> tuple[list[_Item], Any]:
+        """The first item and what queued behind it, up to the size limit; the item that did
+        not fit is carried to the next batch."""
+        batch, rows = [first], first.size
+        deadline = time.monotonic() + self.wait if self.wait else None
+        while rows < self.max_size:
+            try:
+                if deadline is None:
+                    item = self._queue.get_nowait()
+                else:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is _STOP or rows + item.size > self.max_size:
+                return batch, item
+            batch.append(item)
+            rows += item.size
+        return batch, None
+
+    def _call(self, batch: list[_Item]) -> None:
+        try:
+            results = self.handler([item.payload for item in batch])
+        except Exception as exc:  # noqa: BLE001 - each caller gets the failure
+            results = [exc] * len(batch)
+        _settle(list(zip(batch, results, strict=True)))
+
+
+@dataclass(slots=True)
+class _Write:
+    rows: Sequence[Any]  # unsaved model instances, created with bulk_create
+    call: Callable[[], None] | None  # any other write, run in the same transaction
+    future: Future | asyncio.Future = field(default_factory=Future)
+    loop: asyncio.AbstractEventLoop | None = None  # the asyncio future's, else None
+
+
+class GroupCommit(_Thread):
+    """Writes what concurrent callers hand it in one transaction per round, on one thread.
+
+    A round takes every write queued so far: the rows of each model go into one multi-row
+    INSERT (``bulk_create``, in the order they came), other writes run in turn, and one commit
+    ends the round. Then each write's future is resolved: a caller waiting on it answers once
+    its rows are committed. When the round fails on a constraint or a bad value (an error of
+    one row), each write is tried again in a transaction of its own, so that only the guilty
+    ones fail; when it fails otherwise (the database is down or locked), every write of the
+    round fails with that error.
+    """
+
+    name = "db-writer"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: queue.SimpleQueue[_Write] = queue.SimpleQueue()
+
+    def submit(self, rows: Sequence[Any] = (), call: Callable[[], None] | None = None) -> Future:
+        """Queue a write; its future is done when it is committed (or has failed)."""
+        if connection.in_atomic_block:
+            # The caller's own transaction holds what it wrote so far (a test's, or a
+            # service's), which another connection would not see: write in it, now.
+            return _written_inline(rows, call)
+        self._ensure_started()
+        write = _Write(rows, call)
+        self._queue.put(write)
+        return write.future
+
+    def asubmit(self, rows: Sequence[Any]) -> asyncio.Future:
+        """``submit`` from the running event loop: an asyncio future of the loop's."""
+        self._ensure_started()
+        loop = asyncio.get_running_loop()
+        write = _Write(rows, None, loop.create_future(), loop)
+        self._queue.put(write)
+        return write.future
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until what was queued before the call is committed (or failed)."""
+        if self._started_in != os.getpid():
+            return True
+        marker = self.submit(call=lambda: None)
+        try:
+            marker.result(timeout)
+        except Exception:  # noqa: BLE001 - timed out or failed: the caller only waits
+            return False
+        return True
+
+    def _reset(self) -> None:
+        self._queue = queue.SimpleQueue()
+
+    def _run(self) -> None:
+        while True:
+            writes = [self._queue.get()]
+            while True:
+                try:
+                    writes.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._commit(writes)
+
+    def _commit(self, writes: list[_Write]) -> None:
+        try:
+            with transaction.atomic():
+                _apply(writes)
+        except (IntegrityError, DataError) as exc:
+            if len(writes) > 1:
+                for write in writes:
+                    self._commit([write])
+                return
+            _settle([(writes[0], exc)])
+            return
+        except DatabaseError as exc:
+            logger.warning("a group commit of %d writes failed: %s", len(writes), exc)
+            connection.close()  # the database may be gone: the next round connects again
+            _settle([(write, exc) for write in writes])
+            return
+        except Exception as exc:  # noqa: BLE001 - the callers must hear of it
+            logger.exception("a group commit of %d writes failed", len(writes))
+            _settle([(write, exc) for write in writes])
+            return
+        _settle([(write, None) for write in writes])
+
+
+def _apply(writes: list[_Write]) -> None:
+    by_model: dict[type, list] = {}
+    for write in writes:
+        for row in write.rows:
+            by_model.setdefault(type(row), []).append(row)
+    for model, rows in by_model.items():
+        model.objects.bulk_create(rows)
+    for write in writes:
+        if write.call is not None:
+            write.call()
+
+
+def _written_inline(rows: Sequence[Any], call: Callable[[], None] | None) -> Future:
+    future: Future = Future()
+    try:
+        with transaction.atomic():
+            _apply([_Write(rows, call, future)])
+    except Exception as exc:  # noqa: BLE001 - reported through the future, as by the thread
+        future.set_exception(exc)
+    else:
+        future.set_result(None)
+    return future
+
+
+group_commit = GroupCommit()
+
+
+def shutdown(timeout: float = 10.0) -> None:
+    """Before the process exits: let the writes queued so far be committed."""
+    group_commit.drain(timeout)
