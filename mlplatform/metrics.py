@@ -126,6 +126,12 @@ WEBHOOK_DELIVERIES = Counter(
     "Webhook delivery attempts by result: delivered, retrying (will try again) or failed.",
     ["result"],
 )
+LEAN_REQUESTS = Counter(
+    "mlplatform_lean_requests_total",
+    "Requests to an endpoint with a lean handler: served by it (served), or handed to the"
+    " endpoint's DRF view (handed_over) because they were not its plain case.",
+    ["view", "result"],
+)
 RATE_LIMITED = Counter(
     "mlplatform_rate_limited_total",
     "Requests refused with 429 by a rate limit, by limit group.",
@@ -261,6 +267,11 @@ def webhook_attempted(status: str) -> None:
     """One attempt ended, leaving its delivery ``delivered``, ``pending`` or ``failed``."""
     if instrumented():
         WEBHOOK_DELIVERIES.labels("retrying" if status == "pending" else status).inc()
+
+
+def lean_request(*, view: str, served: bool) -> None:
+    if instrumented():
+        _child(LEAN_REQUESTS, view, "served" if served else "handed_over").inc()
 
 
 def rate_limited(group: str) -> None:

@@ -19,6 +19,7 @@ import orjson
 
 from accounts.authentication import cached_key
 from accounts.ratelimit import count
+from mlplatform import metrics
 from mlplatform.conf import platform_setting
 from mlplatform.errors import PlatformError
 from mlplatform.lean import LeanRequest, error_content, rendered
@@ -55,14 +56,15 @@ async def predict(scope, receive, send, django, *, view: str, split_only: bool) 
     """``POST /api/v1/predict`` (or ``/predict/ab-test`` with ``split_only``)."""
     request = LeanRequest(scope, receive)
     raw_key = request.header(b"x-api-key")
-    if raw_key is None or not request.plain_json_post():
-        await django(scope, receive, send)
-        return
-    if not await request.read_body(platform_setting("MAX_BODY_BYTES")):
-        await django(scope, request.replay(), send)
-        return
-    key = cached_key(raw_key, "predict")
-    data = plain_fields(request.body) if key is not None else None
+    key = data = None
+    if (
+        raw_key is not None
+        and request.plain_json_post()
+        and await request.read_body(platform_setting("MAX_BODY_BYTES"))
+    ):
+        key = cached_key(raw_key, "predict")
+        data = plain_fields(request.body) if key is not None else None
+    metrics.lean_request(view=view, served=data is not None)
     if data is None:
         await django(scope, request.replay(), send)
         return
