@@ -12,6 +12,7 @@ shares them; the process-local memory cache on the embedded profile, where the o
 is the sharing unit.
 """
 
+import functools
 import ipaddress
 import math
 import time
@@ -60,15 +61,26 @@ def principal_key(user, api_key, request) -> str:
     return f"ip:{client_ip(request)}"
 
 
-def rate_for(group: str, user, api_key) -> str:
-    """The rate that applies to this principal in this group."""
+def rate_for(group: str, user, api_key) -> tuple[int, int]:
+    """The rate (count, seconds) that applies to this principal in this group."""
     for holder in (api_key, user if user is not None and user.is_authenticated else None):
         text = getattr(holder, "rate_limits", "") if holder is not None else ""
         if text:
-            rate = parse_overrides(text).get(group)
+            rate = _overrides(text).get(group)
             if rate:
                 return rate
-    return platform_setting("RATE_LIMITS")[group]
+    return _parsed(platform_setting("RATE_LIMITS")[group])
+
+
+@functools.lru_cache(maxsize=4096)
+def _overrides(text: str) -> dict[str, tuple[int, int]]:
+    """A principal's overrides, parsed once (each request of theirs reads them)."""
+    return {group: _parsed(rate) for group, rate in parse_overrides(text).items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(rate: str) -> tuple[int, int]:
+    return parse_rate(rate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +121,7 @@ class Usage:
 def count(group: str, *, principal: str, user=None, api_key=None) -> Usage | None:
     """Count one request of ``group`` for ``principal`` (``principal_key``); the usage after
     counting it, or None when rate limiting is switched off (``RATELIMIT_ENABLE``)."""
-    limit, period = parse_rate(rate_for(group, user, api_key))
+    limit, period = rate_for(group, user, api_key)
     usage = get_usage(
         None,  # the counter's key is the principal's; django-ratelimit needs no request
         group=group,

@@ -150,7 +150,7 @@ def shell(env: dict[str, str], code: str) -> str:
 
 
 def serve_command(port: int) -> list[str]:
-    """Command line that starts the platform (gunicorn plus a django-q2 worker)."""
+    """Command line that starts the platform (uvicorn plus a django-q2 worker)."""
     return [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
 
 

@@ -4,6 +4,7 @@ import os
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
     # Model served when a request names none.
@@ -68,9 +69,26 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+_merged: dict[str, Any] | None = None
+
+
 def platform_setting(name: str) -> Any:
-    """Read one platform knob at call time (never frozen at import)."""
-    overrides = getattr(settings, "PLATFORM", {})
-    if name in overrides:
-        return overrides[name]
-    return DEFAULTS[name]
+    """Read one platform knob: ``settings.PLATFORM``'s value, else the default.
+
+    The merged dict is kept until a setting changes (``setting_changed``, which tests'
+    ``override_settings`` send), as DRF keeps ``api_settings``: reading Django's settings
+    object costs a microsecond an attribute, and the request path reads several knobs.
+    """
+    global _merged
+    if _merged is None:
+        _merged = {**DEFAULTS, **getattr(settings, "PLATFORM", {})}
+    return _merged[name]
+
+
+def _forget(*, setting: str, **kwargs: Any) -> None:
+    global _merged
+    if setting == "PLATFORM":
+        _merged = None
+
+
+setting_changed.connect(_forget)

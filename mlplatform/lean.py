@@ -10,6 +10,7 @@ middleware stack and DRF give the view's answer, logged, tallied and counted as
 ``RequestIdMiddleware`` and ``RequestMetricsMiddleware`` do.
 """
 
+import functools
 import logging
 import re
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.core.signals import setting_changed
 
 from mlplatform import metrics
 from mlplatform.api.exceptions import error_body
@@ -79,10 +81,9 @@ class LeanRequest:
     @property
     def secure(self) -> bool:
         """As Django's ``request.is_secure()``: the scheme, or the trusted proxy's header."""
-        proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
-        if proxy:
-            name = proxy[0].removeprefix("HTTP_").lower().replace("_", "-").encode()
-            return self.header(name) == proxy[1]
+        proxy = _proxy_ssl_header()
+        if proxy is not None:
+            return self.header(proxy[0]) == proxy[1]
         return self.scope.get("scheme") == "https"
 
     async def read_body(self, limit: int) -> bool:
@@ -179,6 +180,7 @@ def _accepts_json(accept: bytes) -> bool:
     return bool(types & _ACCEPTED) and "text/html" not in types and not any(";" in t for t in types)
 
 
+@functools.cache
 def _redirected_to_https(path: str) -> bool:
     if not settings.SECURE_SSL_REDIRECT:
         return False
@@ -186,15 +188,10 @@ def _redirected_to_https(path: str) -> bool:
     return not any(re.search(pattern, relative) for pattern in settings.SECURE_REDIRECT_EXEMPT)
 
 
-def _vary(path: str, vary: str) -> bytes:
-    """The view's ``Vary``, with ``origin`` where django-cors-headers adds it."""
-    if re.match(settings.CORS_URLS_REGEX, path):
-        vary = f"{vary}, origin" if vary else "origin"
-    return vary.encode()
-
-
-def _security_headers(secure: bool) -> list[tuple[bytes, bytes]]:
-    """What ``XFrameOptionsMiddleware`` and ``SecurityMiddleware`` add to an answer."""
+@functools.cache
+def _security_headers(secure: bool) -> tuple[tuple[bytes, bytes], ...]:
+    """What ``XFrameOptionsMiddleware`` and ``SecurityMiddleware`` add to an answer (read from
+    the settings once, as those middlewares read them when they are made)."""
     headers = []
     if getattr(settings, "X_FRAME_OPTIONS", "DENY"):
         headers.append((b"x-frame-options", settings.X_FRAME_OPTIONS.upper().encode()))
@@ -218,4 +215,29 @@ def _security_headers(secure: bool) -> list[tuple[bytes, bytes]]:
         if settings.SECURE_HSTS_PRELOAD:
             sts += "; preload"
         headers.append((b"strict-transport-security", sts.encode()))
-    return headers
+    return tuple(headers)
+
+
+@functools.cache
+def _vary(path: str, vary: str) -> bytes:
+    """The view's ``Vary``, with ``origin`` where django-cors-headers adds it."""
+    if re.match(settings.CORS_URLS_REGEX, path):
+        vary = f"{vary}, origin" if vary else "origin"
+    return vary.encode()
+
+
+@functools.cache
+def _proxy_ssl_header() -> tuple[bytes, str] | None:
+    """``SECURE_PROXY_SSL_HEADER`` as the ASGI header name and value, if set."""
+    proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if not proxy:
+        return None
+    return proxy[0].removeprefix("HTTP_").lower().replace("_", "-").encode(), proxy[1]
+
+
+def _forget(**kwargs) -> None:
+    for cached in (_security_headers, _vary, _redirected_to_https, _proxy_ssl_header):
+        cached.cache_clear()
+
+
+setting_changed.connect(_forget)

@@ -8,13 +8,7 @@ version, prediction or job id. Background tasks open their own context (``task_c
 so a batch job's lines carry the request id of the request that submitted it.
 """
 
-import atexit
-import copy
 import logging
-import logging.handlers
-import os
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +23,11 @@ from django.utils.functional import SimpleLazyObject, empty
 from mlplatform import tracing
 
 _context: ContextVar[dict[str, Any] | None] = ContextVar("mlplatform_log_context", default=None)
+
+# Each record would otherwise look up its thread and its multiprocessing process name, which no
+# line shows (the logging HOWTO's "Optimization"): a good part of a record's cost.
+logging.logThreads = False
+logging.logMultiprocessing = False
 
 request_logger = logging.getLogger("mlplatform.request")
 
@@ -80,7 +79,7 @@ def task_context(func: Callable) -> Callable:
 
 
 class ContextFilter(logging.Filter):
-    """Attach the open context to every record (handlers run in the logging thread)."""
+    """Attach the open context to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "context"):
@@ -127,88 +126,6 @@ class TextFormatter(logging.Formatter):
         if fields:
             line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
         return line
-
-
-class BackgroundHandler(logging.handlers.QueueHandler):
-    """Writes log lines to standard error from a thread of its own, several at a time.
-
-    A handler writing in the caller's thread holds its lock for the write: with many request
-    threads logging a line each, they queue on that lock, and each line costs a system call.
-    Here a caller only puts its record on a queue (``queue.SimpleQueue``, lock-free in C); one
-    thread per process formats what has queued up and writes it in one call, then waits
-    ``INTERVAL`` seconds for more, so a line reaches the stream at most that much later. The
-    thread starts lazily in each process (gunicorn forks workers after logging is configured)
-    and drains the queue at exit; a process killed with SIGKILL loses what it had not written.
-    """
-
-    INTERVAL = 0.25
-    BATCH = 512
-
-    def __init__(self) -> None:
-        super().__init__(queue.SimpleQueue())
-        self.target = logging.StreamHandler()
-        self._writer_pid: int | None = None
-        self._start_lock = threading.Lock()
-
-    def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802 - stdlib name
-        super().setFormatter(fmt)
-        self.target.setFormatter(fmt)
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        # As Handler.handle, without its lock: the record is copied and the queue is safe.
-        passed = self.filter(record)
-        if passed:
-            self.emit(record)
-        return bool(passed)
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        # The message is merged now (its arguments may change later); formatting is left to
-        # the writing thread. The record stays in this process, so exc_info can travel.
-        record = copy.copy(record)
-        record.msg, record.args = record.getMessage(), None
-        return record
-
-    def enqueue(self, record: logging.LogRecord) -> None:
-        if self._writer_pid != os.getpid():
-            self._start_writer()
-        self.queue.put_nowait(record)
-
-    def flush(self) -> None:
-        """Write whatever is queued now (tests, and the exit of the process)."""
-        self._write(self._drain([]))
-
-    def _start_writer(self) -> None:
-        with self._start_lock:
-            if self._writer_pid == os.getpid():
-                return
-            threading.Thread(target=self._run, name="log-writer", daemon=True).start()
-            atexit.register(self.flush)
-            self._writer_pid = os.getpid()
-
-    def _run(self) -> None:
-        while True:
-            self._write(self._drain([self.queue.get()]))
-            time.sleep(self.INTERVAL)
-
-    def _drain(self, records: list[logging.LogRecord]) -> list[logging.LogRecord]:
-        while len(records) < self.BATCH:
-            try:
-                records.append(self.queue.get_nowait())
-            except queue.Empty:
-                break
-        return records
-
-    def _write(self, records: list[logging.LogRecord]) -> None:
-        lines = []
-        for record in records:
-            try:
-                lines.append(self.target.format(record))
-            except Exception:  # noqa: BLE001 - as logging does: report, never raise
-                self.target.handleError(record)
-        if lines:
-            with self.target.lock:
-                self.target.stream.write("\n".join(lines) + "\n")
-                self.target.flush()
 
 
 # --- The request log line ---------------------------------------------------------------

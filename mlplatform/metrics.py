@@ -24,6 +24,7 @@ from pathlib import Path
 import prometheus_client
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.http import HttpResponse
 from django_prometheus.middleware import Metrics as DjangoMetrics
 from django_prometheus.middleware import PrometheusAfterMiddleware
@@ -49,9 +50,25 @@ DEFAULTS = {
 ACCESS_MODES = ("open", "token", "network")
 
 
+_merged: dict | None = None
+
+
 def observability_setting(name: str):
-    """One knob of ``settings.OBSERVABILITY``, falling back to ``DEFAULTS``."""
-    return getattr(settings, "OBSERVABILITY", {}).get(name, DEFAULTS[name])
+    """One knob of ``settings.OBSERVABILITY``, falling back to ``DEFAULTS`` (kept until a
+    setting changes, as ``platform_setting`` keeps its own)."""
+    global _merged
+    if _merged is None:
+        _merged = {**DEFAULTS, **getattr(settings, "OBSERVABILITY", {})}
+    return _merged[name]
+
+
+def _forget(*, setting: str, **kwargs) -> None:
+    global _merged
+    if setting == "OBSERVABILITY":
+        _merged = None
+
+
+setting_changed.connect(_forget)
 
 
 def instrumented() -> bool:

@@ -448,9 +448,8 @@ LOGGING = {
         "text": {"()": "mlplatform.logging.TextFormatter"},
     },
     "handlers": {
-        # Request threads queue their records; a thread per process writes them.
         "console": {
-            "()": "mlplatform.logging.BackgroundHandler",
+            "()": "mlplatform.background.LogWriter",
             "formatter": LOG_FORMAT,
             "filters": ["context"],
         }

@@ -31,9 +31,5 @@ def describe(outputs: np.ndarray, *, task: str, labels: Sequence[str]) -> list[O
     names = list(labels) if labels else [str(i) for i in range(n_outputs)]
     if len(names) != n_outputs:
         raise ValueError(f"the model has {n_outputs} outputs but {len(names)} labels")
-    top = outputs.argmax(axis=1)
-    confidences = outputs[np.arange(len(top)), top].tolist()
-    return [
-        Outcome(row, names[i], confidence)
-        for row, i, confidence in zip(rows, top.tolist(), confidences, strict=True)
-    ]
+    top = outputs.argmax(axis=1).tolist()
+    return [Outcome(row, names[i], row[i]) for row, i in zip(rows, top, strict=True)]

@@ -1,5 +1,6 @@
 """Choosing among weighted alternatives (model versions) from a caller-supplied random number."""
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ def pick_weighted(choices: Sequence[tuple[T, float]], u: float) -> T:
     return positive[-1][0]
 
 
+@functools.lru_cache(maxsize=65536)
 def stable_unit(key: str) -> float:
     """Map a string to a float in [0, 1), the same on every machine and run (for sticky splits)."""
     digest = hashlib.sha256(key.encode("utf-8")).digest()
