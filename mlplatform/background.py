@@ -24,7 +24,6 @@ been answered for.
 import asyncio
 import atexit
 import contextlib
-import copy
 import functools
 import logging
 import os
@@ -443,9 +442,9 @@ class LogWriter(_Thread, logging.Handler):
         return bool(passed)
 
     def emit(self, record: logging.LogRecord) -> None:
-        # The message is merged now (its arguments may change later); formatting is left to
-        # the thread. The record stays in this process, so exc_info can travel.
-        record = copy.copy(record)
+        # The message is merged now (its arguments may change later), in place (the text is
+        # the same for any other handler); formatting is left to the thread. The record stays
+        # in this process, so exc_info can travel.
         record.msg, record.args = record.getMessage(), None
         if self._started_in != os.getpid():
             self._ensure_started()

@@ -114,11 +114,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "accounts.ratelimit.RateLimitHeadersMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # django-prometheus's request metrics, the ones that say something of their own.
     "mlplatform.metrics.RequestMetricsMiddleware",
+    "accounts.ratelimit.RateLimitHeadersMiddleware",
 ]
 # Metrics, request log lines and usage tallies; off (MLPLATFORM_INSTRUMENTATION=0) only to
 # measure what they cost (bench/instrumentation_load.py): django-prometheus's middleware and
@@ -129,9 +129,12 @@ if not INSTRUMENTATION:
 
 ROOT_URLCONF = "mlplatform.urls"
 ASGI_APPLICATION = "mlplatform.asgi.application"
-# The lean handlers of the web server (mlplatform/asgi.py): dicts of path -> handler that serve
-# the common case of a DRF view's endpoint with the same contract (PLATFORM["LEAN_HANDLERS"]).
+# The web server (mlplatform/asgi.py): the lean handlers, dicts of path -> handler that serve the
+# common case of a DRF view's endpoint with the same contract (PLATFORM["LEAN_HANDLERS"]); and
+# the paths whose views answer with event streams, served by Django's ASGI handler (every
+# other view by its WSGI handler, on a pool of threads).
 LEAN_HANDLERS = ["predictions.lean.ROUTES"]
+STREAMING_PATHS = [r"^/api/v1/predict/stream/?$", r"^/api/v1/predict/batch/[^/]+/events/?$"]
 AUTH_USER_MODEL = "accounts.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Every API route answers with or without a trailing slash; no redirects.
@@ -157,10 +160,11 @@ TEMPLATES = [
 # backends, which are Django's own with a counting cursor.
 _BACKENDS = "django_prometheus.db.backends" if INSTRUMENTATION else "django.db.backends"
 if DATABASE_URL:
-    # The DRF views of a web process run on a thread per request (Django's ASGI handler), each
-    # borrowing a connection from a pool of DB_POOL_MAX per process (psycopg_pool) and giving
-    # it back when the request ends. mlplatform/asgi.py turns the pool on for web processes
-    # only: django-q2 forks its workers, which must not inherit a pool's open connections.
+    # The views of a web process run on a pool of threads (and a stream on a thread of its
+    # own), each borrowing a connection from a pool of DB_POOL_MAX per process (psycopg_pool)
+    # and giving it back when the request ends. mlplatform/asgi.py turns the pool on for web
+    # processes only: django-q2 forks its workers, which must not inherit a pool's open
+    # connections.
     # Elsewhere (or with DB_POOL_MAX=0) each thread keeps its own persistent connection
     # (DB_CONN_MAX_AGE seconds).
     _POOL_MAX = env_int("DB_POOL_MAX", 8) if os.environ.get("MLPLATFORM_DB_POOL") == "1" else 0
@@ -190,10 +194,10 @@ else:
         "default": {
             "ENGINE": f"{_BACKENDS}.sqlite3",
             "NAME": VAR_DIR / "db.sqlite3",
-            # A connection per request thread, closed when the request ends: the threads of
-            # DRF views live for one request (ASGI); the process's long-lived threads (the
-            # group commit, asgiref's) keep theirs.
-            "CONN_MAX_AGE": 0,
+            # Keep each thread's connection: opening one costs half a millisecond. The web
+            # server's threads live long (its pool, the group commit); a stream's thread ends
+            # with the stream, and its connection with it.
+            "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 600),
             "OPTIONS": {
                 # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at
                 # BEGIN, so two writers queue on the busy timeout instead of failing mid-way.

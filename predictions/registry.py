@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
@@ -45,8 +46,10 @@ class VersionEntry:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ModelEntry:
+    """A model as this process read it; the views of its versions are worked out once."""
+
     id: int
     name: str
     task: str
@@ -56,32 +59,32 @@ class ModelEntry:
     cache_ttl: int
     versions: dict[str, VersionEntry] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def active_versions(self) -> list[VersionEntry]:
         return [v for v in self.versions.values() if v.status == ModelVersion.Status.ACTIVE]
 
-    @property
+    @cached_property
     def serving_versions(self) -> list[VersionEntry]:
         """Active versions that answer callers (shadow versions only listen)."""
         return [v for v in self.active_versions if not v.is_shadow]
 
-    @property
+    @cached_property
     def shadow_versions(self) -> list[VersionEntry]:
         return [v for v in self.active_versions if v.is_shadow and v.shadow_share > 0]
 
-    @property
+    @cached_property
     def latest(self) -> VersionEntry | None:
         """The newest serving version."""
         return max(self.serving_versions, key=lambda v: (v.created_at, v.id), default=None)
 
-    @property
+    @cached_property
     def default(self) -> VersionEntry | None:
         for version in self.serving_versions:
             if version.id == self.default_version_id:
                 return version
         return None
 
-    @property
+    @cached_property
     def split(self) -> list[tuple[VersionEntry, float]]:
         """Serving versions with a positive traffic weight, in a fixed order."""
         return [

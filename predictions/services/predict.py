@@ -143,8 +143,8 @@ async def aprediction_create(checked: PredictionRequest) -> Prediction:
 def _prediction(checked: PredictionRequest, inference: Inference) -> Prediction:
     outcome = inference.outcomes()[0]
     prediction = Prediction(
-        owner=checked.user,
-        api_key=checked.api_key,
+        owner_id=checked.user.pk,
+        api_key_id=checked.api_key.pk if checked.api_key is not None else None,
         model_version_id=checked.served.version.id,
         input=checked.input_data,
         output=outcome.prediction,
