@@ -3,8 +3,8 @@
 ``manage.py serve`` runs this application on uvicorn (httptools, uvloop). A request goes to:
 
 * the lean handler of its path (``settings.LEAN_HANDLERS``, when ``PLATFORM["LEAN_HANDLERS"]``
-  is on), which serves the common case of its endpoint with the same contract as the DRF view
-  and hands every other request to Django, body included;
+  is on: exact paths, then patterns), which serves the common case of its endpoint with the
+  same contract as the DRF view and hands every other request to Django, body included;
 * Django's ASGI handler when the path answers with an event stream (``settings.STREAMING_PATHS``):
   an open stream is an asynchronous generator there and costs no thread;
 * else Django's WSGI handler on a pool of ``WEB_THREADS`` threads (a2wsgi). Django's views and
@@ -19,6 +19,7 @@ A request body past its path's limit is refused (413) before Django reads it.
 import os
 import re
 from collections.abc import Awaitable, Callable
+from importlib import import_module
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mlplatform.settings")
@@ -30,14 +31,14 @@ from a2wsgi import WSGIMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
-from django.utils.module_loading import import_string  # noqa: E402
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-# A lean handler: the request, and the application that serves what the handler does not.
-LeanHandler = Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]]
+# A lean handler: the request, the application that serves what the handler does not, and the
+# match of its path's pattern (None for an exact path).
+LeanHandler = Callable[[Scope, Receive, Send, ASGIApp, re.Match | None], Awaitable[None]]
 
 
 class Platform:
@@ -50,18 +51,26 @@ class Platform:
         streams: ASGIApp,
         streaming: re.Pattern,
         routes: dict[str, LeanHandler],
+        patterns: dict[str, LeanHandler],
     ) -> None:
         self.views = views
         self.streams = streams
         self.streaming = streaming
         self.routes = routes
+        self.patterns = [(re.compile(pattern), handler) for pattern, handler in patterns.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            handler = self.routes.get(scope["path"])
+            path = scope["path"]
+            handler, match = self.routes.get(path), None
+            if handler is None:
+                for pattern, candidate in self.patterns:
+                    if match := pattern.match(path):
+                        handler = candidate
+                        break
             if handler is not None:
-                await handler(scope, receive, send, self._django)
+                await handler(scope, receive, send, self._django, match)
             else:
                 await self._django(scope, receive, send)
         elif kind == "lifespan":
@@ -159,15 +168,19 @@ def build(*, lean: bool | None = None) -> ASGIApp:
     if lean is None:
         lean = platform_setting("LEAN_HANDLERS")
     routes: dict[str, LeanHandler] = {}
+    patterns: dict[str, LeanHandler] = {}
     if lean:
         for dotted in settings.LEAN_HANDLERS:
-            routes.update(import_string(dotted))
+            module = import_module(dotted)
+            routes.update(getattr(module, "ROUTES", {}))
+            patterns.update(getattr(module, "PATTERNS", {}))
     threads = int(os.environ.get("WEB_THREADS") or 8)
     application = Platform(
         views=WSGIMiddleware(get_wsgi_application(), workers=threads),
         streams=get_asgi_application(),
         streaming=re.compile("|".join(f"(?:{p})" for p in settings.STREAMING_PATHS)),
         routes=routes,
+        patterns=patterns,
     )
     _freeze_loaded_code()
     return application

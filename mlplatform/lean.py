@@ -14,7 +14,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -56,26 +56,35 @@ class LeanRequest:
         value = self.headers.get(name)
         return None if value is None else value.decode("latin-1")
 
-    def plain_json_post(self) -> bool:
-        """A POST of JSON whose answer depends on nothing but the body and the credentials.
+    def plain_post(self) -> bool:
+        """A POST whose answer depends on nothing but its body and its credentials.
 
-        Anything else goes to Django: repeated headers, another content type or ``Accept``
-        (DRF negotiates; a browser gets the browsable API), an ``Origin`` (CORS), cookies
-        (sessions), an ``Idempotency-Key``, a body of unknown length, or plain HTTP that
-        the production profile redirects to HTTPS.
+        Anything else goes to Django: repeated headers, an ``Origin`` (CORS), cookies
+        (sessions), a body of unknown length or compressed, or plain HTTP that the production
+        profile redirects to HTTPS.
         """
         headers = self.headers
-        accept = headers.get(b"accept")
         return (
             self.method == "POST"
             and len(headers) == len(self.scope["headers"])
-            and (headers.get(b"content-type") or b"").decode("latin-1").lower() in _JSON_TYPES
-            and (accept is None or _accepts_json(accept))
             and b"content-length" in headers
+            and headers.get(b"content-encoding", b"identity") == b"identity"
             and b"origin" not in headers
             and b"cookie" not in headers
-            and b"idempotency-key" not in headers
             and (self.secure or not _redirected_to_https(self.path))
+        )
+
+    def plain_json_post(self) -> bool:
+        """``plain_post`` of JSON to a DRF view that negotiates and is idempotent on demand:
+        another content type or ``Accept`` (a browser gets the browsable API) and an
+        ``Idempotency-Key`` go to Django too."""
+        headers = self.headers
+        accept = headers.get(b"accept")
+        return (
+            self.plain_post()
+            and (headers.get(b"content-type") or b"").decode("latin-1").lower() in _JSON_TYPES
+            and (accept is None or _accepts_json(accept))
+            and b"idempotency-key" not in headers
         )
 
     @property
@@ -125,18 +134,23 @@ class LeanRequest:
         view: str,
         allow: str,
         vary: str = "Accept",
+        content_type: bytes = b"application/json",
+        extra: Sequence[tuple[bytes, bytes]] = (),
         usage: Any = None,
         principal: str | None = None,
         user_id: int | None = None,
     ) -> None:
         """Send the answer with the headers of the view's, then log, tally and count it.
 
-        ``usage`` is the rate-limit usage counted for the request (``accounts.ratelimit``).
+        ``vary`` is what the view varies on (DRF: ``Accept`` when it negotiates), ``extra``
+        headers of its own; ``usage`` the rate-limit usage counted for the request
+        (``accounts.ratelimit``).
         """
         headers = [
-            (b"content-type", b"application/json"),
+            (b"content-type", content_type),
             (b"vary", _vary(self.path, vary)),
             (b"allow", allow.encode()),
+            *extra,
         ]
         if usage is not None:
             headers += [(k.lower().encode(), v.encode()) for k, v in usage.headers().items()]

@@ -129,11 +129,12 @@ if not INSTRUMENTATION:
 
 ROOT_URLCONF = "mlplatform.urls"
 ASGI_APPLICATION = "mlplatform.asgi.application"
-# The web server (mlplatform/asgi.py): the lean handlers, dicts of path -> handler that serve the
-# common case of a DRF view's endpoint with the same contract (PLATFORM["LEAN_HANDLERS"]); and
-# the paths whose views answer with event streams, served by Django's ASGI handler (every
-# other view by its WSGI handler, on a pool of threads).
-LEAN_HANDLERS = ["predictions.lean.ROUTES"]
+# The web server (mlplatform/asgi.py): modules of lean handlers (their ROUTES, exact paths, and
+# PATTERNS, regular expressions, to handlers), which serve the common case of a DRF view's
+# endpoint with the same contract (PLATFORM["LEAN_HANDLERS"]); and the paths whose views
+# answer with event streams, served by Django's ASGI handler (every other view by its WSGI
+# handler, on a pool of threads).
+LEAN_HANDLERS = ["predictions.lean", "predictions.v2.lean"]
 STREAMING_PATHS = [r"^/api/v1/predict/stream/?$", r"^/api/v1/predict/batch/[^/]+/events/?$"]
 AUTH_USER_MODEL = "accounts.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

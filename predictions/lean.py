@@ -52,7 +52,7 @@ def plain_fields(body: bytes) -> dict | None:
     return data
 
 
-async def predict(scope, receive, send, django, *, view: str, split_only: bool) -> None:
+async def predict(scope, receive, send, django, match, *, view: str, split_only: bool) -> None:
     """``POST /api/v1/predict`` (or ``/predict/ab-test`` with ``split_only``)."""
     request = LeanRequest(scope, receive)
     raw_key = request.header(b"x-api-key")

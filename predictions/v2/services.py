@@ -33,10 +33,16 @@ from predictions.pipeline import (
     store,
 )
 from predictions.services.shadow import shadows_send
-from predictions.v2.codec import InferenceRequest, ProtocolError, RequestedOutput
+from predictions.v2.codec import (
+    InferenceRequest,
+    ProtocolError,
+    RequestedOutput,
+    encode_response,
+)
 from predictions.v2.signature import (
     Signature,
     feature_rows,
+    output_tensors,
     selected_outputs,
     timeout_seconds,
 )
@@ -227,3 +233,19 @@ def _copied(checked: TensorRequest, predictions: list[Prediction]) -> None:
     if checked.served.model.shadow_versions:
         ids, labels = [p.id for p in predictions], [p.label for p in predictions]
         shadows_send(checked.served, ids, labels, checked.rows)
+
+
+def answer_encoded(answer: TensorAnswer, request: InferenceRequest) -> tuple[bytes, int | None]:
+    """The response body of an answer, and its JSON header's length when binary outputs follow."""
+    return encode_response(
+        model_name=answer.served.model.name,
+        model_version=answer.served.version.label,
+        request_id=request.id,
+        parameters={"routing": answer.served.routing, "processing_time": answer.processing_time},
+        outputs=output_tensors(
+            answer.selected,
+            outputs=answer.outputs,
+            labels=answer.labels,
+            prediction_ids=answer.prediction_ids,
+        ),
+    )

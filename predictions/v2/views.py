@@ -26,8 +26,8 @@ from mlplatform.middleware import body_limit
 from predictions.models import ModelVersion
 from predictions.pipeline import Served, principal_id, route
 from predictions.v2 import schema, services
-from predictions.v2.codec import ProtocolError, decode_request, encode_response
-from predictions.v2.signature import PLATFORMS, output_tensors
+from predictions.v2.codec import ProtocolError, decode_request
+from predictions.v2.signature import PLATFORMS
 
 SERVER_NAME = "mlplatform"
 EXTENSIONS = ["binary_tensor_data", "parameters", "model_configuration"]
@@ -248,21 +248,7 @@ class InferView(V2View):
             request=inference,
             request_id=request.request_id,
         )
-        body, header_length = encode_response(
-            model_name=answer.served.model.name,
-            model_version=answer.served.version.label,
-            request_id=inference.id,
-            parameters={
-                "routing": answer.served.routing,
-                "processing_time": answer.processing_time,
-            },
-            outputs=output_tensors(
-                answer.selected,
-                outputs=answer.outputs,
-                labels=answer.labels,
-                prediction_ids=answer.prediction_ids,
-            ),
-        )
+        body, header_length = services.answer_encoded(answer, inference)
         if header_length is None:
             return HttpResponse(body, content_type="application/json")
         response = HttpResponse(body, content_type="application/octet-stream")

@@ -29,6 +29,43 @@ VOLATILE_FIELDS = ("prediction_id", "timestamp", "processing_time")
 VOLATILE_HEADERS = ("date", "server", "content-length", "x-ratelimit-reset")
 
 
+def tensor(rows, **extra) -> dict:
+    return {
+        "inputs": [{"name": "input", "shape": [len(rows), 4], "datatype": "FP32", "data": rows}],
+        **extra,
+    }
+
+
+def binary_tensor() -> tuple[bytes, str]:
+    """One iris row as a binary tensor after the JSON header, and that header's length."""
+    import struct
+
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 4],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 16},
+                }
+            ]
+        }
+    ).encode()
+    return header + struct.pack("<4f", *IRIS), str(len(header))
+
+
+def gzipped(document: dict) -> bytes:
+    import gzip
+
+    return gzip.compress(json.dumps(document).encode())
+
+
+V2 = "/v2/models/iris/infer"
+V2_V1 = "/v2/models/iris/versions/v1/infer"
+BINARY, BINARY_HEADER = binary_tensor()
+
+
 @dataclass
 class Case:
     name: str
@@ -95,6 +132,53 @@ CASES = [
     Case("key without scope", {"input_data": IRIS}, key="read_only", lean=False),
     Case("bearer token", {"input_data": IRIS}, key="jwt", lean=False),
     Case("bad bearer token", {"input_data": IRIS}, key="bad_jwt", lean=False),
+    # V2 infer.
+    Case("v2 row", tensor([IRIS]), path=V2),
+    Case("v2 version", tensor([IRIS]), path=V2_V1),
+    Case("v2 trailing slash", tensor([IRIS]), path=V2_V1 + "/"),
+    Case("v2 rows", tensor([IRIS, [6.7, 3.0, 5.2, 2.3]]), path=V2_V1),
+    Case("v2 outputs", tensor([IRIS], outputs=[{"name": "label"}]), path=V2_V1),
+    Case("v2 request id", tensor([IRIS], id="mine"), path=V2_V1),
+    Case(
+        "v2 binary input",
+        BINARY,
+        path=V2_V1,
+        headers={"Inference-Header-Content-Length": BINARY_HEADER},
+    ),
+    Case("v2 unknown model", tensor([IRIS]), path="/v2/models/nope/infer"),
+    Case("v2 unknown version", tensor([IRIS]), path="/v2/models/iris/versions/v9/infer"),
+    Case(
+        "v2 wrong width",
+        {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]},
+        path=V2,
+    ),
+    Case(
+        "v2 strings",
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 4],
+                    "datatype": "BYTES",
+                    "data": ["a", "b", "c", "d"],
+                }
+            ]
+        },
+        path=V2,
+    ),
+    Case("v2 not json", b"{inputs", path=V2),
+    Case("v2 no inputs", {"inputs": []}, path=V2),
+    Case("v2 overflow", tensor([[3e38] * 4]), path=V2_V1),
+    Case("v2 rate limited", tensor([IRIS]), path=V2_V1, key="limited"),
+    Case(
+        "v2 gzip",
+        gzipped(tensor([IRIS])),
+        path=V2,
+        headers={"Content-Encoding": "gzip"},
+        lean=False,
+    ),
+    Case("v2 no credentials", tensor([IRIS]), path=V2, key=None, lean=False),
+    Case("v2 bearer token", tensor([IRIS]), path=V2, key="jwt", lean=False),
 ]
 
 KEYS_SNIPPET = """
@@ -159,7 +243,7 @@ def _checksum(body: str) -> str:
 
 
 def lean_requests(server: Server) -> dict[str, float]:
-    """The lean server's count of /predict requests it served and handed over."""
+    """The lean server's count of requests its lean handlers served and handed over."""
     text = requests.get(server.url("/metrics"), timeout=10).text
     counts = {"served": 0.0, "handed_over": 0.0}
     for family in text_string_to_metric_families(text):
@@ -170,6 +254,8 @@ def lean_requests(server: Server) -> dict[str, float]:
 
 
 def send(server: Server, case: Case, headers: dict, request_id: str) -> requests.Response:
+    if case.path.startswith("/v2/"):
+        headers = {"Content-Type": "application/octet-stream", **headers}
     return requests.post(
         server.url(case.path),
         data=case.content(),
@@ -193,21 +279,36 @@ def comparable(response: requests.Response) -> tuple:
         body = response.json()
         if isinstance(body, dict):
             body = {k: ("..." if k in VOLATILE_FIELDS else v) for k, v in body.items()}
-            if "detail" in body:  # "retry in N s" counts down
-                body["detail"] = re.sub(r"retry in \d+ s", "retry in N s", body["detail"])
+            for message in ("detail", "error"):  # "retry in N s" counts down
+                if isinstance(body.get(message), str):
+                    body[message] = re.sub(r"retry in \d+ s", "retry in N s", body[message])
+            if "outputs" in body:  # a V2 answer: its ids and time
+                body["parameters"]["processing_time"] = "..."
+                for output in body["outputs"]:
+                    if output["name"] == "prediction_id":
+                        output["data"] = "..."
     else:
         body = response.headers.get("content-type")  # the browsable API's page, or none
     return response.status_code, kept, body, reset
 
 
-def stored(server: Server, headers: dict, response: requests.Response) -> dict | None:
-    """The stored prediction a 200 answer names, as the API reads it back."""
-    if response.status_code != 200 or "prediction_id" not in response.json():
+def stored(server: Server, headers: dict, response: requests.Response) -> list[dict] | None:
+    """The stored predictions a 200 answer names, as the API reads them back."""
+    if response.status_code != 200 or "json" not in response.headers.get("content-type", ""):
         return None
-    prediction_id = response.json()["prediction_id"]
-    row = requests.get(server.url(f"/api/v1/predict/{prediction_id}"), headers=headers, timeout=10)
-    assert row.status_code == 200, row.text
-    return {k: v for k, v in row.json().items() if k not in VOLATILE_FIELDS}
+    body = response.json()
+    if "prediction_id" in body:
+        ids = [body["prediction_id"]]
+    else:
+        ids = next((o["data"] for o in body["outputs"] if o["name"] == "prediction_id"), [])
+    rows = []
+    for prediction_id in ids:
+        row = requests.get(
+            server.url(f"/api/v1/predict/{prediction_id}"), headers=headers, timeout=10
+        )
+        assert row.status_code == 200, row.text
+        rows.append({k: v for k, v in row.json().items() if k not in VOLATILE_FIELDS})
+    return rows
 
 
 def test_the_lean_handler_answers_every_request_as_the_view_does(servers, credentials):
