@@ -1,5 +1,7 @@
 """Permissions: scopes (user permission AND key scope) and user-only operations."""
 
+import functools
+
 from rest_framework.permissions import BasePermission
 
 from accounts.models import ApiKey
@@ -26,6 +28,7 @@ class ScopePermission(BasePermission):
         return True
 
 
+@functools.cache
 def scope_required(scope: str) -> type[ScopePermission]:
     return type(f"Has{scope.title()}Scope", (ScopePermission,), {"scope": scope})
 
@@ -56,5 +59,6 @@ class AnyScopePermission(BasePermission):
         return False
 
 
+@functools.cache
 def any_scope_required(*scopes: str) -> type[AnyScopePermission]:
     return type("HasAnyScope", (AnyScopePermission,), {"scopes": scopes})

@@ -7,7 +7,7 @@ Scenarios (``--scenario``, several allowed; all by default):
   it, h11 and asyncio, an in-memory dict, no auth, no storage).
 * ``faces``: V2 one-row ``infer`` and GraphQL ``predict`` against REST ``/predict``, on one
   server.
-* ``batching``: a dense model (1024 -> 2048 -> 2048 -> 10) with ``max_batch_size`` 64 against
+* ``batching``: a dense model (1024 -> 4096 -> 4096 -> 10) with ``max_batch_size`` 64 against
   the same version with batching off (``max_batch_size`` 1): 64 clients, and one client.
 * ``sqlite``: REST ``/predict`` on the embedded profile with SQLite's ``synchronous=FULL``
   (survives a power loss) against ``NORMAL`` (survives a crash of the process).
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IRIS = [5.1, 3.5, 1.4, 0.2]
 JSON_HEADERS = {"Content-Type": "application/json"}
 SCENARIOS = ("rest", "faces", "batching", "sqlite")
-DENSE_SIZES = (1024, 2048, 2048, 10)
+DENSE_SIZES = (1024, 4096, 4096, 10)
 
 DENSE_SNIPPET = """
 import io, numpy as np
@@ -188,7 +188,7 @@ def rest_target(base: str, instance: platform_setup.Instance, model="iris", row=
     return Target(f"{base}/api/v1/predict", body, key_headers(instance))
 
 
-def scenario_rest(instance, settings, args, wrk, logs) -> list[Measured]:
+def scenario_rest(instance, settings, args, wrk, logs) -> dict[str, list[Measured]]:
     with (
         reference_server(logs) as (reference, ref_base),
         platform_server(instance, logs, "platform") as (ours, base),
@@ -200,10 +200,10 @@ def scenario_rest(instance, settings, args, wrk, logs) -> list[Measured]:
             ),
             Contender("platform /predict", rest_target(base, instance), ours),
         ]
-        return alternate(contenders, settings, args, wrk)
+        return {f"rest ({instance.profile})": alternate(contenders, settings, args, wrk)}
 
 
-def scenario_faces(instance, settings, args, wrk, logs) -> list[Measured]:
+def scenario_faces(instance, settings, args, wrk, logs) -> dict[str, list[Measured]]:
     query = 'mutation P($row: JSON!) { predict(inputData: $row, model: "iris", modelVersion: "v1") '
     query += "{ predictionId label confidence } }"
     graphql = json.dumps({"query": query, "variables": {"row": IRIS}})
@@ -219,19 +219,18 @@ def scenario_faces(instance, settings, args, wrk, logs) -> list[Measured]:
             ),
             Contender("GraphQL predict", Target(f"{base}/graphql", graphql, headers), ours),
         ]
-        return alternate(contenders, settings, args, wrk)
+        return {"faces": alternate(contenders, settings, args, wrk)}
 
 
-def scenario_batching(instance, settings, args, wrk, logs) -> list[Measured]:
+def scenario_batching(instance, settings, args, wrk, logs) -> dict[str, list[Measured]]:
     platform_setup.shell(instance.env, DENSE_SNIPPET.format(sizes=list(DENSE_SIZES)))
     row = [0.5] * DENSE_SIZES[0]
-    results = []
+    results = {}
     with platform_server(instance, logs, "platform") as (ours, base):
         for clients in (64, 1):
-            few = replace(settings, connections=clients)
             contenders = [
                 Contender(
-                    f"{label}, {clients} client{'s' if clients > 1 else ''}",
+                    f"max_batch_size {size}",
                     Target(
                         f"{base}/api/v1/predict",
                         json.dumps({"input_data": row, "model": "dense", "model_version": label}),
@@ -239,15 +238,18 @@ def scenario_batching(instance, settings, args, wrk, logs) -> list[Measured]:
                     ),
                     ours,
                 )
-                for label in ("batched", "unbatched")
+                for label, size in (("unbatched", 1), ("batched", 64))
             ]
-            results += alternate(contenders, few, args, wrk)
+            title = f"batching, {clients} client{'s' if clients > 1 else ''}"
+            results[title] = alternate(
+                contenders, replace(settings, connections=clients), args, wrk
+            )
     return results
 
 
-def scenario_sqlite(instance, settings, args, wrk, logs) -> list[Measured]:
+def scenario_sqlite(instance, settings, args, wrk, logs) -> dict[str, list[Measured]]:
     if instance.profile != "embedded":
-        return []
+        return {}
     with (
         platform_server(instance, logs, "normal", SQLITE_SYNCHRONOUS="NORMAL") as (
             normal,
@@ -259,7 +261,7 @@ def scenario_sqlite(instance, settings, args, wrk, logs) -> list[Measured]:
             Contender("synchronous=NORMAL", rest_target(normal_base, instance), normal),
             Contender("synchronous=FULL", rest_target(full_base, instance), full),
         ]
-        return alternate(contenders, settings, args, wrk)
+        return {"sqlite": alternate(contenders, settings, args, wrk)}
 
 
 RUNNERS = {
@@ -312,11 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     with platform_setup.instance(args.profile) as plain:
         instance = rate_limited_key(plain)
         for scenario in args.scenario or SCENARIOS:
-            measured = RUNNERS[scenario](instance, settings, args, wrk, logs)
-            if measured:
-                out[scenario] = measured
+            for title, measured in RUNNERS[scenario](instance, settings, args, wrk, logs).items():
+                out[title] = measured
                 if not args.json:
-                    print(table(scenario, measured), flush=True)
+                    print(table(title, measured), flush=True)
     if args.json:
         print(
             json.dumps(

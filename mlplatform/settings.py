@@ -158,8 +158,10 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------------
 # Statements are counted in django-prometheus's database metrics (django_db_*) through its
-# backends, which are Django's own with a counting cursor.
+# backends, which are Django's own with a counting cursor (on SQLite, mlplatform/db/sqlite3
+# makes that cursor's class once).
 _BACKENDS = "django_prometheus.db.backends" if INSTRUMENTATION else "django.db.backends"
+_SQLITE = "mlplatform.db.sqlite3" if INSTRUMENTATION else "django.db.backends.sqlite3"
 if DATABASE_URL:
     # The views of a web process run on a pool of threads (and a stream on a thread of its
     # own), each borrowing a connection from a pool of DB_POOL_MAX per process (psycopg_pool)
@@ -193,7 +195,7 @@ else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
-            "ENGINE": f"{_BACKENDS}.sqlite3",
+            "ENGINE": _SQLITE,
             "NAME": VAR_DIR / "db.sqlite3",
             # Keep each thread's connection: opening one costs half a millisecond. The web
             # server's threads live long (its pool, the group commit); a stream's thread ends
