@@ -1,8 +1,9 @@
 """The background threads of a platform process, and why each exists.
 
-Requests are served by one event loop per web process (``mlplatform/asgi.py``); the DRF views
-behind it run on threads that Django's ASGI handler starts per request. Besides those, a process
-runs only the threads defined here, each started on first use (and again in a forked child):
+Requests are served by one event loop per web process (``mlplatform/asgi.py``); Django's views
+behind it run on a pool of ``WEB_THREADS`` threads, and asgiref runs the loop's few database
+reads (a key, the registry's revision) on threads of its own. Besides those, a process runs only
+the threads defined here, each started on first use (and again in a forked child):
 
 * **Micro-batchers**, one per model version in use (``Batcher``). The predictor runs on a thread
   of its own so that the event loop goes on reading requests while the model computes, and the
@@ -17,14 +18,13 @@ runs only the threads defined here, each started on first use (and again in a fo
   Lines are written a few times a second, several at a time, rather than with a system call
   per request on the event loop, which the other threads would take the interpreter during.
 
-Both are daemon threads: a process that exits loses what they hold, which its callers have not
+All are daemon threads: a process that exits loses what they hold, which its callers have not
 been answered for.
 """
 
 import asyncio
 import atexit
 import contextlib
-import functools
 import logging
 import os
 import queue
@@ -316,17 +316,27 @@ def _apply(writes: list[_Write]) -> None:
 
 
 def rows_insert(model: type[Model], rows: Sequence[Model]) -> None:
-    """INSERT unsaved instances of ``model`` with one prepared statement run for every row.
+    """INSERT unsaved instances of ``model`` in one statement.
 
     What ``bulk_create`` writes, for a fraction of its cost: the ORM compiles its statement
     value by value (13 fields of a prediction: 58 us a row, more than SQLite's own work), while
     here each field's conversion is chosen once (``Field.get_db_prep_save``; JSON through
-    orjson) and the driver runs one statement for all rows (docs/decisions/0002). Fields left
-    to the database (an auto-increment id that is None) are not sent; nothing is returned.
+    orjson). SQLite runs one prepared statement for every row; PostgreSQL takes each column as
+    one array (``UNNEST``), one statement whose text, and so whose plan, never changes
+    (docs/decisions/0002). Fields left to the database (an auto-increment id that is None) are
+    not sent; nothing is returned.
     """
     connection = connections[router.db_for_write(model)]
     skip_auto = getattr(rows[0], model._meta.pk.attname) is None
-    insert = _statement(model, connection.vendor, connection.ops.quote_name, skip_auto)
+    insert = _statement(model, connection, skip_auto)
+    if insert.by_column:
+        params = [
+            [convert(getattr(row, attname), connection) for row in rows]
+            for attname, convert in insert.fields
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(insert.sql, params)
+        return
     params = [
         tuple(convert(getattr(row, attname), connection) for attname, convert in insert.fields)
         for row in rows
@@ -339,16 +349,30 @@ def rows_insert(model: type[Model], rows: Sequence[Model]) -> None:
 class _Insert:
     sql: str
     fields: tuple[tuple[str, Callable[[Any, Any], Any]], ...]  # (attribute, conversion)
+    by_column: bool  # parameters are one array per column (UNNEST), else one tuple per row
 
 
-@functools.cache
-def _statement(model: type[Model], vendor: str, quote: Callable, skip_auto: bool) -> _Insert:
-    meta = model._meta
+_statements: dict[tuple, _Insert] = {}
+
+
+def _statement(model: type[Model], connection, skip_auto: bool) -> _Insert:
+    key = (model, connection.vendor, skip_auto)
+    found = _statements.get(key)
+    if found is not None:
+        return found
+    meta, quote = model._meta, connection.ops.quote_name
     fields = [f for f in meta.concrete_fields if not (skip_auto and f is meta.auto_field)]
     columns = ", ".join(quote(f.column) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608 - names from the model
-    return _Insert(sql, tuple((f.attname, _conversion(f, vendor)) for f in fields))
+    by_column = connection.vendor == "postgresql"
+    if by_column:
+        arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+        values = f"SELECT * FROM UNNEST({arrays})"  # noqa: S608 - types from the model
+    else:
+        values = "VALUES (" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) {values}"  # noqa: S608 - names from the model
+    conversions = tuple((f.attname, _conversion(f, connection.vendor)) for f in fields)
+    found = _statements[key] = _Insert(sql, conversions, by_column)
+    return found
 
 
 def _conversion(field: Field, vendor: str) -> Callable[[Any, Any], Any]:
