@@ -18,7 +18,7 @@ import logging
 import orjson
 
 from accounts.authentication import cached_key
-from accounts.ratelimit import count
+from accounts.ratelimit import acount
 from mlplatform import metrics
 from mlplatform.conf import platform_setting
 from mlplatform.errors import PlatformError
@@ -70,7 +70,7 @@ async def predict(scope, receive, send, django, match, *, view: str, split_only:
         return
     user = key.owner
     with log_context(request_id=request.request_id):
-        usage = count("predict", principal=f"key:{key.pk}", user=user, api_key=key)
+        usage = await acount("predict", principal=f"key:{key.pk}", user=user, api_key=key)
         if usage is not None and usage.limited:
             status = 429
             body = error_content(PlatformError(usage.describe(), code="rate_limited"))

@@ -13,7 +13,7 @@ import re
 import orjson
 
 from accounts.authentication import cached_key
-from accounts.ratelimit import count
+from accounts.ratelimit import acount
 from mlplatform import metrics
 from mlplatform.conf import platform_setting
 from mlplatform.errors import PlatformError
@@ -46,7 +46,7 @@ async def infer(scope, receive, send, django, match: re.Match) -> None:
         return
     content_type, extra = b"application/json", []
     with log_context(request_id=request.request_id):
-        usage = count("predict", principal=f"key:{key.pk}", user=key.owner, api_key=key)
+        usage = await acount("predict", principal=f"key:{key.pk}", user=key.owner, api_key=key)
         if usage is not None and usage.limited:
             status, body = 429, _error(usage.describe())
         else:

@@ -1,5 +1,6 @@
 """Rate limits: groups, principals, overrides, headers, the 429 answer and trusted proxies."""
 
+import asyncio
 import time
 
 import pytest
@@ -7,8 +8,9 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from accounts.models import ApiKey
+from accounts.ratelimit import acount, count
 from accounts.rates import parse_overrides, parse_rate
-from accounts.services import api_key_set_rate_limits
+from accounts.services import api_key_create, api_key_set_rate_limits
 from mlplatform.conf import DEFAULTS
 from predictions.models import Prediction
 
@@ -72,6 +74,27 @@ def test_predict_admits_the_limit_then_answers_429_with_retry_after(tiers, demo_
     assert detail.startswith("Rate limit of 3 requests per minute for 'predict' exceeded; retry in")
     assert detail.count("retry") == 1 and "Expected available" not in detail
     assert 1 <= int(refused["Retry-After"]) <= 60
+
+
+def test_the_event_loop_and_the_views_count_on_one_counter(tiers, user):
+    """The lean handlers count with ``acount``, DRF's throttle with ``count``: one key's
+    requests add up whichever served them, in memory and in Redis alike."""
+    tiers(predict="3/m")
+    key = api_key_create(owner=user, name="loop", scopes=["predict"])[0]
+
+    async def alternately():
+        counted = []
+        for counter in (acount, count, acount, count):
+            result = counter("predict", principal=f"key:{key.pk}", user=user, api_key=key)
+            counted.append(await result if counter is acount else result)
+        return counted
+
+    usages = asyncio.run(alternately())
+
+    assert [u.count for u in usages] == [1, 2, 3, 4]
+    assert [u.limited for u in usages] == [False, False, False, True]
+    assert len({u.reset_at for u in usages}) == 1
+    assert time.time() - 1 <= usages[0].reset_at <= time.time() + 61
 
 
 def test_a_refused_request_stores_nothing(tiers, demo_models, key_client, user):
