@@ -17,6 +17,7 @@ import threading
 import time
 
 from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 
 from accounts.models import ApiKey
 from accounts.scopes import user_scopes
@@ -56,10 +57,17 @@ class VerifiedKeys:
         if age >= cache_time:
             reload = self._reloads.get(lookup)
             if reload is None or reload.done():
-                self._reloads[lookup] = asyncio.ensure_future(sync_to_async(self._load)(lookup))
+                self._reloads[lookup] = asyncio.ensure_future(sync_to_async(self._reload)(lookup))
             if age >= cache_time * STALE_LIMIT:
                 return None
         return entry[0]
+
+    def _reload(self, lookup: str) -> ApiKey | None:
+        """``_load`` on asgiref's thread, which gives a pooled connection back after it."""
+        try:
+            return self._load(lookup)
+        finally:
+            close_old_connections()
 
     def _load(self, lookup: str) -> ApiKey | None:
         loaded_at = self.timer()

@@ -11,7 +11,7 @@
   middleware are synchronous: on a pooled thread a request runs them straight through, with
   the thread's persistent database connection, where the ASGI handler would start a thread for
   each request, open it a connection, and cross between the thread and the event loop around
-  each middleware (4.5 against 2.0 ms of CPU for a V2 request through DRF, docs/decisions).
+  each middleware (4.5 against 2.0 ms of CPU for a V2 request through DRF; docs/decisions/0001).
 
 A request body past its path's limit is refused (413) before Django reads it.
 """
@@ -174,9 +174,8 @@ def build(*, lean: bool | None = None) -> ASGIApp:
             module = import_module(dotted)
             routes.update(getattr(module, "ROUTES", {}))
             patterns.update(getattr(module, "PATTERNS", {}))
-    threads = int(os.environ.get("WEB_THREADS") or 8)
     application = Platform(
-        views=WSGIMiddleware(get_wsgi_application(), workers=threads),
+        views=WSGIMiddleware(get_wsgi_application(), workers=settings.WEB_THREADS),
         streams=get_asgi_application(),
         streaming=re.compile("|".join(f"(?:{p})" for p in settings.STREAMING_PATHS)),
         routes=routes,
@@ -199,9 +198,8 @@ def _spare_the_garbage_collector() -> None:
     long as the process: ``gc.freeze()`` moves it to a generation that collections skip, as
     the ``gc`` documentation suggests. And the request path leaves no reference cycles (none
     in 400 lean requests): the full passes that the objects of requests in flight trigger, a
-    few a second, find nothing to free, so they are made rarer (``GC_THRESHOLDS``). Measured
-    in docs/performance.md: p99 of /predict 72 to 24 ms once frozen; with 100 open streams,
-    2.6x to 1.1x that without them once full passes are rare.
+    few a second, find nothing to free, so they are made rarer (``GC_THRESHOLDS``;
+    docs/decisions/0003).
     """
     import gc
 

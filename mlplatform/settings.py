@@ -162,15 +162,28 @@ TEMPLATES = [
 # makes that cursor's class once).
 _BACKENDS = "django_prometheus.db.backends" if INSTRUMENTATION else "django.db.backends"
 _SQLITE = "mlplatform.db.sqlite3" if INSTRUMENTATION else "django.db.backends.sqlite3"
+# Threads of a web process that run Django's views (mlplatform/asgi.py).
+WEB_THREADS = env_int("WEB_THREADS", 8)
 if DATABASE_URL:
-    # The views of a web process run on a pool of threads (and a stream on a thread of its
-    # own), each borrowing a connection from a pool of DB_POOL_MAX per process (psycopg_pool)
-    # and giving it back when the request ends. mlplatform/asgi.py turns the pool on for web
-    # processes only: django-q2 forks its workers, which must not inherit a pool's open
-    # connections.
-    # Elsewhere (or with DB_POOL_MAX=0) each thread keeps its own persistent connection
-    # (DB_CONN_MAX_AGE seconds).
-    _POOL_MAX = env_int("DB_POOL_MAX", 8) if os.environ.get("MLPLATFORM_DB_POOL") == "1" else 0
+    # The view threads of a web process borrow a connection from a pool of DB_POOL_MAX per
+    # process (psycopg_pool) and give it back when the request ends. mlplatform/asgi.py turns
+    # the pool on for web processes only: django-q2 forks its workers, which must not inherit
+    # a pool's open connections. Elsewhere (or with DB_POOL_MAX=0) each thread keeps its own
+    # persistent connection (DB_CONN_MAX_AGE seconds).
+    # The pool has room for every view thread at once plus the group commit's thread and the
+    # one that reads for the event loop: a view holds its connection while it waits for its
+    # rows' commit or for an artifact another thread is loading, and those must still find one.
+    _POOL_MAX = (
+        env_int("DB_POOL_MAX", WEB_THREADS + 2)
+        if os.environ.get("MLPLATFORM_DB_POOL") == "1"
+        else 0
+    )
+    if 0 < _POOL_MAX < WEB_THREADS + 2:
+        raise ImproperlyConfigured(
+            f"DB_POOL_MAX ({_POOL_MAX}) must be at least WEB_THREADS + 2 ({WEB_THREADS + 2}): "
+            "every view thread may hold a connection while the group commit and the event "
+            "loop's reads need one each (or set DB_POOL_MAX=0 for a connection per thread)"
+        )
     DATABASES = {
         "default": dj_database_url.parse(
             DATABASE_URL,
@@ -213,10 +226,7 @@ else:
                 # prediction survives a power loss, not only a crash of the process. With
                 # group commit, one sync serves every request of a round: 2% of the
                 # throughput of NORMAL (bench/pipeline.py --scenario sqlite).
-                "init_command": (
-                    "PRAGMA journal_mode=WAL; "
-                    f"PRAGMA synchronous={_SYNCHRONOUS};"
-                ),
+                "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous={_SYNCHRONOUS};",
             },
             # Tests use a file too, not Django's shared in-memory database: there a second
             # writing thread (the group commit) fails at once with "table is locked" instead of
@@ -243,11 +253,11 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     # django-ratelimit's checks want a cache shared by processes. On the production profile
-    # they stand: gunicorn runs a process per core there, each of which would keep its own
+    # they stand: `serve` runs a web process per core there, each of which would keep its own
     # counters, so without REDIS_URL `manage.py check` (and migrate, serve) stops with E003.
     if PROFILE == "embedded":
         SILENCED_SYSTEM_CHECKS = [
-            # The embedded profile runs one web process (gunicorn_conf.py), whose in-memory
+            # The embedded profile runs one web process (manage.py serve), whose in-memory
             # cache therefore sees every request and counts it atomically (LocMemCache locks
             # around incr); set REDIS_URL to run more.
             "django_ratelimit.E003",

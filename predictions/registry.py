@@ -271,7 +271,10 @@ async def _on_a_thread(function, *args):
 
     def run():
         close_old_connections()  # a connection broken since the last read is replaced
-        return function(*args)
+        try:
+            return function(*args)
+        finally:
+            close_old_connections()  # a pooled connection goes back to its pool
 
     return await sync_to_async(run)()
 

@@ -1,5 +1,6 @@
 """POST /predict/stream: predictions as Server-Sent Events, each stored as ``/predict`` does."""
 
+from django.db import connection
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -32,7 +33,14 @@ class EventStreamRenderer(BaseRenderer):
 
 
 def event_stream_response(events) -> StreamingHttpResponse:
-    """A streaming answer of ``events``, holding a stream slot until it is closed (503 if none)."""
+    """A streaming answer of ``events``, holding a stream slot until it is closed (503 if none).
+
+    The view's database connection goes back now (to its pool, on PostgreSQL): the events are
+    made on the event loop, which reads and writes through other threads, and the view's own
+    thread would hold its connection for as long as the stream stays open.
+    """
+    if not connection.in_atomic_block:
+        connection.close()
     response = StreamingHttpResponse(held_stream(events), content_type=CONTENT_TYPE)
     for name, value in HEADERS.items():
         response[name] = value

@@ -202,11 +202,13 @@ print(json.dumps({"main": main, "limited": limited, "read_only": read_only,
 
 @pytest.fixture(scope="module")
 def servers(instance, _servers_stopped) -> Iterator[tuple[Server, Server]]:
-    """The lean server and the views-only server, each with cache keys (rate limits) of its own."""
+    """The lean server and the views-only server, each with cache keys (rate limits) of its own
+    and one web process, whose key cache the corpus fills before the requests that need it."""
 
     def start(name: str, **env: str) -> Server:
         env["CACHE_KEY_PREFIX"] = f"parity-{name}-{secrets.token_hex(4)}"
-        server = start_server(instance, f"parity-{name}", args=["--no-worker"], env=env)
+        args = ["--no-worker", "--workers", "1"]
+        server = start_server(instance, f"parity-{name}", args=args, env=env)
         _servers_stopped.append(server)
         return server
 

@@ -1,10 +1,11 @@
-"""Threads waiting for the registry give back their pooled connections to the one reading it.
+"""A web process's pool of connections has room for the thread reading the registry.
 
-A web process's request threads borrow from a pool of ``DB_POOL_MAX`` connections, often early
-(authentication). Had the threads waiting for a registry read or an artifact load kept theirs,
-they could hold the whole pool while the reading thread waits for one until the pool's timeout.
-Production profile only, each case in a process of its own: the pool is set up at settings
-import, in processes started with ``MLPLATFORM_DB_POOL=1``.
+View threads borrow from a pool of ``DB_POOL_MAX`` connections early (authentication) and keep
+theirs while they wait for a registry read or an artifact load that another thread makes, so
+the pool has room for every view thread plus the group commit's thread and the event loop's
+reader (``WEB_THREADS + 2``); a smaller pool is refused at start. Production profile only, each
+case in a process of its own: the pool is set up at settings import, in processes started with
+``MLPLATFORM_DB_POOL=1``.
 """
 
 import json
@@ -24,12 +25,13 @@ pytestmark = [
     ),
 ]
 
-POOL = {"MLPLATFORM_DB_POOL": "1", "DB_POOL_MAX": "2", "DB_POOL_TIMEOUT": "2"}
-HOLDERS = ("holder-1", "holder-2")
+POOL = {"MLPLATFORM_DB_POOL": "1", "WEB_THREADS": "2", "DB_POOL_TIMEOUT": "2"}
+# The two view threads, and the group commit's thread holding one for a write.
+HOLDERS = ("view-1", "view-2", "commit")
 
 
 @pytest.mark.parametrize("waiting_for", ["revision", "artifact"])
-def test_threads_holding_the_whole_pool_let_the_reading_thread_have_a_connection(
+def test_with_every_view_thread_holding_a_connection_the_reading_thread_has_one(
     instance, waiting_for
 ):
     done = subprocess.run(
@@ -49,19 +51,33 @@ def test_threads_holding_the_whole_pool_let_the_reading_thread_have_a_connection
 
     assert done.returncode == 0, done.stdout + done.stderr
     got = json.loads(done.stdout.splitlines()[-1])
-    assert got["reader"] == got["holder-1"] == got["holder-2"] != "", got
+    assert got["reader"] == got["view-1"] == got["view-2"] != "", got
+
+
+def test_a_pool_smaller_than_the_threads_that_share_it_is_refused(instance):
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={**instance.env, **POOL, "DB_POOL_MAX": "3"},
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode != 0
+    assert "DB_POOL_MAX (3) must be at least WEB_THREADS + 2 (4)" in done.stderr
 
 
 def starve(waiting_for: str) -> None:
-    """Run in a process with a pool of 2: two threads each holding a pooled connection ask
-    the registry while a third, holding none, reads it (the ``revision`` after the snapshot
-    was marked stale, or the ``artifact`` of a version not loaded yet); print what each got
-    as JSON and exit 1 if any failed."""
+    """Run in a process with ``POOL``: the holders each borrow a connection; then a reader
+    holding none asks the registry (the ``revision`` after the snapshot was marked stale, or
+    the ``artifact`` of a version not loaded yet) while the view threads ask it too. Print what
+    each got as JSON and exit 1 if any failed."""
     from predictions.models import ModelVersion
     from predictions.registry import registry
 
     version = registry.model("iris").versions["v1"]
-    connection.close()  # back to the pool, all of which the holders take below
+    connection.close()  # back to the pool, which the holders and the reader share below
     if waiting_for == "revision":
         registry.mark_stale()
 
@@ -73,7 +89,7 @@ def starve(waiting_for: str) -> None:
             return type(registry.predictor(version)).__name__
 
     got: dict[str, str] = {}
-    holding, go = threading.Barrier(len(HOLDERS) + 1), threading.Event()
+    holding, go, done = threading.Barrier(len(HOLDERS) + 1), threading.Event(), threading.Event()
 
     def answer(name: str, hold: bool) -> None:
         try:
@@ -81,7 +97,10 @@ def starve(waiting_for: str) -> None:
                 ModelVersion.objects.exists()  # borrows a connection and keeps it
                 holding.wait()
                 go.wait()
-            got[name] = ask()
+            if name == "commit":  # holds its connection until the others are done
+                got[name] = "held" if done.wait(10) else "failed: the others never finished"
+            else:
+                got[name] = ask()
         except Exception as exc:
             got[name] = f"failed: {exc!r}"
         finally:
@@ -93,14 +112,12 @@ def starve(waiting_for: str) -> None:
     holding.wait()
     reader = threading.Thread(target=answer, args=("reader", False))
     reader.start()
-    # The holders ask only once the reader waits for a connection: the order that starves.
-    deadline = time.monotonic() + 10
-    while connection.pool.get_stats().get("requests_waiting", 0) < 1:
-        assert time.monotonic() < deadline and reader.is_alive(), got
-        time.sleep(0.01)
+    time.sleep(0.05)  # the reader first, the view threads waiting behind its read
     go.set()
-    for thread in (*holders, reader):
+    for thread in (*holders[:-1], reader):
         thread.join()
+    done.set()
+    holders[-1].join()
     connection.close_pool()
     print(json.dumps(got))
     sys.exit(1 if any(value.startswith("failed") for value in got.values()) else 0)
