@@ -1,6 +1,6 @@
 """POST /api/v1/predict latency with many Server-Sent Event streams held open, versus none.
 
-One server, one run: /predict is loaded closed-loop (as predict_load.py does) first with no
+One server, one run: /predict is loaded closed-loop (as pipeline.py does) first with no
 stream open, then while `--streams` clients hold streams open, and the p99 latencies are
 compared (target: at most 1.5x). `--kind events` (the default): batch-job event streams of a job
 that stays queued (the server runs without its background worker, in both phases).

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-# One BLAS thread, as gunicorn_conf.py gives each request thread of the server; onnxruntime's
+# One BLAS thread, as `manage.py serve` gives the web processes; onnxruntime's
 # sessions use one intra-op thread. Set before numpy is imported.
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")

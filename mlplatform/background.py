@@ -213,7 +213,7 @@ class Batcher(_Thread, Generic[T, R]):
 
 @dataclass(slots=True)
 class _Write:
-    rows: Sequence[Any]  # unsaved model instances, created with bulk_create
+    rows: Sequence[Any]  # unsaved model instances, inserted by rows_insert
     call: Callable[[], None] | None  # any other write, run in the same transaction
     future: Future | asyncio.Future = field(default_factory=Future)
     loop: asyncio.AbstractEventLoop | None = None  # the asyncio future's, else None
@@ -222,9 +222,9 @@ class _Write:
 class GroupCommit(_Thread):
     """Writes what concurrent callers hand it in one transaction per round, on one thread.
 
-    A round takes every write queued so far: the rows of each model go into one multi-row
-    INSERT (``bulk_create``, in the order they came), other writes run in turn, and one commit
-    ends the round. Then each write's future is resolved: a caller waiting on it answers once
+    A round takes every write queued so far: the rows of each model go into one INSERT
+    (``rows_insert``, in the order they came), other writes run in turn, and one commit ends
+    the round. Then each write's future is resolved: a caller waiting on it answers once
     its rows are committed. When the round fails on a constraint or a bad value (an error of
     one row), each write is tried again in a transaction of its own, so that only the guilty
     ones fail; when it fails otherwise (the database is down or locked), every write of the

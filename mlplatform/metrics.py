@@ -2,8 +2,8 @@
 
 Every web and worker process of a host writes its samples to files under
 ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode, which ``manage.py serve``
-and ``gunicorn_conf.py`` set up), and ``/metrics`` adds them up, so totals are right whichever
-gunicorn worker or qcluster process did the work. Without that directory (``runserver``, tests)
+sets up), and ``/metrics`` adds them up, so totals are right whichever web or qcluster process
+did the work. Without that directory (``runserver``, tests)
 a process reports its own samples.
 
 Gauges that describe shared state (batch jobs by status, the oldest queued job) are read from

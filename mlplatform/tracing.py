@@ -53,7 +53,7 @@ def setup(exporter: Any = None) -> bool:
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        # The batch processor re-creates its thread in forked children (gunicorn, django-q2).
+        # The batch processor re-creates its thread in forked children (uvicorn, django-q2).
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     else:
         provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -28,8 +28,9 @@ usually ends with `identity`.
 
 Numbers may be stored as any real integer or floating-point dtype and must all be finite;
 they are converted to float32, which is also what `dump_dense` writes and what the runtime
-computes in. Arrays of Python objects are refused without being unpickled, and so are
-archives with missing or extra keys. Any `.npz` with these keys works, for example:
+keeps its values in (its sums are float64: `dense.py`). Arrays of Python objects are refused
+without being unpickled, and so are archives with missing or extra keys. Any `.npz` with these
+keys works, for example:
 
     np.savez("model.npz", format=np.array("mlplatform.dense/1"),
              activations=np.array(["relu", "softmax"]),

@@ -60,7 +60,7 @@ in_flight = _InFlight(MAX_IN_FLIGHT)
 
 
 def shadows_join(timeout: float | None = 30.0) -> bool:
-    """Wait until every copy sent so far is stored (tests and a graceful shutdown)."""
+    """Wait until every copy sent so far is stored (as tests do before reading them)."""
     return in_flight.join(timeout)
 
 

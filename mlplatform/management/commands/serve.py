@@ -64,8 +64,8 @@ class Command(BaseCommand):
         env.setdefault("DJANGO_SETTINGS_MODULE", "mlplatform.settings")
         web = [sys.executable, "-m", "uvicorn", "mlplatform.asgi:application"]
         web += ["--host", host, "--port", str(port), "--workers", str(web_processes(workers))]
-        # httptools parses HTTP in C and uvloop runs the event loop on libuv: together a
-        # third of the server's CPU per request of h11 on asyncio (docs/performance.md).
+        # httptools parses HTTP in C and uvloop runs the event loop on libuv, where h11 and
+        # asyncio would do both in Python (docs/decisions/0001).
         web += ["--http", "httptools", "--loop", "uvloop", "--lifespan", "on"]
         # Every request gets one JSON log line of the platform's (mlplatform.logging).
         web += ["--no-access-log", "--timeout-graceful-shutdown", "10"]
