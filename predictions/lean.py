@@ -22,6 +22,7 @@ from accounts.ratelimit import acount
 from mlplatform import metrics
 from mlplatform.conf import platform_setting
 from mlplatform.errors import PlatformError
+from mlplatform.jsondepth import too_deep
 from mlplatform.lean import LeanRequest, error_content, rendered
 from mlplatform.logging import log_context
 from predictions.serializers import prediction_payload
@@ -41,6 +42,8 @@ def plain_fields(body: bytes) -> dict | None:
     except ValueError:
         return None
     if type(data) is not dict or "input_data" not in data or not data.keys() <= _FIELDS:
+        return None
+    if too_deep(body, data):
         return None
     for name in ("model", "model_version"):
         value = data.get(name, "x")

@@ -1,10 +1,12 @@
-"""A JSON parser on orjson that refuses oversized bodies and non-finite numbers by name."""
+"""A JSON parser on orjson that refuses oversized bodies, non-finite numbers and deep nesting
+by name."""
 
 import orjson
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
 from mlplatform.errors import PayloadTooLarge
+from mlplatform.jsondepth import TOO_DEEP, too_deep
 from mlplatform.middleware import body_limit
 
 _NON_FINITE_TOKENS = (b"NaN", b"Infinity", b"-Infinity", b"+Infinity", b"nan", b"inf", b"-inf")
@@ -19,9 +21,10 @@ def read_limited(stream, limit: int) -> bytes:
 
 
 def loads(data: bytes):
-    """Parse JSON, naming NaN, Infinity and out-of-range numbers when they are the problem."""
+    """Parse JSON, naming NaN, Infinity, out-of-range numbers and deep nesting when they are
+    the problem."""
     try:
-        return orjson.loads(data)
+        value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         message = str(exc)
         at = data[exc.pos : exc.pos + 10].lstrip()
@@ -31,6 +34,9 @@ def loads(data: bytes):
                 f"finite numbers ({message})."
             ) from None
         raise ParseError(f"Malformed JSON: {message}.") from None
+    if too_deep(data, value):
+        raise ParseError(TOO_DEEP)
+    return value
 
 
 class ORJSONParser(BaseParser):

@@ -1,16 +1,19 @@
 """The /graphql endpoint: strawberry's Django view with the REST API's auth and error shapes."""
 
 import orjson
+from cross_web import HTTPException
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import JsonResponse
 from django.middleware.csrf import get_token
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
+from rest_framework.exceptions import ParseError
 from strawberry.django.views import GraphQLView
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
+from mlplatform.api.parsers import loads
 from predictions.graphql.auth import GraphQLContext
 from predictions.graphql.errors import platform_error
 
@@ -33,6 +36,13 @@ class PlatformGraphQLView(GraphQLView):
             get_token(request)  # GraphiQL sends the CSRF cookie back as X-CSRFToken
             return super().render_graphql_ide(request)
         return redirect_to_login(request.get_full_path(), LOGIN_URL)
+
+    def decode_json(self, data: str | bytes) -> object:
+        # As the REST API parses: orjson, with its limits and their messages.
+        try:
+            return loads(data.encode() if isinstance(data, str) else data)
+        except ParseError as exc:
+            raise HTTPException(400, str(exc.detail)) from None
 
     def encode_json(self, data: object) -> bytes:
         # Results are plain JSON values by now (scalars are serialized); orjson is faster.

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from mlplatform.jsondepth import TOO_DEEP, too_deep
+
 BYTES = "BYTES"
 DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype("?"),
@@ -228,7 +230,7 @@ def _loads(data: memoryview, *, binary_hint: bool) -> Any:
     if not bytes(data[:1024]).strip():
         raise ProtocolError("the request body is empty; send a JSON inference request")
     try:
-        return orjson.loads(data)
+        value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         message = str(exc)
         at = bytes(data[exc.pos : exc.pos + 10]).lstrip()
@@ -243,6 +245,9 @@ def _loads(data: memoryview, *, binary_hint: bool) -> Any:
             else ""
         )
         raise ProtocolError(f"Malformed JSON: {message}.{hint}") from None
+    if too_deep(data, value):
+        raise ProtocolError(TOO_DEEP)
+    return value
 
 
 def _parameters(value: object, where: str) -> dict:

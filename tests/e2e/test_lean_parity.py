@@ -116,6 +116,7 @@ CASES = [
     Case("not json", b"{input_data: 1}", lean=False),
     Case("json list", [IRIS], lean=False),
     Case("nan literal", b'{"input_data": [NaN, 1, 2, 3]}', lean=False),
+    Case("nested 1,000 deep", b'{"input_data": ' + b"[" * 1000 + b"]" * 1000 + b"}", lean=False),
     Case("empty body", b"", lean=False),
     Case("too large", {"input_data": IRIS, "pad": "x" * (1024 * 1024)}, lean=False),
     Case("form", b"input_data=1", headers={"Content-Type": "text/plain"}, lean=False),
