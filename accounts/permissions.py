@@ -36,7 +36,7 @@ def scope_required(scope: str) -> type[ScopePermission]:
 class UserCredentialsOnly(BasePermission):
     """Operations on credentials themselves need the user's own login, not an API key."""
 
-    message = "API keys cannot manage API keys; authenticate with a JWT or a session."
+    message = "API keys cannot manage credentials; authenticate with a JWT or a session."
     code = "user_credentials_required"
 
     def has_permission(self, request, view) -> bool:

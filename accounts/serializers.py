@@ -4,8 +4,12 @@ from datetime import timedelta
 
 from django.utils import timezone
 from rest_framework import serializers
+from rest_framework_simplejwt import serializers as jwt_serializers
+from rest_framework_simplejwt.exceptions import AuthenticationFailed, TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
-from accounts.models import ApiKey
+from accounts.models import ApiKey, User
 from accounts.scopes import ALL_SCOPES
 
 
@@ -65,3 +69,34 @@ class LoginResponseSerializer(serializers.Serializer):
     access_token = serializers.CharField()
     token_type = serializers.CharField()
     expires_in = serializers.IntegerField()
+
+
+class TokenRefreshSerializer(jwt_serializers.TokenRefreshSerializer):
+    """simplejwt's rotation, refusing two uses it lets through.
+
+    A refresh token issued before its user's password changed is refused, as access tokens are
+    (``CHECK_REVOKE_TOKEN``). A token is rotated once: it is blacklisted before the new pair is
+    made, and of simultaneous requests only the one whose blacklisting created the entry gets a
+    pair (the entry is unique per token on both databases).
+    """
+
+    def validate(self, attrs: dict) -> dict:
+        refresh = self.token_class(attrs["refresh"])  # signature, expiry, blacklist
+        user = User.objects.filter(pk=refresh.get(jwt_settings.USER_ID_CLAIM)).first()
+        if user is None or not jwt_settings.USER_AUTHENTICATION_RULE(user):
+            raise AuthenticationFailed(
+                self.error_messages["no_active_account"], "no_active_account"
+            )
+        password = refresh.get(jwt_settings.REVOKE_TOKEN_CLAIM)
+        if password != get_md5_hash_password(user.password):
+            raise AuthenticationFailed(
+                "The user's password has been changed.", code="password_changed"
+            )
+        _, created = refresh.blacklist()
+        if not created:
+            raise TokenError("Token is blacklisted")
+        refresh.set_jti()
+        refresh.set_exp()
+        refresh.set_iat()
+        refresh.outstand()
+        return {"access": str(refresh.access_token), "refresh": str(refresh)}

@@ -1,10 +1,12 @@
-"""Writes of API keys: create, revoke, touch, rate-limit overrides."""
+"""Writes of credentials: API keys (create, revoke, touch, rate-limit overrides), refresh
+tokens (end them all), webhook secrets."""
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.db.models import Q
 from django.utils import timezone
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts import crypto
 from accounts.keycache import verified_keys
@@ -105,3 +107,15 @@ def webhook_secret_rotate(*, user: User) -> str:
     user.webhook_secret = User._meta.get_field("webhook_secret").get_default()
     user.save(update_fields=["webhook_secret"])
     return user.webhook_secret
+
+
+def refresh_tokens_revoke(*, user: User) -> int:
+    """Blacklist every refresh token of ``user`` still in force ("log out everywhere");
+    returns how many. Access tokens already issued live out their few minutes."""
+    live = OutstandingToken.objects.filter(
+        user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
+    )
+    ended = BlacklistedToken.objects.bulk_create(
+        [BlacklistedToken(token=token) for token in live], ignore_conflicts=True
+    )
+    return len(ended)

@@ -23,7 +23,7 @@ from accounts.serializers import (
     LoginResponseSerializer,
     LoginSerializer,
 )
-from accounts.services import api_key_create, api_key_revoke
+from accounts.services import api_key_create, api_key_revoke, refresh_tokens_revoke
 from mlplatform.api.parsers import ORJSONParser
 
 
@@ -62,6 +62,18 @@ class ApiKeyDetailView(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request, pk: int):
         api_key_revoke(key=get_object_or_404(api_keys_for(request.user), pk=pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class LogoutEverywhereView(APIView):
+    """End every session of yours that a refresh token holds: none of them can be refreshed
+    again (access tokens already issued expire within minutes)."""
+
+    permission_classes = [IsAuthenticated, UserCredentialsOnly]
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request):
+        refresh_tokens_revoke(user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

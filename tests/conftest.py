@@ -16,6 +16,9 @@ from accounts.services import api_key_create
 from predictions.registry import registry
 from predictions.stats import tallies
 
+# A throw-away instance and real servers on it, for the end-to-end and security suites.
+pytest_plugins = ["tests.servers"]
+
 
 def pytest_sessionstart(session):
     # On SQLite the test database is a file (settings.py). Django deletes it before creating

@@ -97,6 +97,9 @@ def batch_job_submit(
         except UnsafeURL as exc:
             raise InvalidInput(f"callback_url: {exc}", code="unsafe_callback_url") from None
     with transaction.atomic():
+        # Count and insert as one step per user: on PostgreSQL the user's row is locked until
+        # the job is committed; SQLite's transactions (BEGIN IMMEDIATE) never overlap.
+        User.objects.select_for_update().get(pk=user.pk)
         active = BatchJob.objects.filter(
             owner=user, status__in=[BatchJob.Status.QUEUED, BatchJob.Status.PROCESSING]
         ).count()

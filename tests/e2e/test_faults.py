@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import requests
 
-from tests.e2e.conftest import free_port
+from tests.servers import free_port
 
 pytestmark = pytest.mark.e2e
 

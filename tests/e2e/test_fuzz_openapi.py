@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.e2e.conftest import start_server
+from tests.servers import start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import Server, start_server
+from tests.servers import Server, start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -38,7 +38,7 @@ IRIS = [5.1, 3.5, 1.4, 0.2]
 @pytest.fixture(scope="module")
 def cluster(instance, _servers_stopped):
     """Two ``serve --no-worker`` web servers and two ``qcluster`` workers on one database."""
-    from tests.e2e.conftest import start_qcluster, start_server
+    from tests.servers import start_qcluster, start_server
 
     webs = [
         start_server(instance, f"web{i}", args=["--no-worker", "--workers", "1"], env=ENV)

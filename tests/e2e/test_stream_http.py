@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.e2e.conftest import start_server
+from tests.servers import start_server
 
 pytestmark = pytest.mark.e2e
 SETOSA = [5.1, 3.5, 1.4, 0.2]

@@ -158,6 +158,53 @@ def test_a_logged_out_refresh_token_is_refused(user):
     assert_refused(logged_out_again, "token_not_valid")
 
 
+def refresh(token: str):
+    return APIClient().post("/api/v1/auth/token/refresh", {"refresh": token}, format="json")
+
+
+def test_a_password_change_ends_every_token_of_the_user(user, make_key, client_for):
+    access_client, tokens = jwt_client(user.username)
+    _, other_session = jwt_client(user.username)
+    key_client = client_for(make_key(user))
+    assert access_client.get(PROTECTED).status_code == 200
+
+    user.set_password("a-new-password-456")
+    user.save()
+
+    assert_refused(refresh(tokens["refresh"]), "password_changed")
+    assert_refused(refresh(other_session["refresh"]), "password_changed")
+    assert_refused(access_client.get(PROTECTED), "password_changed")
+    assert key_client.get(PROTECTED).status_code == 200  # keys are revoked one by one
+    again = APIClient().post(
+        "/api/v1/auth/token",
+        {"username": user.username, "password": "a-new-password-456"},
+        format="json",
+    )
+    assert refresh(again.json()["refresh"]).status_code == 200
+
+
+def test_logging_out_everywhere_ends_every_refresh_token_of_the_user(user, other_user):
+    client, first = jwt_client(user.username)
+    _, second = jwt_client(user.username)
+    _, someone_else = jwt_client(other_user.username)
+
+    response = client.post("/api/v1/auth/logout/all")
+
+    assert response.status_code == 204
+    assert_refused(refresh(first["refresh"]), "token_not_valid")
+    assert_refused(refresh(second["refresh"]), "token_not_valid")
+    assert refresh(someone_else["refresh"]).status_code == 200
+
+
+def test_an_api_key_cannot_log_its_user_out_everywhere(user, make_key, client_for):
+    _, tokens = jwt_client(user.username)
+
+    response = client_for(make_key(user)).post("/api/v1/auth/logout/all")
+
+    assert_error(response, 403, "user_credentials_required")
+    assert refresh(tokens["refresh"]).status_code == 200
+
+
 @pytest.mark.parametrize("url", ["/api/v1/auth/token", "/api/v1/auth/login"])
 def test_wrong_passwords_and_unknown_users_are_401_alike(user, url):
     wrong = APIClient().post(url, {"username": "alice", "password": "nope"}, format="json")
