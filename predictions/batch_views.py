@@ -16,13 +16,13 @@ from mlplatform.api.parsers import ORJSONParser
 from mlplatform.api.renderers import ORJSONRenderer
 from mlplatform.api.schema import ErrorSerializer, event_stream_schema
 from mlplatform.conf import platform_setting
-from mlplatform.errors import InvalidInput
+from mlplatform.errors import InvalidInput, PlatformError
 from predictions.batch_io import DOWNLOADS, job_payload, job_state, result_rows
 from predictions.models import BatchJob
 from predictions.pipeline import model_resolve, principal_id
 from predictions.runtime.errors import InputError
 from predictions.runtime.inputs import rows_from_input
-from predictions.runtime.tables import READERS
+from predictions.runtime.tables import FORMATS, Table, TooLarge, TooManyRows, read_table, table_of
 from predictions.selectors import batch_job_get, batch_jobs_for
 from predictions.serializers import RowsField
 from predictions.services import fingerprint, idempotent
@@ -39,7 +39,14 @@ class BatchSubmitSerializer(serializers.Serializer):
         required=False, help_text="CSV (header optional), NPY float array, or JSONL rows."
     )
     format = serializers.ChoiceField(
-        choices=list(READERS), required=False, help_text="File format; default: by extension."
+        choices=list(FORMATS), required=False, help_text="File format; default: by extension."
+    )
+    header = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="CSV: whether the first line names the columns; by default it does when "
+        "every cell of it is a name, not a number.",
     )
     model = serializers.CharField(required=False)
     model_version = serializers.CharField(required=False)
@@ -103,8 +110,8 @@ class BatchResultsSerializer(serializers.Serializer):
     results = BatchResultRowSerializer(many=True)
 
 
-def _rows(data: dict, n_features: int, feature_names) -> tuple:
-    """The submitted rows as float32, their format and name; InvalidInput names the problem."""
+def _rows(data: dict, n_features: int, feature_names) -> tuple[Table, str, str]:
+    """The submitted rows, their format and name; InvalidInput names the problem."""
     try:
         if "inputs" in data:
             rows = rows_from_input(
@@ -114,16 +121,28 @@ def _rows(data: dict, n_features: int, feature_names) -> tuple:
                 field="inputs",
                 max_rows=platform_setting("MAX_BATCH_JSON_ROWS"),
             )
-            return rows, BatchJob.InputFormat.JSON, ""
+            return table_of(rows), BatchJob.InputFormat.JSON, ""
         upload = data["file"]
         name = upload.name or ""
         fmt = data.get("format") or name.rsplit(".", 1)[-1].lower()
-        if fmt not in READERS:
+        if fmt not in FORMATS:
             raise InvalidInput(
                 f"file: cannot tell the format of {name!r}; name it .csv, .npy or .jsonl or "
                 "send 'format'."
             )
-        return READERS[fmt](upload.read(), n_features=n_features), fmt, name
+        if data.get("header") is not None and fmt != "csv":
+            raise InvalidInput("header: only a CSV file has a header line.")
+        table = read_table(
+            upload,
+            fmt,
+            n_features=n_features,
+            max_rows=platform_setting("MAX_BATCH_ROWS"),
+            header=data.get("header"),
+        )
+        return table, fmt, name
+    except TooLarge as exc:
+        code = "too_many_rows" if isinstance(exc, TooManyRows) else "request_too_large"
+        raise PlatformError(f"file: {exc}", code=code, status_code=413) from None
     except InputError as exc:
         where = "inputs" if "inputs" in data else "file"
         message = str(exc)
@@ -158,13 +177,13 @@ class BatchSubmitView(APIView):
         data = serializer.validated_data
         api_key = request.auth if isinstance(request.auth, ApiKey) else None
         model = model_resolve(data.get("model"))
-        rows, input_format, input_name = _rows(data, len(model.feature_names), model.feature_names)
+        table, input_format, input_name = _rows(data, len(model.feature_names), model.feature_names)
 
         def submit() -> tuple[int, dict]:
             job = batch_job_submit(
                 user=request.user,
                 api_key=api_key,
-                rows=rows,
+                table=table,
                 input_format=input_format,
                 input_name=input_name,
                 model_name=model.name,
@@ -180,8 +199,8 @@ class BatchSubmitView(APIView):
         if key is None:
             status_code, body = submit()
             return Response(body, status=status_code)
-        described = {k: v for k, v in data.items() if k not in ("file", "inputs")}
-        described["rows_sha256"] = hashlib.sha256(rows.tobytes()).hexdigest()
+        described = {k: v for k, v in data.items() if k not in ("file", "inputs", "header")}
+        described["rows_sha256"] = hashlib.sha256(table.rows).hexdigest()
         status_code, body, replayed = idempotent(
             principal=principal_id(request.user, api_key),
             endpoint="predict/batch",

@@ -31,6 +31,22 @@ def pytest_sessionstart(session):
                 os.remove(f"{database['TEST']['NAME']}{suffix}")
 
 
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figure():
+    """Report a measured figure: printed at the end of the run, whatever the output capture."""
+    return _FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES:
+        terminalreporter.section("measured figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     """Password hashing is deliberately slow; tests that create users need not wait for it."""

@@ -70,6 +70,31 @@ class Server:
         """Ctrl-C, as an operator would; kill whatever is left of the group after a grace time."""
         return stop_group(self.process, self._log_file)
 
+    def web_pid(self) -> int:
+        """The pid of the (one) web process: the uvicorn child of ``manage.py serve``."""
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                if (
+                    parent == self.process.pid
+                    and b"uvicorn" in (stat.parent / "cmdline").read_bytes()
+                ):
+                    return int(stat.parent.name)
+        raise LookupError("no web process")
+
+
+def memory_kib(pid: int, field: str) -> int:
+    """A memory figure of a process from /proc (``VmRSS``, ``VmHWM``: the peak RSS), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+def peak_memory_reset(pid: int) -> None:
+    """Make a process's peak RSS (``VmHWM``) its current RSS (Linux's clear_refs)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
 
 def stop_group(process: subprocess.Popen, log_file=None) -> int | None:
     """SIGINT to a session leader, then SIGKILL to whatever is left of its process group."""

@@ -44,6 +44,10 @@ def exception_handler(exc, context):
         return Response(error_body(exc.detail, exc.code), status=exc.status_code)
     if isinstance(exc, RequestDataTooBig):
         return Response(error_body(str(exc), "request_too_large"), status=413)
+    if isinstance(exc, MemoryError):
+        logger.warning("a request needed more memory than the process has: %r", exc)
+        message = "The request needs more memory than the server has; send less at once."
+        return Response(error_body(message, "request_too_large"), status=413)
     if isinstance(exc, OperationalError | InterfaceError):
         logger.warning("database unavailable: %s", exc)
         unavailable = DatabaseUnavailable()

@@ -166,11 +166,11 @@ def predict_batch(
     serializer.is_valid(raise_exception=True)
     data = serializer.validated_data
     entry = model_resolve(data.get("model"))
-    rows, input_format, _ = _rows(data, len(entry.feature_names), entry.feature_names)
+    table, input_format, _ = _rows(data, len(entry.feature_names), entry.feature_names)
     job = batch_job_submit(
         user=user,
         api_key=api_key,
-        rows=rows,
+        table=table,
         input_format=input_format,
         model_name=entry.name,
         version_label=data.get("model_version"),

@@ -27,6 +27,7 @@ from mlplatform.logging import log_context_set
 from predictions.models import BatchChunk, BatchJob
 from predictions.pipeline import NonFiniteOutputs, Served, pipeline, principal_id, route
 from predictions.registry import registry
+from predictions.runtime.tables import Table
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def batch_job_submit(
     *,
     user: User,
     api_key: ApiKey | None,
-    rows: np.ndarray,
+    table: Table,
     input_format: str,
     input_name: str = "",
     model_name: str | None = None,
@@ -80,6 +81,7 @@ def batch_job_submit(
     """Queue validated rows for prediction by the resolved version; 4xx when a limit is passed."""
     served = route(model_name, version_label, principal=principal_id(user, api_key))
     model, version = served.model, served.version
+    rows = table.rows
     if rows.ndim != 2 or rows.shape[1] != len(model.feature_names):
         raise InvalidInput(f"Each row needs {len(model.feature_names)} features.")
     limit = platform_setting("MAX_BATCH_ROWS")
@@ -119,7 +121,7 @@ def batch_job_submit(
             chunk_size=platform_setting("BATCH_CHUNK_ROWS"),
             input_format=input_format,
             input_name=input_name[:255],
-            input_data=_npy_bytes(np.ascontiguousarray(rows, dtype=np.float32)),
+            input_data=table.npy,
             callback_url=callback_url,
             request_id=request_id,
         )

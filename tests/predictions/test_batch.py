@@ -137,10 +137,20 @@ def test_each_file_format_is_read(key_client, name, content):
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("rows.csv", b"5.1,3.5,1.4,0.2\n5.1,3.5,oops,0.2\n", "row 2: 'oops' is not a number"),
-        ("rows.csv", b"5.1,3.5,1.4,0.2\n5.1,3.5,1.4\n", "row 2: every row needs 4"),
-        ("rows.csv", b"5.1,3.5,1.4,0.2\n5.1,nan,1.4,0.2\n", "row 2, column 2"),
-        ("rows.jsonl", b"[5.1, 3.5, 1.4, 0.2]\n[1, 2]\n", "row 2: expected 4 features"),
+        ("rows.csv", b"5.1,3.5,1.4,0.2\n5.1,3.5,oops,0.2\n", "line 2, column 3: 'oops' is not"),
+        ("rows.csv", b"5.1,3.5,1.4,0.2\n5.1,3.5,1.4\n", "line 2: expected 4 values, got 3"),
+        ("rows.csv", b"5.1,3.5,1.4,0.2\n5.1,nan,1.4,0.2\n", "line 2, column 2"),
+        ("rows.csv", b"a,b,c,d\n5.1,3.5,1.4,0.2\n5.1,3.5,1.4\n", "line 3: expected 4 values"),
+        # A first line with one number is data, not a header.
+        ("rows.csv", b"a,b,c,1\n5.1,3.5,1.4,0.2\n", "line 1, column 1: 'a' is not a number"),
+        # '#' starts no comment: the line is data, and not numbers.
+        ("rows.csv", b"5.1,3.5,1.4,0.2\n# 6.7,3.0,5.2,2.3\n", "line 2, column 1: '# 6.7'"),
+        ("rows.csv", b"5.1,3.5,1.4,0.2 # cm\n", "line 1, column 4: '0.2 # cm' is not"),
+        ("rows.jsonl", b"[5.1, 3.5, 1.4, 0.2]\n[1, 2]\n", "line 2: expected 4 values, got 2"),
+        ("rows.jsonl", b"[5.1, 3.5, 1.4, 0.2]\n\n[1, 2, 3, true]\n", "line 3, column 4: true"),
+        ("rows.jsonl", b'[1, 2, 3, "4"]\n', 'line 1, column 4: "4" is not a number'),
+        ("rows.jsonl", b"[1, 2, 3, 4] [5, 6, 7, 8]\n", "line 1: not one JSON array"),
+        ("rows.jsonl", b"[1, 2, 3, 4], [5, 6, 7, 8]\n", "line 1: not one JSON array"),
         ("rows.npy", b"not an npy file", "npy"),
         ("rows.txt", b"5.1,3.5,1.4,0.2\n", "cannot tell the format"),
         ("rows.csv", b"", "empty"),
@@ -155,6 +165,50 @@ def test_a_bad_file_is_refused_naming_the_row_and_no_job_is_created(
     assert response.status_code == 400
     assert message in response.json()["detail"]
     assert BatchJob.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("header", "content", "total"),
+    [
+        ("true", b"1,2,3,4\n5.1,3.5,1.4,0.2\n", 1),  # the client says the first line names
+        ("false", b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n", 2),
+    ],
+)
+def test_the_client_may_say_whether_a_csv_has_a_header(key_client, header, content, total):
+    response = upload(key_client, "rows.csv", content, header=header)
+
+    assert response.status_code == 202, response.json()
+    assert response.json()["total_inputs"] == total
+
+
+def test_a_csv_header_said_absent_is_read_as_data(key_client):
+    response = upload(key_client, "rows.csv", b"a,b,c,d\n5.1,3.5,1.4,0.2\n", header="false")
+
+    assert response.status_code == 400
+    assert "line 1, column 1: 'a' is not a number" in response.json()["detail"]
+
+
+def test_only_a_csv_has_a_header(key_client):
+    response = upload(key_client, "rows.jsonl", b"[5.1, 3.5, 1.4, 0.2]\n", header="true")
+
+    assert response.status_code == 400
+    assert "header: only a CSV file" in response.json()["detail"]
+
+
+def test_the_stored_rows_are_the_uploaded_ones_in_every_format(key_client):
+    matrix = np.random.default_rng(7).uniform(0, 8, size=(2_500, 4)).astype(np.float32)
+    csv = "\n".join(",".join(repr(float(v)) for v in row) for row in matrix).encode()
+    jsonl = b"\n".join(json.dumps([float(v) for v in row]).encode() for row in matrix)
+    npy = io.BytesIO()
+    np.save(npy, matrix.astype(">f8"))
+
+    for name, content in (("a.csv", csv), ("a.jsonl", jsonl), ("a.npy", npy.getvalue())):
+        response = upload(key_client, name, content)
+        assert response.status_code == 202, response.json()
+        stored = np.load(
+            io.BytesIO(bytes(BatchJob.objects.get(pk=response.json()["job_id"]).input_data))
+        )
+        assert stored.dtype == np.float32 and np.array_equal(stored, matrix), name
 
 
 @pytest.mark.parametrize(

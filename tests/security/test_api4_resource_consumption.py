@@ -7,6 +7,7 @@ a setting of ``settings.PLATFORM``; these tests lower them.
 """
 
 import json
+import struct
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -83,6 +84,33 @@ def test_rows_per_job_are_capped_for_uploads_too(alice, limits):
     response = alice.post("/api/v1/predict/batch", {"file": upload}, format="multipart")
 
     assert_error(response, 413, "too_many_rows")
+    assert BatchJob.objects.count() == 0
+
+
+def npy_claiming(rows: int, *, follow: int) -> bytes:
+    """A .npy file whose header claims ``rows`` rows of 4 float64, with ``follow`` bytes after."""
+    header = f"{{'descr': '<f8', 'fortran_order': False, 'shape': ({rows}, 4), }}"
+    header += " " * (117 - len(header)) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\0" * follow
+
+
+def test_an_npy_header_claiming_a_billion_rows_is_refused_before_anything_is_read(alice):
+    upload = SimpleUploadedFile("rows.npy", npy_claiming(10**9, follow=64))
+
+    response = alice.post("/api/v1/predict/batch", {"file": upload}, format="multipart")
+
+    body = assert_error(response, 413, "too_many_rows")
+    assert "1000000000" in body["detail"]
+    assert BatchJob.objects.count() == 0
+
+
+def test_an_npy_header_that_lies_about_its_size_is_a_400(alice):
+    upload = SimpleUploadedFile("rows.npy", npy_claiming(1_000, follow=64))
+
+    response = alice.post("/api/v1/predict/batch", {"file": upload}, format="multipart")
+
+    body = assert_error(response, 400)
+    assert "32000 bytes, but 64 follow it" in body["detail"]
     assert BatchJob.objects.count() == 0
 
 
