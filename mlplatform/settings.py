@@ -194,8 +194,11 @@ if DATABASE_URL:
             conn_health_checks=True,
         )
     }
+    # Parameters travel apart from the statement, binary values as they are: not as literals
+    # in its text, a hex copy twice the size of each bytea (docs/decisions/0005).
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
     if _POOL_MAX:
-        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        DATABASES["default"]["OPTIONS"]["pool"] = {
             "min_size": min(2, _POOL_MAX),
             "max_size": _POOL_MAX,
             "timeout": env_int("DB_POOL_TIMEOUT", 5),  # then 503, as with no database
