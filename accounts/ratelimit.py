@@ -14,7 +14,6 @@ is the sharing unit.
 
 import asyncio
 import functools
-import ipaddress
 import math
 import time
 import weakref
@@ -31,32 +30,11 @@ from rest_framework.throttling import BaseThrottle
 
 from accounts.models import ApiKey
 from accounts.rates import parse_overrides, parse_rate
+from mlplatform.clients import client_ip
 from mlplatform.conf import platform_setting
 
 DEFAULT_GROUP = "api"
 _PERIOD_WORDS = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
-
-
-def client_ip(request) -> str:
-    """The client's address: ``REMOTE_ADDR``, or the trusted proxies' header when configured.
-
-    ``TRUSTED_PROXY_COUNT`` proxies in front of the app each append the address they received
-    from to ``CLIENT_IP_HEADER`` (``X-Forwarded-For`` style); the client is the entry that many
-    places from the right, the only one no client can forge.
-    """
-    remote = request.META.get("REMOTE_ADDR") or "unknown"
-    proxies = settings.TRUSTED_PROXY_COUNT
-    if not proxies:
-        return remote
-    hops = [h.strip() for h in request.META.get(settings.CLIENT_IP_HEADER, "").split(",")]
-    hops = [h for h in hops if h]
-    if len(hops) < proxies:
-        return remote
-    candidate = hops[-proxies]
-    try:
-        return str(ipaddress.ip_address(candidate))
-    except ValueError:
-        return remote
 
 
 def principal_key(user, api_key, request) -> str:

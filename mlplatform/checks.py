@@ -1,7 +1,9 @@
 """System checks for the platform's own settings."""
 
+import ipaddress
+
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Tags, Warning, register
 
 from accounts.rates import GROUPS, parse_rate
 from mlplatform.conf import DEFAULTS
@@ -84,3 +86,35 @@ def _check_rate_limits(tiers) -> list[Error]:
                 Error(f"settings.PLATFORM['RATE_LIMITS'][{group!r}]: {exc}", id="mlplatform.E006")
             )
     return errors
+
+
+@register(Tags.security, deploy=True)
+def check_metrics_access(app_configs, **kwargs):
+    """``check --deploy``: warn when anyone who reaches the server could read ``/metrics``."""
+    observability = getattr(settings, "OBSERVABILITY", {})
+    mode = observability.get("METRICS_ACCESS", "network")
+    if mode == "open":
+        return [
+            Warning(
+                "/metrics is open to every client (MLPLATFORM_METRICS_ACCESS=open).",
+                hint="Use network (the default) or token access.",
+                id="mlplatform.W001",
+            )
+        ]
+    if mode != "network":
+        return []
+    public = []
+    for spec in observability.get("METRICS_ALLOWED_NETWORKS", ()):
+        network = ipaddress.ip_network(spec, strict=False)
+        if not (network.is_private or network.is_loopback or network.is_link_local):
+            public.append(spec)
+    if public:
+        return [
+            Warning(
+                f"/metrics is served to public addresses: {', '.join(public)}.",
+                hint="Allow only the scraper's networks (MLPLATFORM_METRICS_NETWORKS), or use "
+                "token access.",
+                id="mlplatform.W002",
+            )
+        ]
+    return []

@@ -32,6 +32,8 @@ from django_prometheus.utils import Time, TimeSince
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from mlplatform.clients import client_ip, forwarded_by_an_unknown_proxy
+
 logger = logging.getLogger(__name__)
 
 # --- Settings (``settings.OBSERVABILITY``, read at call time) ----------------------------
@@ -456,7 +458,12 @@ def _networks(spec: tuple[str, ...]) -> tuple:
 
 
 def metrics_access_denied(request) -> HttpResponse | None:
-    """The answer refusing this scrape, or None when the configured access allows it."""
+    """The answer refusing this scrape, or None when the configured access allows it.
+
+    ``network``: the client's address (through trusted proxies, ``mlplatform.clients``) must be
+    in ``METRICS_ALLOWED_NETWORKS``; a request forwarded by a proxy that is not trusted is
+    refused, as its peer address is the proxy's.
+    """
     mode = observability_setting("METRICS_ACCESS")
     if mode == "open":
         return None
@@ -469,8 +476,15 @@ def metrics_access_denied(request) -> HttpResponse | None:
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     if mode == "network":
+        if forwarded_by_an_unknown_proxy(request):
+            # A reverse proxy on this host would make every client look local.
+            return HttpResponse(
+                "Metrics are not served through a proxy the platform does not trust "
+                "(TRUSTED_PROXY_COUNT).\n",
+                status=403,
+            )
         try:
-            address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+            address = ipaddress.ip_address(client_ip(request))
         except ValueError:
             address = None
         allowed = _networks(tuple(observability_setting("METRICS_ALLOWED_NETWORKS")))

@@ -222,6 +222,29 @@ def test_metrics_in_network_mode_are_refused_outside_the_allowed_networks(client
     assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
 
 
+def test_metrics_forwarded_by_a_proxy_that_is_not_trusted_are_refused(client, settings):
+    """A reverse proxy on the same host makes every client's request come from 127.0.0.1."""
+    set_access(settings, METRICS_ACCESS="network", METRICS_ALLOWED_NETWORKS=("127.0.0.0/8",))
+    settings.TRUSTED_PROXY_COUNT = 0
+
+    through_proxy = client.get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.9")
+
+    assert through_proxy.status_code == 403
+    assert b"TRUSTED_PROXY_COUNT" in through_proxy.content
+    assert client.get("/metrics").status_code == 200  # a scraper on this host, directly
+
+
+def test_metrics_through_a_trusted_proxy_are_judged_by_the_client_address(client, settings):
+    set_access(settings, METRICS_ACCESS="network", METRICS_ALLOWED_NETWORKS=("10.0.0.0/8",))
+    settings.TRUSTED_PROXY_COUNT = 1
+
+    outsider = client.get("/metrics", HTTP_X_FORWARDED_FOR="10.9.9.9, 203.0.113.9")
+    scraper = client.get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.9, 10.1.2.3")
+
+    assert outsider.status_code == 403  # the proxy says it received it from 203.0.113.9
+    assert scraper.status_code == 200
+
+
 def test_metrics_in_token_mode_need_the_bearer_token(client, settings):
     set_access(settings, METRICS_ACCESS="token", METRICS_TOKEN="s3cret-token-for-prometheus")
 

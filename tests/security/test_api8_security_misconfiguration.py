@@ -88,6 +88,22 @@ def test_check_deploy_fails_when_a_safeguard_is_turned_off(tmp_path):
     assert "security.W004" in done.stderr + done.stdout
 
 
+@pytest.mark.parametrize(
+    ("access", "warning"),
+    [
+        ({"MLPLATFORM_METRICS_ACCESS": "open"}, "mlplatform.W001"),
+        ({"MLPLATFORM_METRICS_NETWORKS": "127.0.0.0/8,0.0.0.0/0"}, "mlplatform.W002"),
+    ],
+)
+def test_check_deploy_warns_when_metrics_would_be_open_to_the_world(tmp_path, access, warning):
+    env = production_env(tmp_path, REDIS_URL="redis://127.0.0.1:6379/13", **access)
+
+    done = manage(env, "check", "--deploy", "--fail-level", "WARNING")
+
+    assert done.returncode != 0
+    assert warning in done.stderr + done.stdout
+
+
 def test_check_deploy_fails_on_production_without_redis(tmp_path):
     """A process per core, each counting in its own memory, would admit N requests per process."""
     env = production_env(tmp_path)
