@@ -6,7 +6,8 @@
   is on: exact paths, then patterns), which serves the common case of its endpoint with the
   same contract as the DRF view and hands every other request to Django, body included;
 * Django's ASGI handler when the path answers with an event stream (``settings.STREAMING_PATHS``):
-  an open stream is an asynchronous generator there and costs no thread;
+  an open stream is an asynchronous generator there and costs no thread, and a client that
+  stops reading is dropped after ``STREAM_SEND_TIMEOUT``;
 * else Django's WSGI handler on a pool of ``WEB_THREADS`` threads (a2wsgi). Django's views and
   middleware are synchronous: on a pooled thread a request runs them straight through, with
   the thread's persistent database connection, where the ASGI handler would start a thread for
@@ -16,6 +17,8 @@
 A request body past its path's limit is refused (413) before Django reads it.
 """
 
+import asyncio
+import logging
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -36,6 +39,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+logger = logging.getLogger(__name__)
 # A lean handler: the request, the application that serves what the handler does not, and the
 # match of its path's pattern (None for an exact path).
 LeanHandler = Callable[[Scope, Receive, Send, ASGIApp, re.Match | None], Awaitable[None]]
@@ -82,7 +86,10 @@ class Platform:
         """Django, refusing a body past the path's limit before it is read."""
         from mlplatform.middleware import body_limit
 
-        django_app = self.streams if self.streaming.match(scope["path"]) else self.views
+        if self.streaming.match(scope["path"]):
+            django_app, send = self.streams, _with_send_deadline(send, scope)
+        else:
+            django_app = self.views
         limit = body_limit(scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:
@@ -109,6 +116,32 @@ class Platform:
         await django_app(scope, counted, watched)
         if too_large and not started:
             await _too_large(send, scope, limit)
+
+
+def _with_send_deadline(send: Send, scope: Scope) -> Send:
+    """``send`` for an event stream: a client that has not taken an event within
+    ``STREAM_SEND_TIMEOUT`` seconds (the server's buffers to it are full) is dropped.
+
+    To Django the stream then ends as when its client disconnects mid-send: the response is
+    closed, and with it the stream's slot. uvicorn closes the connection.
+    """
+    from mlplatform.conf import platform_setting
+
+    deadline = platform_setting("STREAM_SEND_TIMEOUT")
+
+    async def send_within_deadline(message: dict) -> None:
+        try:
+            async with asyncio.timeout(deadline):
+                await send(message)
+        except TimeoutError:
+            logger.warning(
+                "%s: the client read nothing for %g s; its stream is dropped",
+                scope["path"],
+                deadline,
+            )
+            raise asyncio.CancelledError from None
+
+    return send_within_deadline
 
 
 def _content_length(scope: Scope) -> int | None:

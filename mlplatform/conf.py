@@ -56,12 +56,15 @@ DEFAULTS: dict[str, Any] = {
     "PAGE_SIZE": 50,
     "MAX_PAGE_SIZE": 500,
     # Server-Sent Events (POST /predict/stream, batch job events): most rows in one prediction
-    # stream, seconds between keep-alive comments of an idle stream, and the most streams one
-    # web process holds open at once (503 beyond). The environment sets them for a server's
-    # processes, as tests and benchmarks do.
+    # stream, seconds between keep-alive comments of an idle stream, the most streams one web
+    # process holds open at once (503 beyond) and for one user (429 beyond), and the seconds a
+    # client may leave an event unread before its stream is dropped. The environment sets them
+    # for a server's processes, as tests and benchmarks do.
     "MAX_STREAM_ROWS": int(os.environ.get("MLPLATFORM_MAX_STREAM_ROWS") or 1000),
     "STREAM_HEARTBEAT_SECONDS": float(os.environ.get("MLPLATFORM_STREAM_HEARTBEAT_SECONDS") or 15),
     "MAX_OPEN_STREAMS": int(os.environ.get("MLPLATFORM_MAX_OPEN_STREAMS") or 128),
+    "MAX_OPEN_STREAMS_PER_USER": int(os.environ.get("MLPLATFORM_MAX_OPEN_STREAMS_PER_USER") or 16),
+    "STREAM_SEND_TIMEOUT": float(os.environ.get("MLPLATFORM_STREAM_SEND_TIMEOUT") or 30),
     # GraphQL (/graphql): deepest selection, most aliases and most tokens in one document.
     "GRAPHQL_MAX_DEPTH": 8,
     "GRAPHQL_MAX_ALIASES": 15,

@@ -317,7 +317,7 @@ class BatchEventsView(APIView):
             last_event_id=last_event_id,
             heartbeat_seconds=platform_setting("STREAM_HEARTBEAT_SECONDS"),
         )
-        return event_stream_response(events)
+        return event_stream_response(events, request.user)
 
 
 class BatchCancelView(APIView):

@@ -32,8 +32,9 @@ class EventStreamRenderer(BaseRenderer):
         return b"" if data is None else sse_event("error", data)
 
 
-def event_stream_response(events) -> StreamingHttpResponse:
-    """A streaming answer of ``events``, holding a stream slot until it is closed (503 if none).
+def event_stream_response(events, user) -> StreamingHttpResponse:
+    """A streaming answer of ``events``, holding a stream slot of ``user`` until it is closed
+    (503 when the server has none free, 429 when the user holds their most).
 
     The view's database connection goes back now (to its pool, on PostgreSQL): the events are
     made on the event loop, which reads and writes through other threads, and the view's own
@@ -41,7 +42,7 @@ def event_stream_response(events) -> StreamingHttpResponse:
     """
     if not connection.in_atomic_block:
         connection.close()
-    response = StreamingHttpResponse(held_stream(events), content_type=CONTENT_TYPE)
+    response = StreamingHttpResponse(held_stream(events, user.pk), content_type=CONTENT_TYPE)
     for name, value in HEADERS.items():
         response[name] = value
     return response
@@ -122,4 +123,4 @@ class PredictStreamView(APIView):
             timeout=data.get("timeout"),
             request_id=request.request_id,
         )
-        return event_stream_response(events)
+        return event_stream_response(events, request.user)

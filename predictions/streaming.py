@@ -56,21 +56,37 @@ class StreamsBusy(PlatformError):
 
 
 class StreamSlots:
-    """Counts the streams this process holds open; refuses one more than ``MAX_OPEN_STREAMS``."""
+    """Counts the streams this process holds open, in all and per user.
+
+    One more than ``MAX_OPEN_STREAMS`` is refused (503), and one more than
+    ``MAX_OPEN_STREAMS_PER_USER`` for the same user, all of their keys and tokens together
+    (429): one user cannot take the slots other users' streams need.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # slots are taken in views, which run on threads
         self.open = 0
+        self._by_user: dict[int, int] = {}
 
-    def acquire(self) -> Callable[[], None]:
-        """Take a slot (StreamsBusy when none is free); return the function that frees it once."""
+    def acquire(self, user_id: int) -> Callable[[], None]:
+        """Take a slot for ``user_id`` (StreamsBusy when none is free); return the function
+        that frees it, once."""
         limit = platform_setting("MAX_OPEN_STREAMS")
+        per_user = platform_setting("MAX_OPEN_STREAMS_PER_USER")
         with self._lock:
+            held = self._by_user.get(user_id, 0)
+            if held >= per_user:
+                raise StreamsBusy(
+                    f"You hold {held} open streams, the most one user may hold at once; "
+                    "close one first.",
+                    status_code=429,
+                )
             if self.open >= limit:
                 raise StreamsBusy(
                     f"This server holds its limit of {limit} open streams; retry shortly."
                 )
             self.open += 1
+            self._by_user[user_id] = held + 1
         released = False
 
         def release() -> None:
@@ -79,6 +95,9 @@ class StreamSlots:
                 if not released:
                     released = True
                     self.open -= 1
+                    left = self._by_user.pop(user_id) - 1
+                    if left:
+                        self._by_user[user_id] = left
 
         return release
 
@@ -114,9 +133,9 @@ class HeldStream:
         self._release()
 
 
-def held_stream(events: AsyncIterator[bytes]) -> HeldStream:
-    """Take a stream slot for ``events`` (StreamsBusy, a 503, when none is free)."""
-    return HeldStream(events, stream_slots.acquire())
+def held_stream(events: AsyncIterator[bytes], user_id: int) -> HeldStream:
+    """Take a stream slot of ``user_id`` for ``events`` (StreamsBusy when none is free)."""
+    return HeldStream(events, stream_slots.acquire(user_id))
 
 
 def stream_inputs(

@@ -4,6 +4,7 @@ The web servers run with ``serve --no-worker``: a submitted job waits until a te
 worker (as in test_batch_worker.py, no other worker may serve the instance meanwhile).
 """
 
+import contextlib
 import itertools
 import json
 import os
@@ -390,3 +391,37 @@ def _slots_are_freed_by_a_disconnect(server, key: str) -> None:
     assert name == "error" and data["code"] == "too_many_streams"
     assert statuses[-1] == 200, statuses
     assert predicted.status_code == 200  # ordinary requests never wait for stream slots
+
+
+def test_a_client_that_reads_nothing_is_dropped_after_the_send_deadline(serve, instance):
+    server = serve(
+        "send-deadline",
+        args=["--no-worker", "--workers", "1"],
+        env={**FAST, "MLPLATFORM_MAX_OPEN_STREAMS": "1", "MLPLATFORM_STREAM_SEND_TIMEOUT": "1"},
+    )
+    key = instance.demo_key
+    try:
+        rows = [SETOSA] * 1000  # more events than the buffers to a stalled client take
+        sock, _ = stalling_client(server, key, {"inputs": rows, "model_version": "v1"})
+        statuses, deadline = [], time.monotonic() + 20
+        while time.monotonic() < deadline:
+            retry = open_stream(server, key, {"input_data": SETOSA})
+            statuses.append(retry.status_code)
+            retry.close()
+            if retry.status_code == 200:
+                break
+            time.sleep(0.2)
+        sock.settimeout(10)
+        closed = False
+        with contextlib.suppress(OSError):
+            while sock.recv(65536):
+                pass
+            closed = True
+        sock.close()
+    finally:
+        server.stop()
+
+    assert statuses[0] == 503  # the stalled client held the one slot
+    assert statuses[-1] == 200, statuses  # until it was dropped
+    assert closed  # the server closed its connection
+    assert "the client read nothing for 1 s; its stream is dropped" in server.log_tail(200)

@@ -301,6 +301,29 @@ def test_streams_beyond_the_open_stream_limit_get_503_until_one_closes(key_clien
     assert stream_slots.open == 0
 
 
+def test_one_user_cannot_take_the_stream_slots_of_others(
+    user, other_user, make_key, client_for, settings
+):
+    settings.PLATFORM = {**settings.PLATFORM, "MAX_OPEN_STREAMS": 3, "MAX_OPEN_STREAMS_PER_USER": 2}
+    first_key, second_key = client_for(make_key(user)), client_for(make_key(user))
+    held = [stream(first_key, {"input_data": SETOSA}), stream(second_key, {"input_data": SETOSA})]
+
+    refused = stream(first_key, {"input_data": SETOSA})  # all of a user's keys count together
+    other = stream(client_for(make_key(other_user)), {"input_data": SETOSA})
+    held.pop().close()
+    again = stream(second_key, {"input_data": SETOSA})
+
+    assert [r.status_code for r in held] == [200]
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "too_many_streams"
+    assert "the most one user may hold" in refused.json()["detail"]
+    assert other.status_code == 200
+    assert again.status_code == 200
+    for response in (*held, other, again):
+        response.close()
+    assert stream_slots.open == 0
+
+
 def test_the_stream_is_documented_as_an_event_stream(client):
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
 
