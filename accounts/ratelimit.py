@@ -2,10 +2,11 @@
 
 Every API view belongs to a *group* (``ratelimit_group`` on the view; ``api`` when it names
 none). A request is counted against its principal: the API key, else the user, else the
-client's IP address (anonymous endpoints such as token and login). The rate of a group comes
-from, in order: the key's own override, its owner's override, the platform default
-(``settings.PLATFORM["RATE_LIMITS"]``). The password forms outside the API count their POSTs
-in the ``auth`` group too (``accounts/login.py``).
+client's IP address (anonymous endpoints such as token and login); a user's requests also
+count against the user's ceiling (``USER_RATE_LIMITS``), whichever key or token they carry.
+The rate of a group comes from, in order: the key's own override, its owner's override, the
+platform default (``settings.PLATFORM["RATE_LIMITS"]``). The password forms outside the API
+count their POSTs in the ``auth`` group too (``accounts/login.py``).
 
 Counters live in the Django cache: Redis on the production profile, so every process and host
 shares them; the process-local memory cache on the embedded profile, where the one web process
@@ -104,51 +105,76 @@ class Usage:
 
 def count(group: str, *, principal: str, user=None, api_key=None) -> Usage | None:
     """Count one request of ``group`` for ``principal`` (``principal_key``); the usage after
-    counting it, or None when rate limiting is switched off (``RATELIMIT_ENABLE``)."""
-    limit, period = rate_for(group, user, api_key)
-    usage = get_usage(
-        None,  # the counter's key is the principal's; django-ratelimit needs no request
-        group=group,
-        key=lambda _group, _request: principal,
-        rate=(limit, period),
-        increment=True,
-    )
-    if usage is None:
-        return None
-    return Usage(
-        group=group,
-        limit=limit,
-        period=period,
-        count=usage["count"],
-        reset_at=int(time.time()) + max(0, usage["time_left"]),
-    )
+    counting it, or None when rate limiting is switched off (``RATELIMIT_ENABLE``).
+
+    A user's request (with a key or a token) counts for the user too: ``USER_RATE_LIMITS`` is
+    a ceiling over all of their keys and tokens together. The usage returned is the tighter.
+    """
+    counters = _counters(group, principal, user, api_key)
+    usages = []
+    for counter_principal, (limit, period) in counters:
+        usage = get_usage(
+            None,  # the counter's key is the principal's; django-ratelimit needs no request
+            group=group,
+            key=lambda _group, _request, p=counter_principal: p,
+            rate=(limit, period),
+            increment=True,
+        )
+        if usage is None:
+            return None
+        reset_at = int(time.time()) + max(0, usage["time_left"])
+        usages.append(Usage(group, limit, period, usage["count"], reset_at))
+    return _tightest(usages)
 
 
 async def acount(group: str, *, principal: str, user=None, api_key=None) -> Usage | None:
-    """``count`` for the event loop, on the same counter.
+    """``count`` for the event loop, on the same counters.
 
     In memory (the embedded profile's cache) it counts at once. In Redis it counts in one
-    round trip of the loop's own client (``SET NX EX`` of the window's counter, ``INCR``),
-    where django-ratelimit through django-redis takes two and a thread: the key and its expiry
-    are the ones ``get_usage`` uses, so both count the same requests. When Redis fails it
-    counts as ``count`` does, which raises what the view would.
+    round trip of the loop's own client (``SET NX EX`` of each window's counter, ``INCR``),
+    where django-ratelimit through django-redis takes two per counter and a thread: the keys
+    and their expiry are the ones ``get_usage`` uses, so both count the same requests. When
+    Redis fails it counts as ``count`` does, which raises what the view would.
     """
     redis = _async_redis()
     if redis is None or not settings.RATELIMIT_ENABLE:
         return count(group, principal=principal, user=user, api_key=api_key)
-    limit, period = rate_for(group, user, api_key)
-    window = _get_window(principal, period)
+    counters = _counters(group, principal, user, api_key)
     cache = caches[settings.RATELIMIT_USE_CACHE]
-    key = cache.make_key(_make_cache_key(group, window, (limit, period), principal, ALL))
+    windows = []
     try:
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.set(key, 0, nx=True, ex=period + EXPIRATION_FUDGE)
-            pipe.incr(key)
-            _, counted = await pipe.execute()
+            for counter_principal, (limit, period) in counters:
+                window = _get_window(counter_principal, period)
+                windows.append(window)
+                key = _make_cache_key(group, window, (limit, period), counter_principal, ALL)
+                key = cache.make_key(key)
+                pipe.set(key, 0, nx=True, ex=period + EXPIRATION_FUDGE)
+                pipe.incr(key)
+            answers = await pipe.execute()
     except RedisError:
         counted = sync_to_async(count, thread_sensitive=False)
         return await counted(group, principal=principal, user=user, api_key=api_key)
-    return Usage(group, limit, period, counted, reset_at=window)
+    return _tightest(
+        [
+            Usage(group, limit, period, answers[2 * i + 1], reset_at=windows[i])
+            for i, (_, (limit, period)) in enumerate(counters)
+        ]
+    )
+
+
+def _counters(group: str, principal: str, user, api_key) -> list[tuple[str, tuple[int, int]]]:
+    """The counters a request adds to: its principal's, and its user's ceiling."""
+    counters = [(principal, rate_for(group, user, api_key))]
+    if user is not None and user.is_authenticated:
+        ceiling = _parsed(platform_setting("USER_RATE_LIMITS")[group])
+        counters.append((f"user-all:{user.pk}", ceiling))
+    return counters
+
+
+def _tightest(usages: list[Usage]) -> Usage:
+    """The usage that limits: one over its limit, else the one with the least remaining."""
+    return min(usages, key=lambda usage: (not usage.limited, usage.remaining))
 
 
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis]" = (

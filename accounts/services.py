@@ -4,6 +4,7 @@ tokens (end them all), webhook secrets."""
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
@@ -14,7 +15,8 @@ from accounts.models import ApiKey, User
 from accounts.rates import parse_overrides
 from accounts.scopes import ALL_SCOPES, user_has_scope
 from mlplatform.background import group_commit
-from mlplatform.errors import Forbidden, InvalidInput
+from mlplatform.conf import platform_setting
+from mlplatform.errors import Forbidden, InvalidInput, PlatformError
 
 
 def api_key_create(
@@ -46,15 +48,33 @@ def api_key_create(
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidInput("expires_at: must be in the future.", code="invalid")
     generated = crypto.generate_key()
-    key = ApiKey.objects.create(
-        owner=owner,
-        name=name,
-        lookup=generated.lookup,
-        hashed_key=generated.hashed,
-        scopes=scopes,
-        expires_at=expires_at,
-        rate_limits=rate_limits,
-    )
+    with transaction.atomic():
+        # Count and insert as one step per user (the owner's row locked on PostgreSQL; SQLite's
+        # transactions never overlap).
+        User.objects.select_for_update().get(pk=owner.pk)
+        now = timezone.now()
+        active = (
+            ApiKey.objects.filter(owner=owner, revoked_at__isnull=True)
+            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+            .count()
+        )
+        limit = platform_setting("MAX_ACTIVE_API_KEYS")
+        if active >= limit:
+            raise PlatformError(
+                f"User {owner.get_username()!r} holds {active} active API keys, the most "
+                f"allowed ({limit}); revoke one first.",
+                code="too_many_api_keys",
+                status_code=409,
+            )
+        key = ApiKey.objects.create(
+            owner=owner,
+            name=name,
+            lookup=generated.lookup,
+            hashed_key=generated.hashed,
+            scopes=scopes,
+            expires_at=expires_at,
+            rate_limits=rate_limits,
+        )
     return key, generated.raw
 
 

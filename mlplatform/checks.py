@@ -15,6 +15,7 @@ _POSITIVE_NUMBERS = (
     "MAX_BATCH_JSON_ROWS",
     "MAX_BATCH_ROWS",
     "MAX_ACTIVE_BATCH_JOBS",
+    "MAX_ACTIVE_API_KEYS",
     "BATCH_CHUNK_ROWS",
     "WEBHOOK_TIMEOUT",
     "WEBHOOK_MAX_ATTEMPTS",
@@ -59,7 +60,8 @@ def check_platform_settings(app_configs, **kwargs):
         value = merged[name]
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             errors.append(Error(f"settings.PLATFORM[{name!r}] must be >= 0", id="mlplatform.E004"))
-    errors += _check_rate_limits(merged["RATE_LIMITS"])
+    errors += _check_rate_limits("RATE_LIMITS", merged["RATE_LIMITS"])
+    errors += _check_rate_limits("USER_RATE_LIMITS", merged["USER_RATE_LIMITS"])
     if not isinstance(merged["DEFAULT_MODEL"], str) or not merged["DEFAULT_MODEL"]:
         errors.append(
             Error("settings.PLATFORM['DEFAULT_MODEL'] must be a model name", id="mlplatform.E005")
@@ -67,16 +69,16 @@ def check_platform_settings(app_configs, **kwargs):
     return errors
 
 
-def _check_rate_limits(tiers) -> list[Error]:
-    """Every group has a rate, and every rate parses (``MLPLATFORM_RATE_LIMITS`` included)."""
+def _check_rate_limits(name: str, tiers) -> list[Error]:
+    """Every group has a rate, and every rate parses (``MLPLATFORM_<name>`` included)."""
     if not isinstance(tiers, dict):
-        return [Error("settings.PLATFORM['RATE_LIMITS'] must be a dict", id="mlplatform.E006")]
+        return [Error(f"settings.PLATFORM[{name!r}] must be a dict", id="mlplatform.E006")]
     errors = []
     for group in sorted(set(tiers) | set(GROUPS)):
         if group not in GROUPS:
             errors.append(
                 Error(
-                    f"settings.PLATFORM['RATE_LIMITS'] has an unknown group {group!r}",
+                    f"settings.PLATFORM[{name!r}] has an unknown group {group!r}",
                     hint=f"Groups: {', '.join(GROUPS)}",
                     id="mlplatform.E006",
                 )
@@ -86,7 +88,7 @@ def _check_rate_limits(tiers) -> list[Error]:
             parse_rate(tiers.get(group))
         except ValueError as exc:
             errors.append(
-                Error(f"settings.PLATFORM['RATE_LIMITS'][{group!r}]: {exc}", id="mlplatform.E006")
+                Error(f"settings.PLATFORM[{name!r}][{group!r}]: {exc}", id="mlplatform.E006")
             )
     return errors
 

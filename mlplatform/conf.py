@@ -16,6 +16,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_BODY_BYTES": 1024 * 1024,
     # Largest artifact the admin accepts, in bytes.
     "MAX_ARTIFACT_BYTES": 256 * 1024 * 1024,
+    # Most active (not revoked, not expired) API keys one user may hold (409 beyond).
+    "MAX_ACTIVE_API_KEYS": 25,
     # Batch jobs: largest upload (413 beyond), most rows sent as JSON, most rows in one job,
     # most unfinished jobs per user, and the rows a worker predicts and stores at a time.
     "MAX_UPLOAD_BYTES": 512 * 1024 * 1024,
@@ -49,6 +51,15 @@ DEFAULTS: dict[str, Any] = {
         "batch": "30/m",
         "stream": "30/m",
         "api": "1200/m",
+    },
+    # The ceiling of one user's requests by group, all of their keys and tokens together
+    # (``auth`` is counted per IP, never per user).
+    "USER_RATE_LIMITS": {
+        "auth": "40/m",
+        "predict": "2400/m",
+        "batch": "120/m",
+        "stream": "120/m",
+        "api": "4800/m",
     },
     # Most features a model may take (so the widest row any request may send).
     "MAX_FEATURES": 10_000,

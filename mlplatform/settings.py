@@ -426,17 +426,19 @@ PLATFORM = {
     "MAX_BODY_BYTES": env_int("MLPLATFORM_MAX_BODY_BYTES", 1024 * 1024),
     "BATCH_CHUNK_ROWS": env_int("MLPLATFORM_BATCH_CHUNK_ROWS", 100_000),
 }
-# Rate-limit tiers, e.g. MLPLATFORM_RATE_LIMITS="predict=1200/m,auth=5/m" (the rest default).
-if os.environ.get("MLPLATFORM_RATE_LIMITS"):
-    from mlplatform.conf import DEFAULTS as _PLATFORM_DEFAULTS
+# Rate-limit tiers, e.g. MLPLATFORM_RATE_LIMITS="predict=1200/m,auth=5/m" (the rest default),
+# and the ceilings per user, MLPLATFORM_USER_RATE_LIMITS likewise.
+for _tiers in ("RATE_LIMITS", "USER_RATE_LIMITS"):
+    if os.environ.get(f"MLPLATFORM_{_tiers}"):
+        from mlplatform.conf import DEFAULTS as _PLATFORM_DEFAULTS
 
-    PLATFORM["RATE_LIMITS"] = {
-        **_PLATFORM_DEFAULTS["RATE_LIMITS"],
-        **dict(
-            (part.split("=", 1)[0].strip(), part.split("=", 1)[-1].strip())
-            for part in env_list("MLPLATFORM_RATE_LIMITS")
-        ),
-    }
+        PLATFORM[_tiers] = {
+            **_PLATFORM_DEFAULTS[_tiers],
+            **dict(
+                (part.split("=", 1)[0].strip(), part.split("=", 1)[-1].strip())
+                for part in env_list(f"MLPLATFORM_{_tiers}")
+            ),
+        }
 
 # --- Observability (mlplatform/metrics.py, logging.py, tracing.py; docs/observability.md) --
 OBSERVABILITY = {

@@ -46,6 +46,25 @@ def test_create_returns_the_secret_once_and_stores_only_its_hash(jwt_client, use
     assert jwt_client.get(f"/api/v1/keys/{body['id']}").json()["prefix"] == body["prefix"]
 
 
+def test_a_user_holds_at_most_max_active_api_keys(jwt_client, user, make_key, settings):
+    settings.PLATFORM = {**settings.PLATFORM, "MAX_ACTIVE_API_KEYS": 2}
+    make_key(user)
+    expired = ApiKey.objects.get(lookup=make_key(user).split("_")[1])
+    expired.expires_at = timezone.now() - timedelta(days=1)  # expired keys do not count
+    expired.save()
+
+    second = jwt_client.post("/api/v1/keys", {"name": "b", "scopes": ["predict"]}, format="json")
+    third = jwt_client.post("/api/v1/keys", {"name": "c", "scopes": ["predict"]}, format="json")
+    jwt_client.delete(f"/api/v1/keys/{second.json()['id']}")
+    again = jwt_client.post("/api/v1/keys", {"name": "d", "scopes": ["predict"]}, format="json")
+
+    assert second.status_code == 201
+    assert third.status_code == 409
+    assert third.json()["code"] == "too_many_api_keys"
+    assert "holds 2 active API keys" in third.json()["detail"]
+    assert again.status_code == 201
+
+
 def test_a_key_cannot_carry_a_scope_its_owner_lacks(db, client_for):
     plain = User.objects.create_user("dave", password="dave-pass-123")
     client = APIClient()

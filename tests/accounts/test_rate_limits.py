@@ -115,6 +115,27 @@ def test_each_key_has_its_own_counter(tiers, demo_models, user, make_key, client
     assert _predict(second).status_code == 200
 
 
+def test_a_users_keys_and_tokens_share_the_users_ceiling(
+    tiers, settings, demo_models, user, other_user, make_key, client_for
+):
+    tiers(predict="5/h")
+    settings.PLATFORM = {
+        **settings.PLATFORM,
+        "USER_RATE_LIMITS": {**DEFAULTS["USER_RATE_LIMITS"], "predict": "3/h"},
+    }
+    first, second = client_for(make_key(user)), client_for(make_key(user))
+    token = APIClient()
+    token.force_authenticate(user)
+
+    answered = [_predict(c).status_code for c in (first, first, second, token, second)]
+    refused = _predict(first)
+
+    assert answered == [200, 200, 200, 429, 429]
+    assert refused["X-RateLimit-Limit"] == "3"
+    assert "3 requests per hour" in refused.json()["detail"]
+    assert _predict(client_for(make_key(other_user))).status_code == 200
+
+
 def test_groups_are_counted_apart(tiers, demo_models, key_client):
     tiers(predict="1/h", api="2/h")
     assert _predict(key_client).status_code == 200

@@ -115,3 +115,53 @@ def test_simultaneous_requests_with_one_idempotency_key_predict_once(web, racer)
         web.url("/api/v1/predictions"), headers={"Authorization": f"Bearer {access}"}, timeout=10
     ).json()
     assert [p["prediction_id"] for p in stored["results"]] == list(ids)
+
+
+def test_simultaneous_key_creations_stop_at_the_active_keys_limit(web, racer):
+    access = tokens(web, *racer)["access"]
+    headers = {"Authorization": f"Bearer {access}"}
+
+    answers = all_at_once(
+        lambda: requests.post(
+            web.url("/api/v1/keys"),
+            json={"name": "parallel", "scopes": ["predict"]},
+            headers=headers,
+            timeout=30,
+        ),
+        n=30,
+    )
+
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [201] * 25 + [409] * 5, [a.text[:200] for a in answers]
+    listed = requests.get(web.url("/api/v1/keys"), headers=headers, timeout=10).json()
+    assert listed["count"] == 25
+
+
+def test_simultaneous_requests_over_many_keys_stop_at_the_users_ceiling(serve, racer):
+    server = serve(
+        "ceiling", args=["--no-worker"], env={"MLPLATFORM_USER_RATE_LIMITS": "predict=10/h"}
+    )
+    access = tokens(server, *racer)["access"]
+    keys = [
+        requests.post(
+            server.url("/api/v1/keys"),
+            json={"name": f"k{i}", "scopes": ["predict"]},
+            headers={"Authorization": f"Bearer {access}"},
+            timeout=10,
+        ).json()["key"]
+        for i in range(4)
+    ]
+    senders = iter(range(PARALLEL))
+
+    def predict():
+        key = keys[next(senders) % len(keys)]
+        return requests.post(
+            server.url("/api/v1/predict"),
+            json={"input_data": IRIS},
+            headers={"X-API-Key": key},
+            timeout=30,
+        )
+
+    answers = all_at_once(predict)
+
+    assert sorted(a.status_code for a in answers) == [200] * 10 + [429] * (PARALLEL - 10)
