@@ -19,6 +19,7 @@ import math
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -130,37 +131,57 @@ def count(group: str, *, principal: str, user=None, api_key=None) -> Usage | Non
 async def acount(group: str, *, principal: str, user=None, api_key=None) -> Usage | None:
     """``count`` for the event loop, on the same counters.
 
-    In memory (the embedded profile's cache) it counts at once. In Redis it counts in one
-    round trip of the loop's own client (``SET NX EX`` of each window's counter, ``INCR``),
-    where django-ratelimit through django-redis takes two per counter and a thread: the keys
-    and their expiry are the ones ``get_usage`` uses, so both count the same requests. When
-    Redis fails it counts as ``count`` does, which raises what the view would.
+    In memory (the embedded profile's cache) it counts at once. In Redis it counts every
+    counter in one command of the loop's own client (``_COUNT``), where django-ratelimit
+    through django-redis takes two commands per counter and a thread: the keys and their
+    expiry are the ones ``get_usage`` uses, so both count the same requests. When Redis fails
+    it counts as ``count`` does, which raises what the view would.
     """
     redis = _async_redis()
     if redis is None or not settings.RATELIMIT_ENABLE:
         return count(group, principal=principal, user=user, api_key=api_key)
     counters = _counters(group, principal, user, api_key)
     cache = caches[settings.RATELIMIT_USE_CACHE]
-    windows = []
+    windows, keys, expiries = [], [], []
+    for counter_principal, (limit, period) in counters:
+        window = _get_window(counter_principal, period)
+        windows.append(window)
+        keys.append(
+            cache.make_key(_make_cache_key(group, window, (limit, period), counter_principal, ALL))
+        )
+        expiries.append(period + EXPIRATION_FUDGE)
     try:
-        async with redis.pipeline(transaction=False) as pipe:
-            for counter_principal, (limit, period) in counters:
-                window = _get_window(counter_principal, period)
-                windows.append(window)
-                key = _make_cache_key(group, window, (limit, period), counter_principal, ALL)
-                key = cache.make_key(key)
-                pipe.set(key, 0, nx=True, ex=period + EXPIRATION_FUDGE)
-                pipe.incr(key)
-            answers = await pipe.execute()
+        counts = await _count_script(redis)(keys=keys, args=expiries)
     except RedisError:
         counted = sync_to_async(count, thread_sensitive=False)
         return await counted(group, principal=principal, user=user, api_key=api_key)
     return _tightest(
         [
-            Usage(group, limit, period, answers[2 * i + 1], reset_at=windows[i])
+            Usage(group, limit, period, counts[i], reset_at=windows[i])
             for i, (_, (limit, period)) in enumerate(counters)
         ]
     )
+
+
+# Each key counts one more; a key that this creates expires when its window is over (as
+# django-ratelimit's ``add`` then ``incr``), in the same atomic step.
+_COUNT = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+    counts[i] = redis.call("INCR", key)
+    if counts[i] == 1 then
+        redis.call("EXPIRE", key, ARGV[i])
+    end
+end
+return counts
+"""
+
+
+def _count_script(redis: "AsyncRedis"):
+    script = _scripts.get(redis)
+    if script is None:
+        script = _scripts[redis] = redis.register_script(_COUNT)
+    return script
 
 
 def _counters(group: str, principal: str, user, api_key) -> list[tuple[str, tuple[int, int]]]:
@@ -180,6 +201,7 @@ def _tightest(usages: list[Usage]) -> Usage:
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis]" = (
     weakref.WeakKeyDictionary()
 )
+_scripts: "weakref.WeakKeyDictionary[AsyncRedis, Any]" = weakref.WeakKeyDictionary()
 
 
 def _async_redis() -> "AsyncRedis | None":
