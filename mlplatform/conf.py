@@ -76,6 +76,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_OPEN_STREAMS": int(os.environ.get("MLPLATFORM_MAX_OPEN_STREAMS") or 128),
     "MAX_OPEN_STREAMS_PER_USER": int(os.environ.get("MLPLATFORM_MAX_OPEN_STREAMS_PER_USER") or 16),
     "STREAM_SEND_TIMEOUT": float(os.environ.get("MLPLATFORM_STREAM_SEND_TIMEOUT") or 30),
+    # Seconds /ready waits for its checks before it answers 503 (probes time out at a few).
+    "READY_TIMEOUT": 1.5,
     # GraphQL (/graphql): deepest selection, most aliases and most tokens in one document.
     "GRAPHQL_MAX_DEPTH": 8,
     "GRAPHQL_MAX_ALIASES": 15,

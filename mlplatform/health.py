@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 from django_q.brokers import get_broker
 
+from mlplatform.conf import platform_setting
 from predictions.registry import registry
 
 
@@ -20,8 +21,15 @@ def health(request):
 
 
 def _check_database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    pool = getattr(connection, "pool", None)
+    if pool is None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return
+    # Borrowed from the pool directly, to wait READY_TIMEOUT for a connection rather than the
+    # requests' DB_POOL_TIMEOUT: a probe times out within a few seconds.
+    with pool.connection(timeout=platform_setting("READY_TIMEOUT")) as borrowed:
+        borrowed.execute("SELECT 1")
 
 
 def _check_cache() -> None:
@@ -52,25 +60,31 @@ CHECKS = {
     "broker": _check_broker,
     "models": _check_models,
 }
+# Checks that read the database (the broker is django-q2's ORM broker): not run without it,
+# where each would wait out the pool's timeout.
+NEED_THE_DATABASE = ("broker", "models")
 
 
 @require_GET
 def ready(request):
-    """Readiness: database, cache, broker and models all answer; 503 otherwise."""
+    """Readiness: database, cache, broker and models all answer; 503 otherwise, within about
+    ``READY_TIMEOUT`` seconds when the database is gone."""
     results = {}
-    ok = True
     for name, check in CHECKS.items():
+        if name in NEED_THE_DATABASE and results["database"]["status"] != "ok":
+            results[name] = {"status": "error", "error": "not checked: no database"}
+            continue
         started = time.perf_counter()
         try:
             check()
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported by name
-            ok = False
             results[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
         else:
             results[name] = {
                 "status": "ok",
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             }
+    ok = all(result["status"] == "ok" for result in results.values())
     body = {
         "status": "ready" if ok else "not_ready",
         "timestamp": timezone.now().isoformat(),

@@ -36,6 +36,7 @@ MAX_EXAMPLES = 30
 FUZZ_ENV = {
     "MLPLATFORM_RATE_LIMITS": "predict=100000/m,api=100000/m,batch=100000/m,auth=100000/m,"
     "stream=100000/m",
+    "MLPLATFORM_USER_RATE_LIMITS": "predict=100000/m,api=100000/m,batch=100000/m,stream=100000/m",
     "JWT_ACCESS_MINUTES": "60",
     "MLPLATFORM_STREAM_HEARTBEAT_SECONDS": "1",
 }

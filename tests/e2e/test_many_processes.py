@@ -29,6 +29,7 @@ CHUNK_ROWS = 300
 JOBS, USERS = 20, 4  # at most 5 unfinished jobs per user (MAX_ACTIVE_BATCH_JOBS)
 ENV = {
     "MLPLATFORM_RATE_LIMITS": f"predict={PREDICT_LIMIT}/h,batch=1000/m,api=100000/m",
+    "MLPLATFORM_USER_RATE_LIMITS": "batch=1000/m,api=100000/m",
     "MLPLATFORM_BATCH_CHUNK_ROWS": str(CHUNK_ROWS),
     "Q_WORKERS": "2",
 }
