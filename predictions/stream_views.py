@@ -97,6 +97,7 @@ class PredictStreamView(APIView):
             ),
             400: OpenApiResponse(description="A bad row, named before any event is sent."),
             404: OpenApiResponse(description="Unknown model or version."),
+            429: OpenApiResponse(description="Rate limited, or you hold your most open streams."),
             503: OpenApiResponse(description="This server holds its limit of open streams."),
         },
     )
