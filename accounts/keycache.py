@@ -13,16 +13,19 @@ the DRF view, which loads it.
 """
 
 import asyncio
+import logging
 import threading
 import time
 
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from accounts.models import ApiKey
 from accounts.scopes import user_scopes
 from accounts.selectors import api_key_by_lookup
 from mlplatform.conf import platform_setting
+
+logger = logging.getLogger(__name__)
 
 MAX_ENTRIES = 10_000
 # How many cache times old an entry may be for the event loop to use it while it is reloaded.
@@ -63,9 +66,13 @@ class VerifiedKeys:
         return entry[0]
 
     def _reload(self, lookup: str) -> ApiKey | None:
-        """``_load`` on asgiref's thread, which gives a pooled connection back after it."""
+        """``_load`` on asgiref's thread, which gives a pooled connection back after it. When
+        the database fails, the entry stays as it was until it is too stale to use."""
         try:
             return self._load(lookup)
+        except DatabaseError as exc:
+            logger.warning("an API key could not be reloaded: %s", exc)
+            return None
         finally:
             close_old_connections()
 

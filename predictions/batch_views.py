@@ -24,7 +24,7 @@ from predictions.runtime.errors import InputError
 from predictions.runtime.inputs import rows_from_input
 from predictions.runtime.tables import FORMATS, Table, TooLarge, TooManyRows, read_table, table_of
 from predictions.selectors import batch_job_get, batch_jobs_for
-from predictions.serializers import RowsField
+from predictions.serializers import NullMeansAbsent, RowsField
 from predictions.services import fingerprint, idempotent
 from predictions.services.batch import batch_job_cancel, batch_job_submit
 from predictions.stream_views import EventStreamRenderer, event_stream_response
@@ -33,7 +33,7 @@ from predictions.streaming import watched_job_events
 READ = any_scope_required("read", "batch")
 
 
-class BatchSubmitSerializer(serializers.Serializer):
+class BatchSubmitSerializer(NullMeansAbsent, serializers.Serializer):
     inputs = RowsField(required=False, help_text="Rows of numbers (JSON body).")
     file = serializers.FileField(
         required=False, help_text="CSV (header optional), NPY float array, or JSONL rows."
@@ -48,9 +48,11 @@ class BatchSubmitSerializer(serializers.Serializer):
         help_text="CSV: whether the first line names the columns; by default it does when "
         "every cell of it is a name, not a number.",
     )
-    model = serializers.CharField(required=False)
-    model_version = serializers.CharField(required=False)
-    callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2000)
+    model = serializers.CharField(required=False, allow_null=True)
+    model_version = serializers.CharField(required=False, allow_null=True)
+    callback_url = serializers.URLField(
+        required=False, allow_blank=True, allow_null=True, max_length=2000
+    )
 
     def validate(self, data):
         if ("inputs" in data) == ("file" in data):

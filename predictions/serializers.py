@@ -33,17 +33,38 @@ class ActualField(serializers.JSONField):
     """A class label (classifiers) or a number (regressors)."""
 
 
-class PredictRequestSerializer(serializers.Serializer):
+class NullMeansAbsent:
+    """A serializer mixin: an optional field sent as ``null`` is taken as absent (its default
+    applies), as clients built on pydantic models send every field they do not set."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            fields = self.fields
+            data = {
+                name: value
+                for name, value in data.items()
+                if value is not None or name not in fields or fields[name].required
+            }
+        return super().to_internal_value(data)
+
+
+class PredictRequestSerializer(NullMeansAbsent, serializers.Serializer):
     input_data = RowField(
         help_text="One row: a list of numbers in feature order, or an object by feature name."
     )
-    model = serializers.CharField(required=False, help_text="Model name; default: the platform's.")
+    model = serializers.CharField(
+        required=False, allow_null=True, help_text="Model name; default: the platform's."
+    )
     model_version = serializers.CharField(
         required=False,
+        allow_null=True,
         help_text='A version label, "latest", or absent for the model\'s traffic split.',
     )
     timeout = serializers.FloatField(
-        required=False, min_value=0.000001, help_text="Seconds inference may take (504 beyond)."
+        required=False,
+        allow_null=True,
+        min_value=0.000001,
+        help_text="Seconds inference may take (504 beyond).",
     )
 
     def validate_timeout(self, value: float) -> float:

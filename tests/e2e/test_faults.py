@@ -260,6 +260,7 @@ def test_losing_the_database_answers_503_and_recovers_without_a_restart(serve, i
         )
         assert all(predict(server.base_url, key).status_code == 200 for _ in range(5))
         assert server.process.poll() is None  # the same server, never restarted
+        assert "Task exception was never retrieved" not in server.log_tail(2000)
     finally:
         proxy.stop()
         server.stop()

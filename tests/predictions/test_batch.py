@@ -167,6 +167,16 @@ def test_a_bad_file_is_refused_naming_the_row_and_no_job_is_created(
     assert BatchJob.objects.count() == 0
 
 
+def test_optional_fields_sent_as_null_mean_absent(key_client):
+    body = {"inputs": rows(3), "model": None, "model_version": None, "callback_url": None}
+
+    response = submit(key_client, body)
+
+    assert response.status_code == 202, response.json()
+    job = BatchJob.objects.get(pk=response.json()["job_id"])
+    assert job.callback_url == "" and job.total_inputs == 3
+
+
 @pytest.mark.parametrize(
     ("header", "content", "total"),
     [

@@ -109,7 +109,7 @@ def test_one_row_can_be_sent_as_input_data_or_by_feature_name(key_client):
         ({"inputs": [SETOSA, [1, 2, 3]]}, "row 1: expected 4 features, got 3"),
         ({"input_data": [SETOSA, SETOSA]}, "send one row, or several rows as 'inputs'"),
         ({"inputs": []}, "inputs must not be empty"),
-        ({"inputs": None}, "inputs: This field may not be null."),
+        ({"inputs": None}, "Send either 'input_data' (one row) or 'inputs'."),  # null: absent
         ({}, "Send either 'input_data' (one row) or 'inputs'."),
         ({"input_data": SETOSA, "inputs": [SETOSA]}, "Send either"),
     ],
