@@ -27,7 +27,9 @@ def _check_database() -> None:
             cursor.execute("SELECT 1")
         return
     # Borrowed from the pool directly, to wait READY_TIMEOUT for a connection rather than the
-    # requests' DB_POOL_TIMEOUT: a probe times out within a few seconds.
+    # requests' DB_POOL_TIMEOUT: a probe times out within a few seconds. (Django opens its pool
+    # at the first connection; the probe may come first.)
+    pool.open()
     with pool.connection(timeout=platform_setting("READY_TIMEOUT")) as borrowed:
         borrowed.execute("SELECT 1")
 
