@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from rest_framework.test import APIClient
 
 from mlplatform import tracing
+from mlplatform.background import group_commit
 from mlplatform.logging import ContextFilter, JSONFormatter, log_context
 from predictions.models import BatchJob
 from predictions.tasks import batch_job_run
@@ -94,6 +95,7 @@ def test_the_batch_task_span_is_a_child_of_the_submitting_request_span(
     )
     assert response.status_code == 202
     [(args, kwargs)] = queued
+    group_commit.drain(timeout=10)  # what the request left to it (its key's last use) is written
     request_spans = spans.get_finished_spans()
     spans.clear()
     assert trace.get_current_span().get_span_context().is_valid is False  # outside the request
