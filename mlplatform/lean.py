@@ -137,14 +137,13 @@ class LeanRequest:
         content_type: bytes = b"application/json",
         extra: Sequence[tuple[bytes, bytes]] = (),
         usage: Any = None,
-        principal: str | None = None,
-        user_id: int | None = None,
+        key: Any = None,
     ) -> None:
         """Send the answer with the headers of the view's, then log, tally and count it.
 
         ``vary`` is what the view varies on (DRF: ``Accept`` when it negotiates), ``extra``
         headers of its own; ``usage`` the rate-limit usage counted for the request
-        (``accounts.ratelimit``).
+        (``accounts.ratelimit``); ``key`` the API key it was made with, logged as its principal.
         """
         headers = [
             (b"content-type", content_type),
@@ -169,8 +168,8 @@ class LeanRequest:
                 path=self.path,
                 status=status,
                 seconds=seconds,
-                principal=principal,
-                user_id=user_id,
+                principal=f"key:{key.prefix}" if key is not None else None,
+                user_id=key.owner_id if key is not None else None,
                 remote_addr=client[0] if client else None,
                 usage=usage,
             )

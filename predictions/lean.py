@@ -104,8 +104,7 @@ async def predict(scope, receive, send, django, match, *, view: str, split_only:
             view=view,
             allow="POST, OPTIONS",
             usage=usage,
-            principal=f"key:{key.prefix}",
-            user_id=user.pk,
+            key=key,
         )
 
 

@@ -83,8 +83,7 @@ async def infer(scope, receive, send, django, match: re.Match) -> None:
             content_type=content_type,
             extra=extra,
             usage=usage,
-            principal=f"key:{key.prefix}",
-            user_id=key.owner.pk,
+            key=key,
         )
 
 
