@@ -12,7 +12,7 @@
   middleware are synchronous: on a pooled thread a request runs them straight through, with
   the thread's persistent database connection, where the ASGI handler would start a thread for
   each request, open it a connection, and cross between the thread and the event loop around
-  each middleware (4.5 against 2.0 ms of CPU for a V2 request through DRF; docs/decisions/0001).
+  each middleware (docs/decisions/0001).
 
 A request body past its path's limit is refused (413) before Django reads it.
 """
@@ -226,13 +226,11 @@ def _spare_the_garbage_collector() -> None:
     """Keep the garbage collector's full passes off the request path.
 
     A full collection walks every object the collector tracks, holding the interpreter, and
-    no request moves meanwhile: tens of milliseconds for the loaded Django application, up to
-    a hundred with a hundred open streams. What exists once every view is imported lives as
-    long as the process: ``gc.freeze()`` moves it to a generation that collections skip, as
-    the ``gc`` documentation suggests. And the request path leaves no reference cycles (none
-    in 400 lean requests): the full passes that the objects of requests in flight trigger, a
-    few a second, find nothing to free, so they are made rarer (``GC_THRESHOLDS``;
-    docs/decisions/0003).
+    no request moves meanwhile; the more objects, the longer. What exists once every view is
+    imported lives as long as the process: ``gc.freeze()`` moves it to a generation that
+    collections skip, as the ``gc`` documentation suggests. And the request path leaves no
+    reference cycles: the full passes that the objects of requests in flight trigger find
+    nothing to free, so they are made rarer (``GC_THRESHOLDS``; docs/decisions/0003).
     """
     import gc
 

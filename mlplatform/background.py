@@ -319,7 +319,7 @@ def rows_insert(model: type[Model], rows: Sequence[Model]) -> None:
     """INSERT unsaved instances of ``model`` in one statement.
 
     What ``bulk_create`` writes, for a fraction of its cost: the ORM compiles its statement
-    value by value (13 fields of a prediction: 58 us a row, more than SQLite's own work), while
+    value by value (for a prediction's 13 fields, more than SQLite's own work), while
     here each field's conversion is chosen once (``Field.get_db_prep_save``; JSON through
     orjson). SQLite runs one prepared statement for every row; PostgreSQL takes each column as
     one array (``UNNEST``), one statement whose text, and so whose plan, never changes

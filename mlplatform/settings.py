@@ -227,8 +227,8 @@ else:
                 "timeout": 20,
                 # FULL: a commit reaches the disk before the request is answered, so a stored
                 # prediction survives a power loss, not only a crash of the process. With
-                # group commit, one sync serves every request of a round: 2% of the
-                # throughput of NORMAL (bench/pipeline.py --scenario sqlite).
+                # group commit, one sync serves every request of a round (docs/decisions/0002;
+                # bench/pipeline.py --scenario sqlite measures it against NORMAL).
                 "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous={_SYNCHRONOUS};",
             },
             # Tests use a file too, not Django's shared in-memory database: there a second

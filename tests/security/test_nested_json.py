@@ -1,7 +1,7 @@
 """JSON nested deeper than any request needs is a 400 that says so, on every face.
 
-orjson parses up to 1,024 levels; a document under that depth used to reach code that walks it
-recursively (DRF's JSONField, GraphQL's decoding) and run out of stack: a 500.
+orjson parses up to 1,024 levels; a document under that depth would reach code that walks it
+recursively (DRF's JSONField, GraphQL's decoding) and run out of stack.
 """
 
 import json

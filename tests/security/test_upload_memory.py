@@ -1,5 +1,5 @@
 """Uploads of real size in bounded memory: a 100 MB file costs the web process a small multiple of
-its parsed float32 rows, not of the file (CSV and JSONL took 9x and 26x the file before).
+its parsed float32 rows, the file itself being read a block at a time.
 
 The rows are parsed into one float32 array; storing them as the job's blob adds the database
 driver's copies: PostgreSQL's binary parameter, SQLite's bound copy and the record it builds."""
