@@ -229,9 +229,15 @@ class GroupCommit(_Thread):
     one row), each write is tried again in a transaction of its own, so that only the guilty
     ones fail; when it fails otherwise (the database is down or locked), every write of the
     round fails with that error.
+
+    The thread keeps its connection between rounds, as a view's thread keeps its own between
+    requests; a round after ``IDLE_SECONDS`` without one first checks that the connection
+    still works (Django's health check, which views get at each request), so that a
+    connection the database dropped meanwhile fails no write.
     """
 
     thread_name = "db-writer"
+    IDLE_SECONDS = 5.0
 
     def __init__(self) -> None:
         super().__init__()
@@ -271,6 +277,7 @@ class GroupCommit(_Thread):
         self._queue = queue.SimpleQueue()
 
     def _run(self) -> None:
+        last_round = time.monotonic()
         while True:
             writes = [self._queue.get()]
             while True:
@@ -278,7 +285,10 @@ class GroupCommit(_Thread):
                     writes.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            if time.monotonic() - last_round > self.IDLE_SECONDS:
+                connection.close_if_unusable_or_obsolete()
             self._commit(writes)
+            last_round = time.monotonic()
 
     def _commit(self, writes: list[_Write]) -> None:
         try:
