@@ -2,7 +2,7 @@
 
 from django.contrib.auth import authenticate
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -78,16 +78,25 @@ class LogoutEverywhereView(APIView):
 
 
 class LoginView(APIView):
-    """The tutorial's login: form or JSON username and password, answered with a bearer token."""
+    """The tutorial's login: username and password as a form, JSON or query parameters (its
+    signature; a body keeps them out of proxies' logs), answered with a bearer token."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
     parser_classes = [ORJSONParser, FormParser, MultiPartParser]
     ratelimit_group = "auth"
 
-    @extend_schema(request=LoginSerializer, responses={200: LoginResponseSerializer}, auth=[])
+    @extend_schema(
+        request=LoginSerializer,
+        responses={200: LoginResponseSerializer},
+        parameters=[
+            OpenApiParameter("username", str, description="When the body is empty."),
+            OpenApiParameter("password", str, description="When the body is empty."),
+        ],
+        auth=[],
+    )
     def post(self, request):
-        serializer = LoginSerializer(data=request.data)
+        serializer = LoginSerializer(data=request.data or request.query_params)
         serializer.is_valid(raise_exception=True)
         user = authenticate(request, **serializer.validated_data)
         if user is None:

@@ -372,6 +372,9 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # ?format= selects a download format of batch results, not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,
+    # Serializers hand datetimes to the renderer, which writes them with a ``+00:00`` offset
+    # (DRF's own format writes ``Z``, which ``datetime.fromisoformat`` reads only from 3.11).
+    "DATETIME_FORMAT": None,
 }
 
 # --- djangorestframework-simplejwt ------------------------------------------------------

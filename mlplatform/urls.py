@@ -14,6 +14,8 @@ from predictions.graphql.views import PlatformGraphQLView
 
 api_v1 = [
     path("", views.ApiRootView.as_view(), name="api-root"),
+    path("health", health.health, name="api-health"),  # the tutorial's path under the base URL
+    path("health/", health.health),
     path("", include("accounts.urls")),
     path("", include("accounts.webhook_urls")),
     path("", include("predictions.urls")),

@@ -10,6 +10,7 @@ import orjson
 from django.urls import reverse
 from django.utils import timezone
 
+from mlplatform.conf import platform_setting
 from predictions.models import BatchJob
 from predictions.runtime.outputs import describe
 from predictions.services.batch import chunk_outputs, estimated_completion
@@ -65,6 +66,21 @@ def job_payload(job: BatchJob) -> dict:
         "estimated_completion": None if job.is_terminal else estimated_completion(job),
         "request_id": job.request_id,
         "links": job_links(job),
+    }
+
+
+def job_detail(job: BatchJob) -> dict:
+    """``job_payload`` with the tutorial's ``results`` once the job has ended: every row when
+    there are at most ``MAX_PAGE_SIZE``, else that many and ``results_next``, the next page."""
+    body = job_payload(job)
+    if not job.is_terminal:
+        return body | {"results": None, "results_next": None}
+    size = platform_setting("MAX_PAGE_SIZE")
+    stop = min(size, job.completed_inputs)
+    more = job.completed_inputs > size
+    return body | {
+        "results": result_rows(job, 0, stop) if stop else [],
+        "results_next": f"{body['links']['results']}?page=2&page_size={size}" if more else None,
     }
 
 

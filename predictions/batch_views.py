@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from accounts.authentication import ApiKeyAuthentication
 from accounts.models import ApiKey
 from accounts.permissions import any_scope_required, scope_required
 from mlplatform.api.parsers import ORJSONParser
@@ -17,7 +18,7 @@ from mlplatform.api.renderers import ORJSONRenderer
 from mlplatform.api.schema import ErrorSerializer, event_stream_schema
 from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput, PlatformError
-from predictions.batch_io import DOWNLOADS, job_payload, job_state, result_rows
+from predictions.batch_io import DOWNLOADS, job_detail, job_payload, job_state, result_rows
 from predictions.models import BatchJob
 from predictions.pipeline import model_resolve, principal_id
 from predictions.runtime.errors import InputError
@@ -101,6 +102,19 @@ class BatchResultRowSerializer(serializers.Serializer):
     prediction = serializers.ListField(child=serializers.FloatField())
     label = serializers.CharField(allow_null=True)
     confidence = serializers.FloatField(allow_null=True)
+
+
+class BatchJobDetailSerializer(BatchJobSerializer):
+    """Documents ``job_detail``."""
+
+    results = BatchResultRowSerializer(
+        many=True,
+        allow_null=True,
+        help_text="Once the job has ended: its result rows, at most MAX_PAGE_SIZE (500) of them.",
+    )
+    results_next = serializers.CharField(
+        allow_null=True, help_text="The next page of /results when there are more rows."
+    )
 
 
 class BatchResultsSerializer(serializers.Serializer):
@@ -216,14 +230,20 @@ class BatchSubmitView(APIView):
         return response
 
 
+class BatchSubmitApiKeyView(BatchSubmitView):
+    """The tutorial's ``/predict/batch/api-key``: ``/predict/batch`` for an API key only."""
+
+    authentication_classes = [ApiKeyAuthentication]
+
+
 class BatchJobDetailView(APIView):
-    """A batch job's status, progress and timings."""
+    """A batch job's status, progress and timings, and its results once it has ended."""
 
     permission_classes = [READ]
 
-    @extend_schema(responses=BatchJobSerializer)
+    @extend_schema(responses=BatchJobDetailSerializer)
     def get(self, request, pk):
-        return Response(job_payload(batch_job_get(user=request.user, job_id=pk)))
+        return Response(job_detail(batch_job_get(user=request.user, job_id=pk)))
 
 
 class BatchResultsView(APIView):

@@ -34,3 +34,28 @@ class StatsView(APIView):
     @extend_schema(responses=StatsSerializer)
     def get(self, request):
         return Response(usage_stats(user=request.user))
+
+
+class MetricsSummarySerializer(StatsSerializer):
+    """Documents the tutorial's JSON metrics."""
+
+    total_requests = serializers.IntegerField(help_text="request_count, by the tutorial's name.")
+    average_response_time = serializers.FloatField(
+        help_text="average_duration, by the tutorial's name (seconds)."
+    )
+
+
+class MetricsSummaryView(StatsView):
+    """The tutorial's JSON ``/metrics``: this summary with its names as well (Prometheus's text
+    exposition of every process stays at ``/metrics``)."""
+
+    @extend_schema(responses=MetricsSummarySerializer)
+    def get(self, request):
+        stats = usage_stats(user=request.user)
+        return Response(
+            stats
+            | {
+                "total_requests": stats["request_count"],
+                "average_response_time": stats["average_duration"],
+            }
+        )

@@ -89,9 +89,13 @@ class PredictStreamView(APIView):
                     "Events `started` (stream_id, total), per row `prediction` (index, "
                     "prediction, label, confidence, prediction_id, ...) or `error` (index, "
                     "detail, code), and `progress` (completed, total, percent), then "
-                    "`completed` (summary). While a row is being computed, a `: keep-alive` "
-                    "comment every STREAM_HEARTBEAT_SECONDS (15 s). Closing the connection stops "
-                    "the work."
+                    "`completed` (summary). Every event's data also has the tutorial's "
+                    "`status` (started, processing, completed, error), and `progress` "
+                    "(percent) with `step` (rows done); a one-row stream's `completed` holds "
+                    "its `prediction`, `label` and `confidence`. While a row is being "
+                    "computed, a `: keep-alive` comment every STREAM_HEARTBEAT_SECONDS (15 s). "
+                    "Closing the connection stops the work. Errors before the first event are "
+                    "JSON, or one `error` event when only `text/event-stream` is accepted."
                 ),
                 examples=[OpenApiExample("two rows", value=_EXAMPLE, media_type=CONTENT_TYPE)],
             ),

@@ -41,7 +41,7 @@ HEARTBEAT = b": keep-alive\n\n"
 # Headers of every event stream: never cached, never buffered by a proxy (nginx honours
 # X-Accel-Buffering), so each event reaches the client when it is written.
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_JSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
+_JSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 def sse_event(event: str, data: Mapping[str, Any], event_id: str | None = None) -> bytes:
@@ -192,6 +192,11 @@ async def prediction_events(
     ``progress``, then ``completed``. Each prediction is stored before its event is written,
     and a row starts only once the events of the one before were handed to the server. While
     a row runs, a keep-alive comment every ``heartbeat_seconds``.
+
+    Every event also carries the tutorial's keys, for its clients that read only ``data:``
+    lines: ``status`` (started, processing, completed or error), and ``progress`` (percent)
+    with ``step`` (rows done); the ``completed`` event of a one-row stream holds its
+    ``prediction``, ``label`` and ``confidence``.
     """
     if heartbeat_seconds is None:
         heartbeat_seconds = platform_setting("STREAM_HEARTBEAT_SECONDS")
@@ -209,9 +214,18 @@ async def prediction_events(
         "request_id": request_id,
     }
     logged = {"request_id": request_id, "stream_id": stream_id}
+    last = None
     yield sse_event(
         "started",
-        {"stream_id": stream_id, "total": total, "model": model_name, "request_id": request_id},
+        {
+            "stream_id": stream_id,
+            "total": total,
+            "model": model_name,
+            "request_id": request_id,
+            "status": "started",
+            "progress": 0,
+            "step": 0,
+        },
     )
     try:
         for index, row in enumerate(rows):
@@ -226,19 +240,28 @@ async def prediction_events(
             except DatabaseUnavailable as exc:
                 with log_context(**logged):
                     logger.warning("stream %s: database unavailable: %s", stream_id, exc)
-                yield sse_event("error", {"detail": exc.detail, "code": exc.code})
+                yield _error_event(exc)
                 return
             except PlatformError as exc:
                 failed += 1
-                yield sse_event("error", {"index": index, "detail": exc.detail, "code": exc.code})
+                yield _error_event(exc, index=index)
             else:
                 completed += 1
+                last = prediction
                 versions[prediction.version_label] = versions.get(prediction.version_label, 0) + 1
                 yield sse_event("prediction", _prediction_event(index, prediction))
             done = completed + failed
+            percent = round(100 * done / total, 2)
             yield sse_event(
                 "progress",
-                {"completed": done, "total": total, "percent": round(100 * done / total, 2)},
+                {
+                    "completed": done,
+                    "total": total,
+                    "percent": percent,
+                    "status": "processing",
+                    "progress": percent,
+                    "step": done,
+                },
             )
     except (GeneratorExit, asyncio.CancelledError):
         with log_context(**logged):
@@ -250,21 +273,34 @@ async def prediction_events(
         with log_context(**logged):
             logger.exception("stream %s failed", stream_id)
         yield sse_event(
-            "error", {"detail": "The stream failed on the server.", "code": "server_error"}
+            "error",
+            {
+                "detail": "The stream failed on the server.",
+                "code": "server_error",
+                "status": "error",
+            },
         )
         return
-    yield sse_event(
-        "completed",
-        {
-            "stream_id": stream_id,
-            "total": total,
-            "completed": completed,
-            "failed": failed,
-            "model": model_name,
-            "model_versions": versions,
-            "seconds": round(time.monotonic() - started, 6),
-        },
-    )
+    summary = {
+        "stream_id": stream_id,
+        "total": total,
+        "completed": completed,
+        "failed": failed,
+        "model": model_name,
+        "model_versions": versions,
+        "seconds": round(time.monotonic() - started, 6),
+        "status": "completed",
+        "progress": 100,
+        "step": total,
+    }
+    if total == 1 and last is not None:
+        row = _prediction_event(0, last)
+        summary |= {k: v for k, v in row.items() if k not in ("index", "status")}
+    yield sse_event("completed", summary)
+
+
+def _error_event(exc: PlatformError, **where: int) -> bytes:
+    return sse_event("error", {**where, "detail": exc.detail, "code": exc.code, "status": "error"})
 
 
 async def _predicted(row: Any, options: dict, logged: dict):
@@ -276,6 +312,7 @@ async def _predicted(row: Any, options: dict, logged: dict):
 def _prediction_event(index: int, prediction) -> dict:
     return {
         "index": index,
+        "status": "processing",
         "prediction_id": str(prediction.id),
         "model": prediction.model_name,
         "model_version": prediction.version_label,

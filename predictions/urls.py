@@ -15,10 +15,21 @@ urlpatterns = [
     *route("predict/batch/<uuid:pk>/cancel", batch_views.BatchCancelView.as_view(), "batch-cancel"),
     *route("jobs", batch_views.JobListView.as_view(), "job-list"),
     *route("predict/ab-test", views.AbTestPredictView.as_view(), "predict-ab-test"),
+    *(
+        pattern
+        for path, view in views.tutorial_routes.items()
+        for pattern in route(path, view.as_view(), path.replace("/", "-"))
+    ),
+    *route(
+        "predict/batch/api-key",
+        batch_views.BatchSubmitApiKeyView.as_view(),
+        "batch-submit-api-key",
+    ),
     *route("predict/<uuid:pk>", views.PredictionDetailView.as_view(), "prediction-detail"),
     *route("predictions", views.PredictionListView.as_view(), "prediction-list"),
     *route("predictions/<uuid:pk>/feedback", views.FeedbackView.as_view(), "prediction-feedback"),
     *route("stats", stats_views.StatsView.as_view(), "stats"),
+    *route("metrics", stats_views.MetricsSummaryView.as_view(), "metrics-summary"),
     *route("models", views.ModelListView.as_view(), "model-list"),
     *route("models/<str:name>", views.ModelDetailView.as_view(), "model-detail"),
 ]

@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from accounts.authentication import ApiKeyAuthentication, BearerJWTAuthentication
 from accounts.models import ApiKey
 from accounts.permissions import scope_required
 from mlplatform.api.schema import ErrorSerializer
@@ -28,7 +29,16 @@ from predictions.serializers import (
     PredictRequestSerializer,
     prediction_payload,
 )
-from predictions.services import feedback_submit, fingerprint, idempotent, prediction_create
+from predictions.services import (
+    feedback_submit,
+    fingerprint,
+    idempotent,
+    prediction_create,
+    prediction_create_in_parallel,
+)
+
+# Seconds ``/predict/cached`` keeps an answer of a model that has no cache time to live.
+CACHED_ROUTE_TTL = 300
 
 
 class PredictView(APIView):
@@ -37,7 +47,11 @@ class PredictView(APIView):
     permission_classes = [scope_required("predict")]
     ratelimit_group = "predict"
     split_only = False
-    idempotency_endpoint = "predict"
+    idempotency_endpoint: str | None = "predict"
+    # What the tutorial's demonstration routes change (see ``tutorial_routes``).
+    fixed_version: str | None = None
+    cache_ttl: int | None = None
+    in_parallel = False
 
     @extend_schema(
         request=PredictRequestSerializer,
@@ -64,23 +78,30 @@ class PredictView(APIView):
         api_key = request.auth if isinstance(request.auth, ApiKey) else None
 
         def predict() -> tuple[int, dict]:
-            prediction = prediction_create(
-                user=request.user,
-                api_key=api_key,
-                input_data=data["input_data"],
-                model_name=data.get("model"),
-                version_label=None if self.split_only else data.get("model_version"),
-                timeout=data.get("timeout"),
-                request_id=request.request_id,
-            )
-            return 200, prediction_payload(prediction)
+            arguments = {
+                "user": request.user,
+                "api_key": api_key,
+                "input_data": data["input_data"],
+                "model_name": data.get("model"),
+                "version_label": None if self.split_only else data.get("model_version"),
+                "timeout": data.get("timeout"),
+                "request_id": request.request_id,
+            }
+            if self.fixed_version is not None:
+                arguments["version_label"] = self.fixed_version
+            if self.cache_ttl is not None:
+                arguments["cache_ttl"] = self.cache_ttl
+            if not self.in_parallel:
+                return 200, prediction_payload(prediction_create(**arguments))
+            prediction, answers = prediction_create_in_parallel(**arguments)
+            return 200, prediction_payload(prediction) | {"parallel_predictions": answers}
 
         key = request.headers.get("Idempotency-Key")
         if key is None:
             return Response(predict()[1])
         status_code, body, replayed = idempotent(
             principal=principal_id(request.user, api_key),
-            endpoint=self.idempotency_endpoint,
+            endpoint=self.idempotency_endpoint or request.path.strip("/"),
             key=key,
             request_fingerprint=fingerprint(request.data),
             run=predict,
@@ -96,6 +117,46 @@ class AbTestPredictView(PredictView):
 
     split_only = True
     idempotency_endpoint = "predict/ab-test"
+
+
+def _alias(name: str, doc: str, **attributes) -> type[PredictView]:
+    # Idempotency keys are scoped to the route's own path (``idempotency_endpoint`` None).
+    attributes |= {"__doc__": doc, "idempotency_endpoint": None}
+    return type(name, (PredictView,), attributes)
+
+
+_CACHED = _alias(
+    "PredictCachedView",
+    "``/predict`` answered from the response cache: for the model's time to live, or "
+    "CACHED_ROUTE_TTL seconds when it has none.",
+    cache_ttl=CACHED_ROUTE_TTL,
+)
+
+# The tutorial's demonstration routes: each is ``/predict`` with one thing fixed (and so are
+# their schema, rate limits and log lines).
+tutorial_routes: dict[str, type[PredictView]] = {
+    "predict/v1": _alias("PredictV1View", "``/predict`` served by version v1.", fixed_version="v1"),
+    "predict/v2": _alias("PredictV2View", "``/predict`` served by version v2.", fixed_version="v2"),
+    "predict/secure": _alias(
+        "PredictSecureView",
+        "``/predict`` for a JWT bearer token only.",
+        authentication_classes=[BearerJWTAuthentication],
+    ),
+    "predict/api-key": _alias(
+        "PredictApiKeyView",
+        "``/predict`` for an API key only.",
+        authentication_classes=[ApiKeyAuthentication],
+    ),
+    "predict/cached": _CACHED,
+    "predict/lru-cached": _CACHED,
+    "predict/async": _alias(
+        "PredictAsyncView",
+        "``/predict``, with the row also answered by every serving version of the model at once "
+        "(``parallel_predictions``; only the routed answer is stored).",
+        in_parallel=True,
+    ),
+    "predict/logged": _alias("PredictLoggedView", "``/predict`` (every request is logged)."),
+}
 
 
 class PredictionDetailView(APIView):

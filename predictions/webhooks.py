@@ -130,7 +130,7 @@ def _schedule_name(delivery_id) -> str:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat()
 
 
 # --- Delivery ---------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 import orjson
 from rest_framework.renderers import BaseRenderer
 
-_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
+# Times are ISO 8601 with a ``+00:00`` offset, not ``Z``: ``datetime.fromisoformat`` reads only
+# that form before Python 3.11, and every face (GraphQL, streams, webhooks) writes it.
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 def _default(value):

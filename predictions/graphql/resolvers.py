@@ -2,17 +2,18 @@
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
+from strawberry.utils.str_converters import to_camel_case
 
 from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput, NotFound
-from predictions.batch_io import job_payload
 from predictions.batch_views import BatchSubmitSerializer, _rows
 from predictions.graphql.auth import caller
-from predictions.graphql.types import BatchJob, MLModel, Prediction
+from predictions.graphql.types import BatchInput, BatchJob, MLModel, PredictInput, Prediction
 from predictions.models import BatchJob as BatchJobModel
 from predictions.models import MLModel as MLModelModel
 from predictions.models import ModelVersion as ModelVersionModel
@@ -81,7 +82,7 @@ def predictions(
 def batch_job(info: Info, id: strawberry.ID) -> BatchJob | None:
     user, _ = caller(info, *READ_JOBS, group="api")
     missing = NotFound(f"No batch job {id}.", code="job_not_found")
-    return BatchJob.from_payload(job_payload(batch_job_get(user=user, job_id=_uuid(id, missing))))
+    return BatchJob.from_job(batch_job_get(user=user, job_id=_uuid(id, missing)))
 
 
 def batch_jobs(
@@ -95,7 +96,7 @@ def batch_jobs(
         jobs = jobs.filter(status=status)
     if model:
         jobs = jobs.filter(model_version__model__name=model)
-    return [BatchJob.from_payload(job_payload(job)) for job in jobs[: _limit(limit)]]
+    return [BatchJob.from_job(job) for job in jobs[: _limit(limit)]]
 
 
 def _models(name: str | None = None) -> list[MLModel]:
@@ -127,16 +128,29 @@ def model(info: Info, name: str) -> MLModel | None:
 # --- mutations ----------------------------------------------------------------------------
 
 
+def _arguments(given: dict, input_object, required: str) -> dict:
+    """The arguments given one by one or as the tutorial's ``input`` object, not both."""
+    name = to_camel_case(required)
+    if input_object is not None:
+        if given[required] is not None:
+            raise InvalidInput(f"Send either {name} or input, not both.")
+        given = vars(input_object)
+    elif given[required] is None:
+        raise InvalidInput(f"{name}: this argument is required (or send input).")
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def predict(
     info: Info,
-    input_data: JSON,
+    input_data: JSON | None = None,
     model: str | None = None,
     model_version: str | None = None,
     timeout: float | None = None,
+    input_: Annotated[PredictInput | None, strawberry.argument(name="input")] = None,
 ) -> Prediction:
     user, api_key = caller(info, "predict", group="predict")
-    body = {"input_data": input_data, "model": model, "model_version": model_version}
-    body = {k: v for k, v in (body | {"timeout": timeout}).items() if v is not None}
+    given = {"input_data": input_data, "model": model, "model_version": model_version}
+    body = _arguments(given | {"timeout": timeout}, input_, "input_data")
     serializer = PredictRequestSerializer(data=body)
     serializer.is_valid(raise_exception=True)
     data = serializer.validated_data
@@ -154,14 +168,15 @@ def predict(
 
 def predict_batch(
     info: Info,
-    inputs: JSON,
+    inputs: JSON | None = None,
     model: str | None = None,
     model_version: str | None = None,
     callback_url: str | None = None,
+    input_: Annotated[BatchInput | None, strawberry.argument(name="input")] = None,
 ) -> BatchJob:
     user, api_key = caller(info, "batch", group="batch")
-    body = {"inputs": inputs, "model": model, "model_version": model_version}
-    body = {k: v for k, v in (body | {"callback_url": callback_url}).items() if v is not None}
+    given = {"inputs": inputs, "model": model, "model_version": model_version}
+    body = _arguments(given | {"callback_url": callback_url}, input_, "inputs")
     serializer = BatchSubmitSerializer(data=body)
     serializer.is_valid(raise_exception=True)
     data = serializer.validated_data
@@ -177,11 +192,11 @@ def predict_batch(
         callback_url=data.get("callback_url", ""),
         request_id=_request_id(info),
     )
-    return BatchJob.from_payload(job_payload(job))
+    return BatchJob.from_job(job)
 
 
 def cancel_batch_job(info: Info, id: strawberry.ID) -> BatchJob:
     user, _ = caller(info, "batch", group="api")
     missing = NotFound(f"No batch job {id}.", code="job_not_found")
     job = batch_job_cancel(job=batch_job_get(user=user, job_id=_uuid(id, missing)))
-    return BatchJob.from_payload(job_payload(job))
+    return BatchJob.from_job(job)

@@ -4,8 +4,10 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
-from django.utils.dateparse import parse_datetime
 from strawberry.scalars import JSON
+
+from predictions.batch_io import job_detail, job_payload
+from predictions.models import BatchJob as BatchJobModel
 
 
 @strawberry.type(description="A stored prediction, as GET /api/v1/predict/{id} shows it.")
@@ -26,6 +28,10 @@ class Prediction:
     )
     input_data: JSON
     request_id: str
+
+    @strawberry.field(description="The same as predictionId (the tutorial's name).")
+    def id(self) -> strawberry.ID:
+        return self.prediction_id
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> "Prediction":
@@ -79,16 +85,18 @@ class MLModel:
     def from_data(cls, data: dict[str, Any]) -> "MLModel":
         """From the REST serializer's data, so that both APIs show the same values."""
         versions = [
-            ModelVersion(
-                **{
-                    **version,
-                    "created_at": parse_datetime(version["created_at"]),
-                    "live_metrics": LiveMetrics(**version["live_metrics"]),
-                }
-            )
+            ModelVersion(**{**version, "live_metrics": LiveMetrics(**version["live_metrics"])})
             for version in data["versions"]
         ]
         return cls(**{**data, "versions": versions})
+
+
+@strawberry.type(description="One result row of a batch job.")
+class BatchResult:
+    input_index: int
+    prediction: list[float]
+    label: str | None
+    confidence: float | None
 
 
 @strawberry.type(description="A batch job, as GET /api/v1/predict/batch/{id} shows it.")
@@ -113,7 +121,36 @@ class BatchJob:
     estimated_completion: datetime | None
     request_id: str
     links: JSON = strawberry.field(description="REST links: self, results, events, cancel.")
+    job: strawberry.Private[BatchJobModel]
+
+    @strawberry.field(description="The same as jobId (the tutorial's name).")
+    def id(self) -> strawberry.ID:
+        return self.job_id
+
+    @strawberry.field(
+        description="Once the job has ended: its result rows, at most MAX_PAGE_SIZE (500) of "
+        "them (the rest from the REST /results pages); null while it runs."
+    )
+    def results(self) -> list[BatchResult] | None:
+        rows = job_detail(self.job)["results"]
+        return None if rows is None else [BatchResult(**row) for row in rows]
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> "BatchJob":
-        return cls(**payload)
+    def from_job(cls, job: BatchJobModel) -> "BatchJob":
+        return cls(**job_payload(job), job=job)
+
+
+@strawberry.input(description="The arguments of predict, as one input object.")
+class PredictInput:
+    input_data: JSON
+    model: str | None = None
+    model_version: str | None = None
+    timeout: float | None = None
+
+
+@strawberry.input(description="The arguments of predictBatch, as one input object.")
+class BatchInput:
+    inputs: JSON
+    model: str | None = None
+    model_version: str | None = None
+    callback_url: str | None = None

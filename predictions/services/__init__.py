@@ -7,6 +7,7 @@ from predictions.services.predict import (
     aprediction_create,
     aprediction_request,
     prediction_create,
+    prediction_create_in_parallel,
     prediction_request,
 )
 from predictions.services.versions import (
@@ -33,6 +34,7 @@ __all__ = [
     "model_version_save",
     "model_version_set_status",
     "prediction_create",
+    "prediction_create_in_parallel",
     "prediction_request",
     "registry_touch",
 ]

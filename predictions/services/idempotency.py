@@ -57,7 +57,7 @@ def idempotent(
         IdempotencyRecord.objects.filter(**scope, created_at__lt=now - REPLAY_WINDOW).delete()
         status_code, body = run()
         # Stored as the client saw it: datetimes and UUIDs as JSON strings.
-        stored = orjson.loads(orjson.dumps(body, option=orjson.OPT_UTC_Z))
+        stored = orjson.loads(orjson.dumps(body))
         try:
             with transaction.atomic():
                 IdempotencyRecord.objects.create(

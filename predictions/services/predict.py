@@ -7,7 +7,8 @@ copy to the shadows.
 """
 
 import contextlib
-from dataclasses import dataclass
+from concurrent.futures import wait
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from predictions.pipeline import (
 )
 from predictions.runtime.errors import InputError
 from predictions.runtime.inputs import rows_from_input
+from predictions.runtime.outputs import describe
 from predictions.services.shadow import shadows_send
 
 
@@ -57,15 +59,19 @@ def prediction_request(
     version_label: str | None = None,
     timeout: float | None = None,
     request_id: str = "",
+    cache_ttl: int | None = None,
     refresh: bool = True,
 ) -> PredictionRequest:
     """Route the request and check its row; NotFound (404) or InvalidInput (400) if not fit.
 
-    ``refresh=False`` on the event loop, which reads the registry beforehand (``aload``).
+    ``cache_ttl`` caches the answer for that many seconds when the model itself has no time to
+    live. ``refresh=False`` on the event loop, which reads the registry beforehand (``aload``).
     """
     served = route(
         model_name, version_label, principal=principal_id(user, api_key), refresh=refresh
     )
+    if cache_ttl and not served.model.cache_ttl:
+        served = replace(served, model=replace(served.model, cache_ttl=cache_ttl))
     model = served.model
     log_context_set(model=model.name, version=served.version.label)
     try:
@@ -109,7 +115,18 @@ def prediction_create(**request: Any) -> Prediction:
 
     Takes the arguments of ``prediction_request``.
     """
+    return _create(prediction_request(**request))
+
+
+def prediction_create_in_parallel(**request: Any) -> tuple[Prediction, list[dict]]:
+    """``prediction_create``, and the row answered by every serving version of the model at
+    once (``versions_predict``), as the tutorial's ``/predict/async`` shows."""
     checked = prediction_request(**request)
+    answers = versions_predict(checked)
+    return _create(checked), answers
+
+
+def _create(checked: PredictionRequest) -> Prediction:
     try:
         inference = pipeline.infer(
             checked.served, checked.rows, timeout=checked.timeout, cache_input=checked.input_data
@@ -138,6 +155,41 @@ async def aprediction_create(checked: PredictionRequest) -> Prediction:
     _stored(checked, prediction, inference)
     _copied(checked, prediction)
     return prediction
+
+
+def versions_predict(checked: PredictionRequest) -> list[dict]:
+    """The row answered by every serving version of its model at once (each through its own
+    micro-batcher), within the request's timeout; nothing is stored. A version that fails or
+    is late has an ``error`` instead of its outcome."""
+    model = checked.served.model
+    futures = {}
+    for version in model.serving_versions:
+        try:
+            futures[version.label] = pipeline.submit(version, checked.rows)
+        except PlatformError as exc:
+            futures[version.label] = exc
+    wait([f for f in futures.values() if not isinstance(f, Exception)], checked.timeout)
+    answers = []
+    for label, future in futures.items():
+        answer: dict[str, Any] = {"model_version": label}
+        if isinstance(future, Exception):
+            answer["error"] = future.detail
+        elif not future.done():
+            future.cancel()
+            answer["error"] = f"Did not finish within the timeout of {checked.timeout:g} s."
+        elif future.exception() is not None:
+            answer["error"] = "The version failed on this row."
+        elif not np.isfinite(future.result()).all():
+            answer["error"] = "This row overflows the version (its outputs are not finite)."
+        else:
+            outcome = describe(future.result(), task=model.task, labels=model.labels)[0]
+            answer |= {
+                "prediction": outcome.prediction,
+                "label": outcome.label,
+                "confidence": outcome.confidence,
+            }
+        answers.append(answer)
+    return answers
 
 
 def _prediction(checked: PredictionRequest, inference: Inference) -> Prediction:

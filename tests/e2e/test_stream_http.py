@@ -193,7 +193,14 @@ def test_a_stream_is_read_event_by_event_and_each_prediction_is_stored(server, i
     assert names == ["started"] + ["prediction", "progress"] * 3 + ["completed"]
     labels = [data["label"] for name, data in received if name == "prediction"]
     assert labels == ["setosa", "virginica", "setosa"]
-    assert received[-2][1] == {"completed": 3, "total": 3, "percent": 100.0}
+    assert received[-2][1] == {
+        "completed": 3,
+        "total": 3,
+        "percent": 100.0,
+        "status": "processing",
+        "progress": 100.0,
+        "step": 3,
+    }
     assert received[-1][1]["completed"] == 3 and received[-1][1]["failed"] == 0
 
 

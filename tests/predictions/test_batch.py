@@ -84,6 +84,32 @@ def test_a_job_is_processed_chunk_by_chunk_and_results_are_exact(key_client):
     assert last_page["next"] is None
 
 
+def test_the_job_carries_its_results_once_it_ends_and_pages_beyond_the_bound(
+    key_client, settings
+):
+    settings.PLATFORM = {**settings.PLATFORM, "MAX_PAGE_SIZE": 20}
+    job_id = submit(key_client).json()["job_id"]
+    assert key_client.get(f"/api/v1/predict/batch/{job_id}").json()["results"] is None
+
+    run(job_id)
+
+    status = key_client.get(f"/api/v1/predict/batch/{job_id}").json()
+    assert [r["input_index"] for r in status["results"]] == list(range(20))
+    assert status["results"][1]["label"] == "virginica"
+    rest = key_client.get(status["results_next"]).json()
+    assert [r["input_index"] for r in rest["results"]] == list(range(20, 35))
+
+
+def test_a_small_job_carries_every_result(key_client):
+    job_id = submit(key_client, {"inputs": rows(3)}).json()["job_id"]
+
+    run(job_id)
+
+    status = key_client.get(f"/api/v1/predict/batch/{job_id}").json()
+    assert [r["label"] for r in status["results"]] == ["setosa", "virginica", "setosa"]
+    assert status["results_next"] is None
+
+
 def test_downloads_stream_every_row_as_csv_jsonl_and_npy(key_client):
     job_id = submit(key_client).json()["job_id"]
     run(job_id)

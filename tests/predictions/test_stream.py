@@ -65,7 +65,15 @@ def test_a_stream_sends_started_then_each_prediction_and_progress_then_completed
     assert started["total"] == 2 and started["stream_id"]
     assert (first["index"], first["label"]) == (0, "setosa")
     assert (second["index"], second["label"]) == (1, "virginica")
-    assert progress == {"completed": 1, "total": 2, "percent": 50.0}
+    assert progress == {
+        "completed": 1,
+        "total": 2,
+        "percent": 50.0,
+        "status": "processing",
+        "progress": 50.0,
+        "step": 1,
+    }
+    # Only a one-row stream's summary holds its answer (``prediction``).
     assert events[-1][1] | {"seconds": 0} == {
         "stream_id": started["stream_id"],
         "total": 2,
@@ -74,6 +82,9 @@ def test_a_stream_sends_started_then_each_prediction_and_progress_then_completed
         "model": "iris",
         "model_versions": {"v1": 2},
         "seconds": 0,
+        "status": "completed",
+        "progress": 100,
+        "step": 2,
     }
 
 
@@ -266,6 +277,7 @@ def test_a_database_outage_mid_stream_ends_it_with_an_error_event_naming_it(user
     assert events[-1][1] == {
         "detail": "The database is unavailable; try again shortly.",
         "code": "database_unavailable",
+        "status": "error",
     }
     assert Prediction.objects.count() == 1
 

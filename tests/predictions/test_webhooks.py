@@ -222,7 +222,7 @@ def test_enqueue_stores_the_event_and_queues_its_delivery_after_commit(
     assert delivery.url == "https://93.184.216.34/hooks"
     payload = delivery.payload
     assert payload["type"] == "batch_job.completed"
-    assert payload["timestamp"].endswith("Z")
+    assert payload["timestamp"].endswith("+00:00")
     assert payload["data"] == {
         "job_id": str(job.id),
         "status": "completed",
