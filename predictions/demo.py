@@ -33,7 +33,8 @@ class SeedReport:
     models: dict[str, list[str]] = field(default_factory=dict)
     created_versions: list[str] = field(default_factory=list)
     passwords: dict[str, str] = field(default_factory=dict)
-    api_key: str = ""
+    api_key: str = ""  # a key issued by this run
+    kept_key: ApiKey | None = None  # the demo key of an earlier run, still valid
 
 
 def api_users_group() -> Group:
@@ -88,8 +89,9 @@ def _seed_onnx_demo(report: SeedReport) -> None:
 
 
 @transaction.atomic
-def demo_seed(*, issue_key: bool = True) -> SeedReport:
-    """Create what is missing and leave the rest alone; with ``issue_key``, replace the demo key."""
+def demo_seed(*, issue_key: bool = True, new_key: bool = False) -> SeedReport:
+    """Create what is missing and leave the rest alone: with ``issue_key``, a demo key when the
+    demo user has no valid one; with ``new_key``, a new one in place of the old."""
     report = SeedReport()
     for demo in _trained():
         model, _ = MLModel.objects.get_or_create(
@@ -129,11 +131,16 @@ def demo_seed(*, issue_key: bool = True) -> SeedReport:
     _user("admin", staff=True, report=report)
     demo_user = _user("demo", staff=False, report=report)
     demo_user.groups.add(group)
-    if issue_key:
+    if issue_key or new_key:
         demo_user = User.objects.get(pk=demo_user.pk)  # fresh permission cache
-        for old in ApiKey.objects.filter(owner=demo_user, name=DEMO_KEY_NAME, revoked_at=None):
-            api_key_revoke(key=old)
-        _, report.api_key = api_key_create(
-            owner=demo_user, name=DEMO_KEY_NAME, scopes=list(ALL_SCOPES)
-        )
+        keys = ApiKey.objects.filter(owner=demo_user, name=DEMO_KEY_NAME, revoked_at=None)
+        valid = [key for key in keys.order_by("-created_at") if not key.is_expired()]
+        if valid and not new_key:
+            report.kept_key = valid[0]
+        else:
+            for old in keys:
+                api_key_revoke(key=old)
+            _, report.api_key = api_key_create(
+                owner=demo_user, name=DEMO_KEY_NAME, scopes=list(ALL_SCOPES)
+            )
     return report

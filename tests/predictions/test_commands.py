@@ -3,6 +3,7 @@
 import io
 import json
 import re
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -24,7 +25,13 @@ def run(*args) -> str:
 # --- seed_demo --------------------------------------------------------------------------------
 
 
-def test_seed_demo_is_idempotent_and_each_run_prints_a_working_key(db, client_for):
+@pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path) -> Path:
+    settings.VAR_DIR = tmp_path
+    return tmp_path
+
+
+def test_seed_demo_is_idempotent_and_keeps_the_key_it_printed_first(db, client_for):
     first = run("seed_demo")
     second = run("seed_demo")
 
@@ -38,14 +45,36 @@ def test_seed_demo_is_idempotent_and_each_run_prints_a_working_key(db, client_fo
     assert User.objects.filter(username="admin").count() == 1
     assert User.objects.filter(username="demo").count() == 1
     active = ApiKey.objects.filter(owner__username="demo", name="demo", revoked_at=None)
-    assert active.count() == 1
     first_key = first.strip().splitlines()[-1]
-    second_key = second.strip().splitlines()[-1]
-    assert RAW_KEY.fullmatch(first_key) and RAW_KEY.fullmatch(second_key)
-    assert active.get().hashed_key == crypto.hash_key(second_key)
+    assert active.get().hashed_key == crypto.hash_key(first_key)
+    assert not RAW_KEY.search(second)  # no new key: the one exported from the first run works
+    assert f"(mlp_{active.get().lookup}_...) stays valid" in second
+    assert client_for(first_key).get("/api/v1/models").status_code == 200
+
+
+def test_seed_demo_new_key_replaces_the_demo_key(db, client_for, var_dir):
+    first_key = run("seed_demo").strip().splitlines()[-1]
+
+    second_key = run("seed_demo", "--new-key").strip().splitlines()[-1]
+
+    assert RAW_KEY.fullmatch(second_key) and second_key != first_key
     assert client_for(second_key).get("/api/v1/models").status_code == 200
-    # The previous demo key was replaced, as the command's help says.
     assert client_for(first_key).get("/api/v1/models").status_code == 401
+    assert f"demo API key: {second_key}" in (var_dir / "demo-credentials").read_text()
+
+
+def test_seed_demo_keeps_the_passwords_and_key_in_a_file_only_its_owner_reads(db, var_dir):
+    first = run("seed_demo")
+    second = run("seed_demo")
+
+    path = var_dir / "demo-credentials"
+    assert path.stat().st_mode & 0o777 == 0o600
+    passwords = dict(re.findall(r"created user '(\w+)' with password (\S+)", first))
+    kept = path.read_text()
+    assert f"admin password: {passwords['admin']}" in kept
+    assert f"demo password: {passwords['demo']}" in kept
+    assert f"demo API key: {first.strip().splitlines()[-1]}" in kept
+    assert str(path) in second and "changepassword" in second
 
 
 def test_seed_demo_prints_the_first_key_and_it_authenticates(db, client_for):
@@ -63,7 +92,7 @@ def test_seed_demo_prints_the_passwords_of_new_users_only_the_first_time(db, cli
 
     passwords = dict(re.findall(r"created user '(\w+)' with password (\S+)", first))
     assert set(passwords) == {"admin", "demo"}
-    assert "password" not in second
+    assert "created user" not in second
     assert client.login(username="admin", password=passwords["admin"])
     assert User.objects.get(username="admin").is_superuser
     assert User.objects.get(username="demo").check_password(passwords["demo"])
