@@ -403,6 +403,14 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "PREPROCESSING_HOOKS": ["mlplatform.api.schema.drop_trailing_slash_duplicates"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # Bodies are documented as JSON only. The form parsers stay on (a form login, a token
+    # obtained with a form post), but a form body would repeat the JSON schema under a type no
+    # generated client can tell apart, and cannot carry the arrays most bodies hold. A view
+    # whose contract is a form or an upload (login, batch files) lists its media types in
+    # extend_schema(request={...}).
+    "PARSER_WHITELIST": ["mlplatform.api.parsers.ORJSONParser"],
+    # One name for the job status enum, which several bodies share.
+    "ENUM_NAME_OVERRIDES": {"BatchJobStatusEnum": "predictions.models.BatchJob.Status"},
 }
 
 # --- django-q2 --------------------------------------------------------------------------

@@ -61,6 +61,22 @@ class BatchSubmitSerializer(NullMeansAbsent, serializers.Serializer):
         return data
 
 
+# The two bodies of a submission, each documented with its own schema (the view reads both
+# with BatchSubmitSerializer), so that a generated client can tell which encoding to send.
+class BatchInputsSerializer(BatchSubmitSerializer):
+    """A JSON submission: the rows in ``inputs``."""
+
+    inputs = RowsField(help_text="Rows of numbers.")
+    file = format = header = None
+
+
+class BatchUploadSerializer(BatchSubmitSerializer):
+    """A multipart submission: the rows in an uploaded ``file``."""
+
+    inputs = None
+    file = serializers.FileField(help_text="CSV (header optional), NPY float array, or JSONL rows.")
+
+
 class BatchAcceptedSerializer(serializers.Serializer):
     job_id = serializers.UUIDField()
     status = serializers.CharField()
@@ -74,7 +90,7 @@ class BatchJobSerializer(serializers.Serializer):
     """Documents ``job_payload``."""
 
     job_id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=BatchJob.Status.values)
+    status = serializers.ChoiceField(choices=BatchJob.Status.choices)
     model = serializers.CharField()
     model_version = serializers.CharField()
     routing = serializers.CharField()
@@ -176,8 +192,8 @@ class BatchSubmitView(APIView):
 
     @extend_schema(
         request={
-            "application/json": BatchSubmitSerializer,
-            "multipart/form-data": BatchSubmitSerializer,
+            "application/json": BatchInputsSerializer,
+            "multipart/form-data": BatchUploadSerializer,
         },
         responses={
             202: BatchAcceptedSerializer,

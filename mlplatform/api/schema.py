@@ -23,7 +23,8 @@ def event_stream_schema(*events: str) -> dict:
         "properties": {
             "event": {"type": "string", "enum": list(events)},
             "id": {"type": "string"},
-            "data": {"type": "string", "contentMediaType": "application/json"},
+            # OpenAPI 3.0 has no contentMediaType: the encoding of data is said in words.
+            "data": {"type": "string", "description": "A JSON document."},
         },
         "required": ["event", "data"],
     }

@@ -1,0 +1,1 @@
+"""Compatibility with clients built by other tools from this platform's contracts."""
