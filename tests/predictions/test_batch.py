@@ -84,9 +84,7 @@ def test_a_job_is_processed_chunk_by_chunk_and_results_are_exact(key_client):
     assert last_page["next"] is None
 
 
-def test_the_job_carries_its_results_once_it_ends_and_pages_beyond_the_bound(
-    key_client, settings
-):
+def test_the_job_carries_its_results_once_it_ends_and_pages_beyond_the_bound(key_client, settings):
     settings.PLATFORM = {**settings.PLATFORM, "MAX_PAGE_SIZE": 20}
     job_id = submit(key_client).json()["job_id"]
     assert key_client.get(f"/api/v1/predict/batch/{job_id}").json()["results"] is None
