@@ -1,4 +1,5 @@
-"""Usage statistics: per-user request tallies written in batches, and the /stats summary.
+"""Usage statistics: per-user request tallies written in batches, the /stats summary, and
+per-version aggregates of stored predictions (V2's statistics extension).
 
 Requests are counted where they are answered, in memory, per user and minute; each process
 writes its tallies to ``RequestTally`` at most every ``USAGE_FLUSH_SECONDS`` (with the group
@@ -13,11 +14,13 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Sum
+from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import User
@@ -136,6 +139,47 @@ def count_by(queryset, field: str) -> dict[Any, int]:
     return dict(
         queryset.order_by().values_list(field).annotate(n=Count("pk")).values_list(field, "n")
     )
+
+
+@dataclass(frozen=True, slots=True)
+class VersionUsage:
+    """A version's stored predictions: how many, how many from the response cache, their
+    summed ``processing_time`` (seconds) and when the latest was made."""
+
+    predictions: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+    cached_seconds: float = 0.0
+    last_at: datetime | None = None
+
+
+def usage_by_version(
+    predictions: QuerySet[Prediction], version_ids: Iterable[int]
+) -> dict[int, VersionUsage]:
+    """``VersionUsage`` of each of ``version_ids`` that has predictions (one GROUP BY query)."""
+    cached = Q(cached=True)
+    rows = (
+        predictions.filter(model_version_id__in=list(version_ids))
+        .order_by()
+        .values("model_version_id")
+        .annotate(
+            n=Count("pk"),
+            cached_n=Count("pk", filter=cached),
+            seconds=Sum("processing_time"),
+            cached_seconds=Sum("processing_time", filter=cached),
+            last_at=Max("created_at"),
+        )
+    )
+    return {
+        row["model_version_id"]: VersionUsage(
+            predictions=row["n"],
+            cached=row["cached_n"],
+            seconds=row["seconds"] or 0.0,
+            cached_seconds=row["cached_seconds"] or 0.0,
+            last_at=row["last_at"],
+        )
+        for row in rows
+    }
 
 
 def usage_stats(*, user: User) -> dict[str, Any]:

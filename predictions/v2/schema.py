@@ -29,6 +29,7 @@ _DESCRIPTIONS = {
     415: "A Content-Encoding other than gzip, deflate or identity.",
     429: "The rate limit was reached.",
     503: "The version's artifact no longer loads, or the database or cache is unavailable.",
+    501: "Not supported by this server.",
     504: "Inference took longer than the request's timeout parameter.",
 }
 _HEADERS = [
@@ -163,31 +164,152 @@ model_config = extend_schema(
 )
 model_ready = extend_schema(
     tags=["v2"],
-    parameters=_HEADERS,
+    description=(
+        "Readiness of a version, or without one of every version the model's traffic split may "
+        "choose. No credentials and no rate limit: a probe learns ready or not, nothing else."
+    ),
     responses={
         200: inline_serializer(
             "V2ModelReady",
             {
                 "name": serializers.CharField(),
-                "version": serializers.CharField(),
+                "version": serializers.CharField(required=False, help_text="As the path names it."),
                 "ready": serializers.BooleanField(),
             },
         ),
-        **_errors(401, 404, 429),
-        503: OpenApiResponse(
-            inline_serializer(
-                "V2ModelNotReady",
-                {
-                    "name": serializers.CharField(required=False),
-                    "version": serializers.CharField(required=False),
-                    "ready": serializers.BooleanField(required=False),
-                    "error": serializers.CharField(),
-                },
-            ),
-            "The version's artifact does not load (the body names the version, with "
-            '"ready": false), or the database or cache is unavailable.',
+        404: OpenApiResponse(
+            _ERROR,
+            "Not ready: the same answer for an unknown model or version, a retired version, a "
+            "model with nothing to serve and a version whose artifact does not load.",
         ),
+        503: OpenApiResponse(_ERROR, "The database is unavailable."),
     },
+)
+model_list = extend_schema(
+    tags=["v2"],
+    operation_id="v2_models_list",
+    description="KServe's model list: the models with a version that is not retired.",
+    parameters=_HEADERS,
+    responses={
+        200: inline_serializer(
+            "V2ModelList", {"models": serializers.ListField(child=serializers.CharField())}
+        ),
+        **_errors(401, 429, 503),
+    },
+)
+
+_DURATION = inline_serializer(
+    "V2StatDuration",
+    {
+        "count": serializers.IntegerField(),
+        "ns": serializers.IntegerField(help_text="Cumulative duration in nanoseconds."),
+    },
+)
+
+
+_STATISTICS = inline_serializer(
+    "V2ModelStatistics",
+    {
+        "model_stats": inline_serializer(
+            "V2ModelStat",
+            {
+                "name": serializers.CharField(),
+                "version": serializers.CharField(),
+                "last_inference": serializers.IntegerField(
+                    help_text="Milliseconds since the epoch of the latest prediction (0: none)."
+                ),
+                "inference_count": serializers.IntegerField(
+                    help_text="Rows predicted by the model (cache hits excluded)."
+                ),
+                "execution_count": serializers.IntegerField(help_text="Not measured: 0."),
+                "inference_stats": inline_serializer(
+                    "V2InferenceStats",
+                    {
+                        name: _DURATION
+                        for name in (
+                            "success",
+                            "fail",
+                            "queue",
+                            "compute_input",
+                            "compute_infer",
+                            "compute_output",
+                            "cache_hit",
+                            "cache_miss",
+                        )
+                    },
+                ),
+                "batch_stats": serializers.ListField(
+                    child=serializers.DictField(), help_text="Not measured: empty."
+                ),
+            },
+            many=True,
+        )
+    },
+)
+
+
+def _stats(*, everything: bool = False):
+    return extend_schema(
+        operation_id="v2_stats_retrieve" if everything else None,
+        tags=["v2"],
+        description=(
+            "Triton's statistics extension, from the stored predictions the caller may read (their "
+            "own; staff: everyone's), counted per predicted row. Retired versions are left out. "
+            "Fields the platform does not measure are zero: see docs/v2.md."
+        ),
+        parameters=_HEADERS,
+        responses={
+            200: _STATISTICS,
+            **_errors(401),
+            403: OpenApiResponse(_ERROR, "The credentials lack the 'read' scope."),
+            **_errors(*([429, 503] if everything else [404, 429, 503])),
+        },
+    )
+
+
+model_stats = _stats()
+# Its own operation id: /v2/models/stats would take that of /v2/models/{name}/stats.
+all_stats = _stats(everything=True)
+
+
+repository_index = extend_schema(
+    tags=["v2"],
+    description=(
+        "Triton's repository index: every version of every model. Active and staged versions "
+        "are READY when their artifact loads (else UNAVAILABLE, the reason saying why); retired "
+        "ones are UNAVAILABLE with the reason 'retired'."
+    ),
+    parameters=_HEADERS,
+    request=inline_serializer(
+        "V2RepositoryIndex",
+        {
+            "ready": serializers.BooleanField(
+                required=False, help_text="Only the versions that are READY (default false)."
+            )
+        },
+    ),
+    responses={
+        200: inline_serializer(
+            "V2RepositoryModel",
+            {
+                "name": serializers.CharField(),
+                "version": serializers.CharField(
+                    required=False, help_text="Absent for a model without versions."
+                ),
+                "state": serializers.ChoiceField(choices=["READY", "UNAVAILABLE"]),
+                "reason": serializers.CharField(allow_blank=True),
+            },
+            many=True,
+        ),
+        **_errors(400, 401, 413, 415, 429, 503),
+    },
+)
+repository_control = extend_schema(
+    tags=["v2"],
+    description="Not supported: a version is served while its status is active or staged.",
+    parameters=_HEADERS,
+    request=None,
+    responses=_errors(401, 429, 501),
 )
 
 

@@ -32,6 +32,7 @@ from predictions.pipeline import (
     route,
     store,
 )
+from predictions.registry import VersionEntry
 from predictions.services.shadow import shadows_send
 from predictions.v2.codec import (
     InferenceRequest,
@@ -67,10 +68,10 @@ def signature_for(served: Served) -> Signature:
     return Signature(model.name, len(model.feature_names), n_outputs, classifier)
 
 
-def version_problem(served: Served) -> str | None:
+def version_problem(version: VersionEntry) -> str | None:
     """Why the version cannot serve (its artifact does not load), or None when it is ready."""
     try:
-        load(served.version)
+        load(version)
     except PlatformError as exc:
         return exc.detail
     return None

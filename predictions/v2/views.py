@@ -1,14 +1,17 @@
 """Thin views of the V2 protocol: read the body, call a service, encode the answer.
 
 Authentication and scopes are those of the REST API (``X-API-Key`` or ``Authorization: Bearer``;
-inference needs the ``predict`` scope; model metadata and readiness any credentials). The
-server's health and metadata answer without credentials, as probes need. Errors are answered
-as the protocol says: the status and ``{"error": "..."}`` with the REST API's message.
+inference needs the ``predict`` scope, statistics the ``read`` scope; model metadata, the
+model list and the repository index any credentials). The server's health and metadata and a
+model's readiness answer without credentials and outside the rate limits, as probes need.
+Errors are answered as the protocol says: the status and ``{"error": "..."}`` with the REST
+API's message.
 """
 
 import zlib
 from importlib import metadata
 
+import orjson
 from django.http import HttpResponse
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -25,18 +28,35 @@ from mlplatform.health import CHECKS
 from mlplatform.middleware import body_limit
 from predictions.models import ModelVersion
 from predictions.pipeline import Served, principal_id, route
-from predictions.v2 import schema, services
+from predictions.v2 import repository, schema, services
 from predictions.v2.codec import ProtocolError, decode_request
 from predictions.v2.signature import PLATFORMS
+from predictions.v2.statistics import model_statistics
 
 SERVER_NAME = "mlplatform"
-EXTENSIONS = ["binary_tensor_data", "parameters", "model_configuration"]
+# Triton's names. ``model_repository``: the index is served; load and unload answer 501, as
+# Triton's own do when its models are not under explicit control.
+EXTENSIONS = [
+    "binary_tensor_data",
+    "parameters",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 class UnsupportedEncoding(ProtocolError):
     status_code = 415
+
+
+class NotReady(ProtocolError):
+    status_code = 404
+
+
+class Unsupported(ProtocolError):
+    status_code = 501
 
 
 def v2_exception_handler(exc, context):
@@ -189,17 +209,78 @@ class ModelConfigView(V2View):
         )
 
 
-class ModelReadyView(V2View):
-    """200 ``{"ready": true}`` when the version (or the caller's split) can serve; else 503."""
+class ModelReadyView(ProbeView):
+    """200 ``{"name", "ready": true}`` when the version (without one: every version the model's
+    traffic split may choose) loads; one 404 for every other case, so that a probe learns only
+    whether the model is ready."""
 
     @schema.model_ready
     def get(self, request, name: str, version: str | None = None):
-        served = _served(request, name, version)
-        problem = services.version_problem(served)
-        body = {"name": served.model.name, "version": served.version.label}
-        if problem is not None:
-            return Response({**body, "ready": False, "error": problem}, status=503)
-        return Response({**body, "ready": True})
+        if not repository.model_ready(name, version):
+            which = f"Version {version!r} of model {name!r}" if version else f"Model {name!r}"
+            raise NotReady(f"{which} is not ready.")
+        body = {"name": name, "ready": True}
+        if version:
+            body["version"] = version
+        return Response(body)
+
+
+class ModelListView(V2View):
+    """KServe's model list: the names of the models with a version that is not retired."""
+
+    @schema.model_list
+    def get(self, request):
+        return Response({"models": repository.served_model_names()})
+
+
+class ModelStatsView(V2View):
+    """Triton's statistics of every version, a model's versions, or one version."""
+
+    permission_classes = [scope_required("read")]
+
+    @schema.model_stats
+    def get(self, request, name: str | None = None, version: str | None = None):
+        stats = model_statistics(user=request.user, name=name, version=version)
+        return Response({"model_stats": stats})
+
+
+class AllStatsView(ModelStatsView):
+    """Triton's statistics of every version of every model."""
+
+    @schema.all_stats
+    def get(self, request):
+        return super().get(request)
+
+
+class RepositoryIndexView(V2View):
+    """Triton's repository index: each version's name, state and reason."""
+
+    @schema.repository_index
+    def post(self, request):
+        data = _body(request)
+        try:
+            document = orjson.loads(data) if data.strip() else {}
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise ProtocolError('the body must be a JSON object, such as {"ready": true}')
+        ready = document.get("ready", False)
+        if not isinstance(ready, bool):
+            raise ProtocolError("Invalid value for 'ready': expected a boolean")
+        return Response(repository.repository_index(ready_only=ready))
+
+
+class RepositoryControlView(V2View):
+    """Load and unload: not supported, versions are served by their status (501)."""
+
+    action = ""  # "load" or "unload", set by the route
+
+    @schema.repository_control
+    def post(self, request, name: str):
+        raise Unsupported(
+            f"Model {self.action} is not supported: a version is served while its status is active "
+            "or staged, and its status is set in the admin."
+        )
 
 
 def _decompressed(data: bytes, encoding: str, limit: int) -> bytes:

@@ -1,17 +1,20 @@
 """End to end: the V2 protocol spoken by real client libraries to ``manage.py serve`` over HTTP.
 
 tritonclient.http (binary tensors by default, JSON on request; health, metadata, readiness,
-inference with and without a version) and the KServe SDK's REST client.
+inference with and without a version; model configuration, the repository index and
+statistics) and the KServe SDK's REST client and data models.
 """
 
 import asyncio
 from urllib.parse import urlsplit
 
+import httpx
 import kserve
 import numpy as np
 import pytest
 import requests
 import tritonclient.http as httpclient
+from kserve.protocol.rest.v2_datamodels import ListModelsResponse
 from tritonclient.utils import InferenceServerException
 
 from predictions.runtime.datasets import load_dataset
@@ -60,14 +63,13 @@ def test_health_and_server_metadata_through_tritonclient(triton):
     assert triton.is_server_ready()
     metadata = triton.get_server_metadata()
     assert metadata["name"] == "mlplatform"
-    assert "binary_tensor_data" in metadata["extensions"]
+    assert {"binary_tensor_data", "model_repository", "statistics"} <= set(metadata["extensions"])
 
 
 def test_model_readiness_and_metadata_with_and_without_a_version(triton, auth):
     assert triton.is_model_ready("iris", headers=auth())
     assert triton.is_model_ready("digits", "v1-onnx", headers=auth())
     assert not triton.is_model_ready("iris", "v9", headers=auth())
-    assert not triton.is_model_ready("iris")  # no credentials
 
     metadata = triton.get_model_metadata("iris", "v1", headers=auth())
     assert metadata["platform"] == "mlplatform_numpy"
@@ -81,6 +83,67 @@ def test_model_readiness_and_metadata_with_and_without_a_version(triton, auth):
     onnx = triton.get_model_metadata("digits", "v1-onnx", headers=auth())
     assert onnx["platform"] == "onnxruntime_onnx"
     assert triton.get_model_metadata("digits", headers=auth())["versions"] == ["v1", "v1-onnx"]
+
+
+def test_readiness_answers_probes_without_credentials(triton):
+    assert triton.is_model_ready("iris")
+    assert triton.is_model_ready("iris", "v1")
+    assert triton.is_model_ready("digits", "v1-onnx")
+    assert not triton.is_model_ready("nope")
+    assert not triton.is_model_ready("iris", "v9")
+    with pytest.raises(InferenceServerException, match="Authentication credentials"):
+        triton.get_model_metadata("iris")
+
+
+def test_model_configuration_through_tritonclient(triton, auth):
+    config = triton.get_model_config("iris", "v1", headers=auth())
+
+    assert (config["name"], config["version"]) == ("iris", "v1")
+    assert config["max_batch_size"] == 64
+    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [4]}]
+    assert [(o["name"], o["data_type"], o["dims"]) for o in config["output"]] == [
+        ("prediction", "TYPE_FP32", [3]),
+        ("label", "TYPE_BYTES", []),
+        ("confidence", "TYPE_FP32", []),
+        ("prediction_id", "TYPE_BYTES", []),
+    ]
+    assert triton.get_model_config("digits", headers=auth())["input"][0]["dims"] == [64]
+    with pytest.raises(InferenceServerException, match="Authentication credentials"):
+        triton.get_model_config("iris")
+
+
+def test_repository_index_through_tritonclient(triton, auth):
+    index = triton.get_model_repository_index(headers=auth())
+
+    states = {(e["name"], e["version"]): e["state"] for e in index}
+    assert states[("iris", "v1")] == states[("iris", "v2")] == "READY"
+    assert states[("digits", "v1-onnx")] == "READY"
+    with pytest.raises(InferenceServerException) as refused:
+        triton.load_model("iris", headers=auth())
+    assert refused.value.status() == "501"
+    assert "not supported" in refused.value.message()
+
+
+def test_inference_statistics_rise_with_inferences(triton, auth):
+    def iris_v1() -> dict:
+        (stat,) = triton.get_inference_statistics("iris", "v1", headers=auth())["model_stats"]
+        return stat
+
+    before = iris_v1()
+    for _ in range(2):
+        triton.infer("iris", [triton_input(IRIS_ROWS)], model_version="v1", headers=auth())
+    after = iris_v1()
+
+    assert after["inference_count"] == before["inference_count"] + 6
+    success, earlier = after["inference_stats"]["success"], before["inference_stats"]["success"]
+    assert success["count"] == earlier["count"] + 6
+    assert success["ns"] > earlier["ns"]
+    assert after["last_inference"] > before["last_inference"]
+    assert after["inference_stats"]["queue"] == {"count": 0, "ns": 0}
+    every = triton.get_inference_statistics(headers=auth())["model_stats"]
+    assert ("iris", "v1") in {(s["name"], s["version"]) for s in every}
+    versions = triton.get_inference_statistics("iris", headers=auth())["model_stats"]
+    assert [s["version"] for s in versions] == ["v1", "v2"]
 
 
 def test_binary_inference_with_a_version_matches_the_rest_api(server, instance, triton, auth):
@@ -180,6 +243,8 @@ def test_the_kserve_sdk_rest_client_speaks_to_the_server(server, auth):
             live = await client.is_server_live(server.base_url)
             ready = await client.is_server_ready(server.base_url)
             model_ready = await client.is_model_ready(server.base_url, "iris", headers=auth())
+            unknown_ready = await client.is_model_ready(server.base_url, "nope")
+            anonymous_ready = await client.is_model_ready(server.base_url, "iris")
             request = kserve.InferRequest(
                 model_name="iris",
                 infer_inputs=[kserve.InferInput("input", list(IRIS_ROWS.shape), "FP32", IRIS_ROWS)],
@@ -189,13 +254,24 @@ def test_the_kserve_sdk_rest_client_speaks_to_the_server(server, auth):
             )
         finally:
             await client.close()
-        return live, ready, model_ready, response
+        return live, ready, model_ready, unknown_ready, anonymous_ready, response
 
-    live, ready, model_ready, response = asyncio.run(session())
+    live, ready, model_ready, unknown_ready, anonymous_ready, response = asyncio.run(session())
 
     assert live and ready and model_ready
+    assert not unknown_ready and anonymous_ready
     outputs = {o.name: o for o in response.outputs}
     assert [v.decode() if isinstance(v, bytes) else v for v in outputs["label"].data] == (
         IRIS_LABELS
     )
     assert np.asarray(outputs["prediction"].data).size == 9
+
+
+def test_the_model_list_parses_as_the_kserve_sdk_defines_it(server, auth):
+    # The SDK's REST client has no call for the list; its data model is the contract.
+    response = httpx.get(server.url("/v2/models"), headers=auth(), timeout=10)
+
+    assert response.status_code == 200
+    listed = ListModelsResponse.model_validate_json(response.content)
+    assert listed.models == ["breast-cancer", "digits", "iris"]
+    assert httpx.get(server.url("/v2/models"), timeout=10).status_code == 401

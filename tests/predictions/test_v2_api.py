@@ -11,11 +11,14 @@ import zlib
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
-from predictions.models import ModelVersion, Prediction, ShadowPrediction
+from mlplatform.conf import DEFAULTS
+from predictions.models import MLModel, ModelVersion, Prediction, ShadowPrediction
 from predictions.runtime.datasets import load_dataset
-from predictions.services import registry_touch
+from predictions.services import model_save, registry_touch
 from predictions.services.shadow import shadows_join
 from predictions.v2 import views
 
@@ -74,7 +77,13 @@ def test_server_metadata_names_the_binary_tensor_extension_without_credentials(c
     assert response.status_code == 200
     body = response.json()
     assert body["name"] == "mlplatform" and body["version"]
-    assert "binary_tensor_data" in body["extensions"]
+    assert body["extensions"] == [
+        "binary_tensor_data",
+        "parameters",
+        "model_configuration",
+        "model_repository",
+        "statistics",
+    ]
 
 
 def test_liveness_and_readiness_answer_200_with_a_body_saying_so(client):
@@ -236,9 +245,11 @@ def test_a_retired_version_is_not_listed_and_answers_404(key_client):
     ("path", "message"),
     [
         ("/v2/models/nope", "Unknown model 'nope'"),
-        ("/v2/models/nope/ready", "Unknown model 'nope'"),
+        ("/v2/models/nope/config", "Unknown model 'nope'"),
+        ("/v2/models/nope/stats", "Unknown model 'nope'"),
         ("/v2/models/iris/versions/v9", "has no version 'v9'; versions: v1, v2"),
-        ("/v2/models/iris/versions/v9/ready", "has no version 'v9'"),
+        ("/v2/models/iris/versions/v9/config", "has no version 'v9'"),
+        ("/v2/models/iris/versions/v9/stats", "has no version 'v9'"),
     ],
 )
 def test_unknown_models_and_versions_answer_404_with_an_error(key_client, path, message):
@@ -248,33 +259,98 @@ def test_unknown_models_and_versions_answer_404_with_an_error(key_client, path, 
     assert message in response.json()["error"]
 
 
-def test_model_readiness_answers_200_with_a_body(key_client):
-    response = key_client.get("/v2/models/iris/versions/v2/ready")
+def test_model_readiness_answers_200_with_a_body_without_credentials(client):
+    response = client.get("/v2/models/iris/versions/v2/ready")
 
     assert response.status_code == 200
     assert response.json() == {"name": "iris", "version": "v2", "ready": True}
-    assert key_client.get("/v2/models/digits/ready").json()["ready"] is True
+    assert client.get("/v2/models/digits/ready").json() == {"name": "digits", "ready": True}
+    assert client.get("/v2/models/digits/versions/v1-onnx/ready").status_code == 200
 
 
-def test_a_version_whose_artifact_no_longer_loads_is_not_ready(key_client):
+def break_artifact(model: str, label: str) -> None:
     # Only possible behind the admin's back (uploads are validated), yet it must not be a 500.
-    ModelVersion.objects.filter(model__name="iris", label="v1").update(
+    ModelVersion.objects.filter(model__name=model, label=label).update(
         artifact=b"broken", checksum="changed"
     )
     registry_touch()
 
-    response = key_client.get("/v2/models/iris/versions/v1/ready")
 
-    assert response.status_code == 503
-    assert response.json()["ready"] is False
-    assert "not a .npz archive" in response.json()["error"]
+def test_a_probe_learns_ready_or_not_and_nothing_else(client):
+    ModelVersion.objects.filter(model__name="iris", label="v1").update(status="retired")
+    break_artifact("digits", "v1-onnx")
+    ModelVersion.objects.filter(model__name="breast-cancer").update(status="retired")
+    registry_touch()
+
+    answers = {
+        path: client.get(path)
+        for path in (
+            "/v2/models/nope/ready",
+            "/v2/models/iris/versions/v9/ready",
+            "/v2/models/iris/versions/v1/ready",  # retired
+            "/v2/models/digits/versions/v1-onnx/ready",  # its artifact does not load
+            "/v2/models/breast-cancer/ready",  # nothing left to serve
+        )
+    }
+
+    assert {path: r.status_code for path, r in answers.items()} == dict.fromkeys(answers, 404)
+    assert answers["/v2/models/nope/ready"].json() == {"error": "Model 'nope' is not ready."}
+    assert answers["/v2/models/iris/versions/v1/ready"].json() == {
+        "error": "Version 'v1' of model 'iris' is not ready."
+    }
+    assert answers["/v2/models/iris/versions/v9/ready"].json() == {
+        "error": "Version 'v9' of model 'iris' is not ready."
+    }
+    assert answers["/v2/models/digits/versions/v1-onnx/ready"].json() == {
+        "error": "Version 'v1-onnx' of model 'digits' is not ready."
+    }
+
+
+def test_without_a_version_a_model_is_ready_only_if_every_version_of_its_split_loads(client):
+    assert client.get("/v2/models/iris/ready").status_code == 200
+
+    break_artifact("iris", "v1")  # iris splits its traffic between v1 and v2
+
+    assert client.get("/v2/models/iris/ready").status_code == 404
+    assert client.get("/v2/models/iris/versions/v2/ready").status_code == 200
+
+
+def test_a_probe_ignores_credentials_even_bad_ones(client):
+    response = client.get("/v2/models/iris/ready", HTTP_X_API_KEY="mlp_not-a-key")
+
+    assert (response.status_code, response.json()["ready"]) == (200, True)
+    assert client.get("/v2/models/iris/ready", HTTP_AUTHORIZATION="Bearer x.y.z").status_code == 200
+
+
+def test_probes_do_not_count_against_the_rate_limit(key_client, client, settings):
+    settings.PLATFORM = {
+        **settings.PLATFORM,
+        "RATE_LIMITS": {**DEFAULTS["RATE_LIMITS"], "api": "2/m"},
+    }
+
+    probes = [key_client.get("/v2/models/iris/ready") for _ in range(5)]
+    probes += [client.get("/v2/models/iris/versions/v1/ready") for _ in range(5)]
+
+    assert [r.status_code for r in probes] == [200] * 10
+    assert all("X-RateLimit-Limit" not in r for r in probes)
+    metadata = [key_client.get("/v2/models/iris") for _ in range(3)]
+    assert [r.status_code for r in metadata] == [200, 200, 429]
+    assert metadata[0]["X-RateLimit-Limit"] == "2"
+
+
+def test_a_version_whose_artifact_no_longer_loads_is_unavailable_in_the_index(key_client, client):
+    break_artifact("iris", "v1")
+
+    assert client.get("/v2/models/iris/versions/v1/ready").status_code == 404
+    index = key_client.post("/v2/repository/index", {}, format="json").json()
+    entry = next(e for e in index if (e["name"], e.get("version")) == ("iris", "v1"))
+    assert entry["state"] == "UNAVAILABLE"
+    assert "Version 'v1' of model 'iris' cannot be loaded" in entry["reason"]
+    assert "not a .npz archive" in entry["reason"]
 
 
 def test_inference_on_a_version_that_no_longer_loads_is_a_503_not_a_500(key_client):
-    ModelVersion.objects.filter(model__name="iris", label="v1").update(
-        artifact=b"broken", checksum="changed"
-    )
-    registry_touch()
+    break_artifact("iris", "v1")
 
     response = infer(key_client)
 
@@ -283,12 +359,221 @@ def test_inference_on_a_version_that_no_longer_loads_is_a_503_not_a_500(key_clie
     assert Prediction.objects.count() == 0
 
 
-def test_model_endpoints_need_credentials(client):
-    for path in ("/v2/models/iris", "/v2/models/iris/ready"):
-        response = client.get(path)
-        assert response.status_code == 401
-        assert response.json() == {"error": "Authentication credentials were not provided."}
-        assert "ApiKey" in response["WWW-Authenticate"]
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/v2/models"),
+        ("get", "/v2/models/iris"),
+        ("get", "/v2/models/iris/versions/v1"),
+        ("get", "/v2/models/iris/config"),
+        ("get", "/v2/models/stats"),
+        ("get", "/v2/models/iris/stats"),
+        ("get", "/v2/models/iris/versions/v1/stats"),
+        ("post", "/v2/repository/index"),
+        ("post", "/v2/repository/models/iris/load"),
+        ("post", "/v2/models/iris/infer"),
+    ],
+)
+def test_model_endpoints_other_than_readiness_need_credentials(client, method, path):
+    response = getattr(client, method)(path)
+
+    assert response.status_code == 401
+    assert response.json() == {"error": "Authentication credentials were not provided."}
+    assert "ApiKey" in response["WWW-Authenticate"]
+
+
+# --- the model list, the repository index and statistics ------------------------------------
+
+
+def test_the_model_list_names_the_models_with_a_version_to_serve(key_client):
+    assert key_client.get("/v2/models").json() == {"models": ["breast-cancer", "digits", "iris"]}
+
+    ModelVersion.objects.filter(model__name="breast-cancer").update(status="retired")
+    registry_touch()
+
+    assert key_client.get("/v2/models").json() == {"models": ["digits", "iris"]}
+
+
+def index(client, body=b"", **headers):
+    return client.post("/v2/repository/index", body, content_type="application/json", **headers)
+
+
+def test_the_repository_index_lists_every_version_with_its_state(key_client):
+    ModelVersion.objects.filter(model__name="iris", label="v1").update(status="retired")
+    ModelVersion.objects.filter(model__name="digits", label="v1-onnx").update(status="staged")
+    registry_touch()
+
+    response = index(key_client)
+
+    assert response.status_code == 200
+    entries = {(e["name"], e["version"]): (e["state"], e["reason"]) for e in response.json()}
+    assert entries == {
+        ("breast-cancer", "v1"): ("READY", ""),
+        ("digits", "v1"): ("READY", ""),
+        ("digits", "v1-onnx"): ("READY", ""),  # staged: served to requests that name it
+        ("iris", "v1"): ("UNAVAILABLE", "retired"),
+        ("iris", "v2"): ("READY", ""),
+    }
+    ready = index(key_client, b'{"ready": true}').json()
+    assert [(e["name"], e["version"]) for e in ready] == [
+        ("breast-cancer", "v1"),
+        ("digits", "v1"),
+        ("digits", "v1-onnx"),
+        ("iris", "v2"),
+    ]
+    assert index(key_client, b"{}").json() == response.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"ready": "yes"}', "Invalid value for 'ready': expected a boolean"),
+        (b"[true]", "the body must be a JSON object"),
+        (b'{"ready": tru', "the body is not valid JSON"),
+    ],
+)
+def test_a_malformed_index_request_is_a_400_that_says_why(key_client, body, message):
+    response = index(key_client, body)
+
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+@pytest.mark.parametrize("action", ["load", "unload"])
+def test_loading_and_unloading_models_is_not_supported(key_client, action):
+    response = key_client.post(f"/v2/repository/models/iris/{action}", {}, format="json")
+
+    assert response.status_code == 501
+    assert response.json()["error"].startswith(f"Model {action} is not supported")
+    assert ModelVersion.objects.filter(model__name="iris", status="active").count() == 2
+
+
+def stats(client, path="/v2/models/iris/versions/v1/stats") -> list[dict]:
+    response = client.get(path)
+    assert response.status_code == 200, response.content
+    return response.json()["model_stats"]
+
+
+ZERO = {"count": 0, "ns": 0}
+
+
+def test_statistics_count_and_time_the_stored_predictions_of_a_version(key_client, user):
+    (before,) = stats(key_client)
+    assert before == {
+        "name": "iris",
+        "version": "v1",
+        "last_inference": 0,
+        "inference_count": 0,
+        "execution_count": 0,
+        "inference_stats": dict.fromkeys(
+            [
+                "success",
+                "fail",
+                "queue",
+                "compute_input",
+                "compute_infer",
+                "compute_output",
+                "cache_hit",
+                "cache_miss",
+            ],
+            ZERO,
+        ),
+        "batch_stats": [],
+    }
+
+    parsed(infer(key_client))  # three rows
+    rest = key_client.post(
+        "/api/v1/predict",
+        {"input_data": [5.1, 3.5, 1.4, 0.2], "model_version": "v1"},
+        format="json",
+    )
+    assert rest.status_code == 200
+
+    (after,) = stats(key_client)
+    stored = Prediction.objects.filter(model_version__label="v1", model_version__model__name="iris")
+    assert after["inference_count"] == 4
+    assert after["inference_stats"]["success"] == {
+        "count": 4,
+        "ns": round(sum(p.processing_time for p in stored) * 1e9),
+    }
+    latest = max(p.created_at for p in stored)
+    assert after["last_inference"] == round(latest.timestamp() * 1000)
+    for unmeasured in ("fail", "queue", "compute_input", "compute_infer", "compute_output"):
+        assert after["inference_stats"][unmeasured] == ZERO
+    assert after["execution_count"] == 0 and after["batch_stats"] == []
+    (v2,) = stats(key_client, "/v2/models/iris/versions/v2/stats")
+    assert v2["inference_count"] == 0
+
+
+def test_cache_hits_count_apart_from_inferences(key_client):
+    iris = MLModel.objects.get(name="iris")
+    iris.cache_ttl = 60
+    model_save(model=iris)
+    body = {"input_data": [5.1, 3.5, 1.4, 0.2], "model_version": "v1"}
+    answers = [key_client.post("/api/v1/predict", body, format="json").json() for _ in range(3)]
+    assert [a["cached"] for a in answers] == [False, True, True]
+
+    (stat,) = stats(key_client)
+
+    hits = Prediction.objects.filter(cached=True)
+    assert stat["inference_count"] == 1
+    assert stat["inference_stats"]["success"]["count"] == 3
+    assert stat["inference_stats"]["cache_hit"] == {
+        "count": 2,
+        "ns": round(sum(p.processing_time for p in hits) * 1e9),
+    }
+    assert stat["inference_stats"]["cache_miss"] == ZERO
+
+
+def test_statistics_cover_a_models_versions_or_every_model_retired_ones_left_out(key_client):
+    ModelVersion.objects.filter(model__name="iris", label="v1").update(status="retired")
+    registry_touch()
+
+    assert [s["version"] for s in stats(key_client, "/v2/models/iris/stats")] == ["v2"]
+    every = stats(key_client, "/v2/models/stats")
+    assert [(s["name"], s["version"]) for s in every] == [
+        ("breast-cancer", "v1"),
+        ("digits", "v1"),
+        ("digits", "v1-onnx"),
+        ("iris", "v2"),
+    ]
+    response = key_client.get("/v2/models/iris/versions/v1/stats")
+    assert response.status_code == 404
+    assert response.json() == {"error": "Version 'v1' of model 'iris' is retired."}
+
+
+def test_statistics_are_the_callers_own_and_everyones_for_staff(
+    user, other_user, staff, make_key, client_for
+):
+    alice, bob, carol = (client_for(make_key(u)) for u in (user, other_user, staff))
+    parsed(infer(alice))  # three rows
+    parsed(infer(bob, rows=IRIS_ROWS[:1]))
+
+    assert stats(alice)[0]["inference_count"] == 3
+    assert stats(bob)[0]["inference_count"] == 1
+    assert stats(carol)[0]["inference_count"] == 4
+
+
+def test_statistics_need_the_read_scope(user, make_key, client_for):
+    client = client_for(make_key(user, scopes=["predict"]))
+
+    response = client.get("/v2/models/stats")
+
+    assert response.status_code == 403
+    assert response.json() == {"error": "This API key lacks the 'read' scope."}
+
+
+def test_statistics_of_every_model_read_the_predictions_in_one_query(key_client):
+    parsed(infer(key_client))
+    key_client.get("/v2/models/stats")  # the registry is read
+
+    with CaptureQueriesContext(connection) as queries:
+        every = stats(key_client, "/v2/models/stats")
+
+    assert len(every) == 5
+    reads = [q["sql"] for q in queries if "predictions_prediction" in q["sql"]]
+    assert len(reads) == 1
+    assert "GROUP BY" in reads[0]
 
 
 # --- inference --------------------------------------------------------------------------------
