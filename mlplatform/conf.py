@@ -25,6 +25,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_BATCH_ROWS": 20_000_000,
     "MAX_ACTIVE_BATCH_JOBS": 5,
     "BATCH_CHUNK_ROWS": 100_000,
+    # Seconds one task works on a job before it queues the rest as a new task: tasks stay
+    # short, so a dead worker's task is handed out again after Q_RETRY (60 s), not after the
+    # length of a whole job.
+    "BATCH_TASK_SECONDS": 15.0,
     # Webhooks: seconds to wait for a receiver (capped at 15), attempts in all, and the waits
     # after failed attempts 1, 2, ... (the last one repeats).
     "WEBHOOK_TIMEOUT": 10.0,

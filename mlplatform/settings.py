@@ -421,9 +421,10 @@ Q_CLUSTER = {
     "orm": "default",
     "workers": env_int("Q_WORKERS", 1 if PROFILE == "embedded" else 2),
     # A task running longer than "timeout" is stopped; one not acknowledged within "retry"
-    # seconds (its worker died) is handed out again.
-    "timeout": env_int("Q_TIMEOUT", 600),
-    "retry": env_int("Q_RETRY", 660),
+    # seconds (its worker died) is handed out again. A batch job runs as a chain of tasks of
+    # about BATCH_TASK_SECONDS each, so both can be short.
+    "timeout": env_int("Q_TIMEOUT", 45),
+    "retry": env_int("Q_RETRY", 60),
     "max_attempts": 5,
     "catch_up": False,
     "poll": 0.5,

@@ -182,7 +182,9 @@ def batch_job_retry(*, job: BatchJob) -> BatchJob:
 
 
 def batch_job_process(*, job_id: str) -> None:
-    """Predict every chunk not yet stored; safe to run twice or after a crash."""
+    """Predict the chunks not yet stored, for about ``BATCH_TASK_SECONDS``, then queue the rest
+    as a new task; safe to run twice or after a crash."""
+    deadline = time.monotonic() + platform_setting("BATCH_TASK_SECONDS")
     job = BatchJob.objects.select_related("model_version__model").filter(pk=job_id).first()
     if job is None or job.is_terminal:
         return
@@ -201,9 +203,14 @@ def batch_job_process(*, job_id: str) -> None:
     rows = _npy_load(job.input_data)
     done = set(job.chunks.values_list("index", flat=True))
     n_chunks = math.ceil(job.total_inputs / job.chunk_size)
+    first = min(set(range(n_chunks)) - done, default=n_chunks)
     for index in range(n_chunks):
         if index in done:
             continue
+        if index > first and time.monotonic() > deadline:  # at least one chunk a task
+            batch_job_enqueue(job)
+            logger.info("batch %s: the rest goes on in a new task", job.pk)
+            return
         if BatchJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
             _finish(job.pk, BatchJob.Status.CANCELLED)
             return

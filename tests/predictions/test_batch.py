@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django_q.models import OrmQ
 
 from predictions.models import BatchChunk, BatchJob, ModelVersion
 from predictions.registry import registry
@@ -106,6 +107,23 @@ def test_a_small_job_carries_every_result(key_client):
     status = key_client.get(f"/api/v1/predict/batch/{job_id}").json()
     assert [r["label"] for r in status["results"]] == ["setosa", "virginica", "setosa"]
     assert status["results_next"] is None
+
+
+def test_a_task_works_for_its_time_budget_and_queues_the_rest_as_a_new_task(key_client, settings):
+    settings.PLATFORM = {**settings.PLATFORM, "BATCH_TASK_SECONDS": 0}
+    job_id = submit(key_client).json()["job_id"]
+    queued = OrmQ.objects.count()
+
+    job = run(job_id)
+
+    # One chunk per task: the first stored one, then a task for the rest is queued.
+    assert (job.status, job.completed_inputs) == ("processing", 10)
+    assert OrmQ.objects.count() == queued + 1
+    tasks = 1
+    while job.status == "processing":
+        job, tasks = run(job_id), tasks + 1
+    assert (job.status, job.completed_inputs, tasks) == ("completed", 35, 4)
+    assert BatchChunk.objects.filter(job=job).count() == 4
 
 
 def test_downloads_stream_every_row_as_csv_jsonl_and_npy(key_client):
