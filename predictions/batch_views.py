@@ -3,7 +3,13 @@
 import hashlib
 
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
@@ -33,6 +39,16 @@ from predictions.streaming import watched_job_events
 READ = any_scope_required("read", "batch")
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "two iris rows",
+            value={"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], "model": "iris"},
+            request_only=True,
+            media_type="application/json",
+        )
+    ]
+)
 class BatchSubmitSerializer(NullMeansAbsent, serializers.Serializer):
     inputs = RowsField(required=False, help_text="Rows of numbers (JSON body).")
     file = serializers.FileField(
