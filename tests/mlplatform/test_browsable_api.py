@@ -97,7 +97,11 @@ def test_a_browser_opening_predict_gets_the_form_with_a_working_example(browser,
             "/api/v1/predict/batch",
             {"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], "model": "iris"},
         ),
-        ("/api/v1/keys", {"name": "", "scopes": ["predict"]}),
+        (
+            "/api/v1/keys",
+            {"name": "laptop", "scopes": ["predict", "read"], "expires_in_days": 90},
+        ),
+        ("/api/v1/auth/login", {"username": "", "password": ""}),
     ],
 )
 def test_post_forms_start_from_the_documented_example(browser, url, example):
@@ -108,19 +112,26 @@ def test_post_forms_start_from_the_documented_example(browser, url, example):
 
 
 @pytest.mark.usefixtures("demo_models")
-def test_a_batch_submitted_from_the_form_is_queued(browser):
-    page = browser.get("/api/v1/predict/batch", HTTP_ACCEPT=BROWSER).content.decode()
+@pytest.mark.parametrize(
+    ("url", "status", "shown"),
+    [
+        ("/api/v1/predict/batch", 202, "&quot;total_inputs&quot;: 2"),
+        ("/api/v1/keys", 201, "&quot;name&quot;: &quot;laptop&quot;"),
+    ],
+)
+def test_the_example_of_a_form_is_accepted_as_it_stands(browser, url, status, shown):
+    page = browser.get(url, HTTP_ACCEPT=BROWSER).content.decode()
 
     answer = browser.post(
-        "/api/v1/predict/batch",
+        url,
         textarea(page),
         content_type="application/json",
         HTTP_ACCEPT=FORM_ACCEPT,
         HTTP_X_CSRFTOKEN=csrf_token(page),
     )
 
-    assert answer.status_code == 202
-    assert "&quot;total_inputs&quot;: 2" in answer.content.decode()
+    assert answer.status_code == status, answer.content[-2000:]
+    assert shown in answer.content.decode()
 
 
 @pytest.mark.usefixtures("demo_models")
