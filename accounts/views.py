@@ -2,7 +2,7 @@
 
 from django.contrib.auth import authenticate
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -25,6 +25,7 @@ from accounts.serializers import (
 )
 from accounts.services import api_key_create, api_key_revoke, refresh_tokens_revoke
 from mlplatform.api.parsers import ORJSONParser
+from mlplatform.api.schema import ErrorSerializer
 
 
 class ApiKeyListView(APIView):
@@ -39,7 +40,13 @@ class ApiKeyListView(APIView):
         page = paginator.paginate_queryset(api_keys_for(request.user), request, view=self)
         return paginator.get_paginated_response(ApiKeySerializer(page, many=True).data)
 
-    @extend_schema(request=ApiKeyCreateSerializer, responses={201: ApiKeyCreatedSerializer})
+    @extend_schema(
+        request=ApiKeyCreateSerializer,
+        responses={
+            201: ApiKeyCreatedSerializer,
+            409: OpenApiResponse(ErrorSerializer, "You hold the most active keys allowed."),
+        },
+    )
     def post(self, request):
         serializer = ApiKeyCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -358,7 +358,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": [
         "mlplatform.api.renderers.ORJSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        "mlplatform.api.renderers.PlatformBrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": [
         "mlplatform.api.parsers.ORJSONParser",

@@ -3,9 +3,16 @@
 import hashlib
 
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
@@ -34,6 +41,16 @@ from predictions.streaming import watched_job_events
 READ = any_scope_required("read", "batch")
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "two iris rows",
+            value={"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], "model": "iris"},
+            request_only=True,
+            media_type="application/json",
+        )
+    ]
+)
 class BatchSubmitSerializer(NullMeansAbsent, serializers.Serializer):
     inputs = RowsField(required=False, help_text="Rows of numbers (JSON body).")
     file = serializers.FileField(
@@ -262,10 +279,30 @@ class BatchJobDetailView(APIView):
         return Response(job_detail(batch_job_get(user=request.user, job_id=pk)))
 
 
+class DownloadRenderer(BaseRenderer):
+    """Lets ``Accept`` choose a download of results, as ``?format=`` does; the view streams the
+    download itself, so this renderer never renders."""
+
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        raise NotImplementedError("a download is streamed by its view")
+
+
+def _download_renderer(fmt: str, media_type: str) -> type[DownloadRenderer]:
+    attributes = {"media_type": media_type, "format": fmt}
+    return type(f"{fmt.title()}DownloadRenderer", (DownloadRenderer,), attributes)
+
+
+_DOWNLOAD_RENDERERS = [_download_renderer(fmt, media) for fmt, (media, _) in DOWNLOADS.items()]
+
+
 class BatchResultsView(APIView):
-    """Result rows, paginated as JSON, or the whole download with ?format=csv|jsonl|npy."""
+    """Result rows, paginated as JSON, or the whole download with ?format=csv|jsonl|npy (or
+    ``Accept: text/csv``, ``application/x-ndjson``, ``application/octet-stream``)."""
 
     permission_classes = [READ]
+    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, *_DOWNLOAD_RENDERERS]
 
     @extend_schema(
         parameters=[
@@ -282,13 +319,13 @@ class BatchResultsView(APIView):
     )
     def get(self, request, pk):
         job = batch_job_get(user=request.user, job_id=pk)
-        fmt = request.query_params.get("format", "json")
+        fmt = request.query_params.get("format") or request.accepted_renderer.format
         if fmt in DOWNLOADS:
             content_type, stream = DOWNLOADS[fmt]
             response = StreamingHttpResponse(stream(job), content_type=content_type)
             response["Content-Disposition"] = f'attachment; filename="{job.pk}.{fmt}"'
             return response
-        if fmt != "json":
+        if fmt not in ("json", "api"):
             raise InvalidInput(f"format: choose json, {', '.join(DOWNLOADS)}.")
         page, size = _page(request)
         start = (page - 1) * size
@@ -306,6 +343,14 @@ class BatchResultsView(APIView):
                 "results": result_rows(job, start, stop) if start < stop else [],
             }
         )
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if isinstance(getattr(request, "accepted_renderer", None), DownloadRenderer):
+            # A download streams itself; anything else asked with a download's Accept (an
+            # error, ``?format=json``) is JSON, in the API's one error shape for errors.
+            request.accepted_renderer = ORJSONRenderer()
+            request.accepted_media_type = ORJSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
 
 def _page(request) -> tuple[int, int]:

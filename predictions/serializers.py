@@ -1,6 +1,6 @@
 """Request and response shapes of the prediction API."""
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from mlplatform.conf import platform_setting
@@ -48,6 +48,16 @@ class NullMeansAbsent:
         return super().to_internal_value(data)
 
 
+# Swagger UI's "Try it out" and the browsable API's form start from this body.
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "one iris row",
+            value={"input_data": [5.1, 3.5, 1.4, 0.2], "model": "iris"},
+            request_only=True,
+        )
+    ]
+)
 class PredictRequestSerializer(NullMeansAbsent, serializers.Serializer):
     input_data = RowField(
         help_text="One row: a list of numbers in feature order, or an object by feature name."

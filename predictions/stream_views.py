@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from accounts.models import ApiKey
 from accounts.permissions import scope_required
 from mlplatform.api.renderers import ORJSONRenderer
+from mlplatform.api.schema import event_stream_schema
 from predictions.serializers import PredictRequestSerializer
 from predictions.streaming import (
     CONTENT_TYPE,
@@ -84,7 +85,9 @@ class PredictStreamView(APIView):
         request=PredictStreamRequestSerializer,
         responses={
             (200, CONTENT_TYPE): OpenApiResponse(
-                response=str,
+                response=event_stream_schema(
+                    "started", "prediction", "error", "progress", "completed"
+                ),
                 description=(
                     "Events `started` (stream_id, total), per row `prediction` (index, "
                     "prediction, label, confidence, prediction_id, ...) or `error` (index, "

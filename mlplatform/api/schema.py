@@ -1,5 +1,9 @@
-"""OpenAPI schema: hooks, and the error answers every v1 operation documents."""
+"""OpenAPI schema: hooks, the error answers every v1 operation documents, request examples."""
 
+import functools
+
+from django.urls import path
+from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -118,3 +122,55 @@ class PlatformAutoSchema(AutoSchema):
         if has_body:
             codes += ["413", "415"]
         return sorted(codes)
+
+
+def request_example(route: str, view, method: str):
+    """An example JSON body of ``method`` on the view at ``route``, as the OpenAPI schema
+    documents it: its declared example, else one built from the body's schema; None when the
+    operation takes no JSON body."""
+    return _request_example(route, view, method.lower())
+
+
+@functools.cache
+def _request_example(route: str, view, method: str):
+    schema = SchemaGenerator(patterns=[path(route, view)]).get_schema(request=None, public=True)
+    operation = next(iter(schema["paths"].values()), {}).get(method, {})
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+    if body is None:
+        return None
+    if body.get("examples"):
+        return next(iter(body["examples"].values()))["value"]
+    return _example_of(body["schema"], schema.get("components", {}).get("schemas", {}))
+
+
+def _example_of(schema: dict, components: dict, depth: int = 0):
+    """A value of a JSON schema: its example or default, else required properties (and those
+    with an example) filled the same way, else an empty value of its type."""
+    if "$ref" in schema:
+        if depth > 8:
+            return None
+        target = components.get(schema["$ref"].rsplit("/", 1)[-1], {})
+        return _example_of(target, components, depth + 1)
+    for key in ("example", "default"):
+        if key in schema:
+            return schema[key]
+    if schema.get("enum"):
+        return next((choice for choice in schema["enum"] if choice), schema["enum"][0])
+    for key in ("oneOf", "anyOf", "allOf"):
+        if schema.get(key):
+            return _example_of(schema[key][0], components, depth + 1)
+    kind = schema.get("type")
+    if kind == "object":
+        required = set(schema.get("required", ()))
+        return {
+            name: _example_of(prop, components, depth + 1)
+            for name, prop in schema.get("properties", {}).items()
+            if name in required or "example" in prop
+        }
+    if kind == "array":
+        item = _example_of(schema.get("items", {}), components, depth + 1)
+        return [] if item is None else [item]
+    return _EMPTY.get(kind)
+
+
+_EMPTY = {"string": "", "integer": 0, "number": 0, "boolean": False}

@@ -1,11 +1,14 @@
 """The /graphql endpoint: strawberry's Django view with the REST API's auth and error shapes."""
 
+import re
+
 import orjson
 from cross_web import HTTPException
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import JsonResponse
 from django.middleware.csrf import get_token
+from django.templatetags.static import static
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import ParseError
@@ -18,6 +21,24 @@ from predictions.graphql.auth import GraphQLContext
 from predictions.graphql.errors import platform_error
 
 LOGIN_URL = "/api-auth/login/"
+
+# strawberry's GraphiQL page loads React, GraphiQL and its plugin from unpkg.com.
+_CDN_URL = re.compile(r"https://unpkg\.com/(@?[^@\"]+)@([^/\"]+)/([^\"]+)")
+_CDN_ATTRIBUTES = re.compile(r'\s+(?:integrity="[^"]*"|crossorigin(?==|\s|>)(?:="[^"]*")?)')
+
+
+def same_origin(page: str) -> str:
+    """The GraphiQL page with each file it loads from the CDN served by this server instead:
+    the same package version, vendored as ``predictions/static/graphiql/<package>-<version>/``,
+    so that GraphiQL works offline."""
+
+    def local(match: re.Match) -> str:
+        package, version, file = match.groups()
+        return static(f"graphiql/{package.lstrip('@').replace('/', '-')}-{version}/{file}")
+
+    # The integrity hashes name the CDN's bytes: the vendored files leave out the comment that
+    # points at their source maps, which are not shipped.
+    return _CDN_ATTRIBUTES.sub("", _CDN_URL.sub(local, page))
 
 
 # CSRF is checked where it matters, as in DRF: by SessionAuthentication, for callers that use a
@@ -34,7 +55,9 @@ class PlatformGraphQLView(GraphQLView):
     def render_graphql_ide(self, request):
         if settings.DEBUG or request.user.is_authenticated:
             get_token(request)  # GraphiQL sends the CSRF cookie back as X-CSRFToken
-            return super().render_graphql_ide(request)
+            response = super().render_graphql_ide(request)
+            response.content = same_origin(response.content.decode())
+            return response
         return redirect_to_login(request.get_full_path(), LOGIN_URL)
 
     def decode_json(self, data: str | bytes) -> object:

@@ -1,5 +1,8 @@
 """Health and readiness probes, the landing page, the API root, docs and JSON error pages."""
 
+import re
+from html import unescape
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -42,21 +45,45 @@ def test_ready_is_503_when_no_model_can_serve(anonymous):
     assert "no model has an active version" in response.json()["checks"]["models"]["error"]
 
 
+def _links(html: str) -> list[str]:
+    return [unescape(href) for href in re.findall(r'<a href="([^"]+)"', html)]
+
+
 @pytest.mark.usefixtures("demo_models")
 def test_landing_page_links_everything_and_lists_models(anonymous):
     html = anonymous.get("/").content.decode()
 
+    # Everything the README's "What is served where" lists.
     for link in (
         "/api/v1/",
         "/api/docs/",
         "/api/schema/",
         "/admin/",
+        "/admin/dashboard/",
         "/health",
         "/ready",
         "/metrics",
+        "/graphql",
+        "/v2",
+        "/api/v1/predict",
     ):
-        assert f'href="{link}' in html
+        assert link in _links(html), link
     assert "<code>digits</code>" in html
+
+
+@pytest.mark.usefixtures("demo_models")
+def test_every_link_of_the_landing_page_answers_a_signed_out_visitor(anonymous):
+    links = _links(anonymous.get("/").content.decode())
+
+    assert len(links) > 15
+    for link in links:
+        response = anonymous.get(link, HTTP_ACCEPT="text/html,*/*;q=0.8")
+        if response.status_code == 302:  # the admin, its dashboard and GraphiQL: sign in first
+            assert "login/?next=" in response["Location"], link
+        else:
+            # The API's pages that need a login say so: 401 with the browsable page's login
+            # link, or 200.
+            assert response.status_code in (200, 401), (link, response.status_code)
 
 
 def test_api_root_lists_the_entry_points(anonymous, db):

@@ -2,6 +2,7 @@
 
 import io
 import json
+import uuid
 
 import numpy as np
 import pytest
@@ -144,6 +145,67 @@ def test_downloads_stream_every_row_as_csv_jsonl_and_npy(key_client):
     assert len(lines) == 36 and lines[2].split(",")[1] == "virginica"
     records = [json.loads(x) for x in b"".join(jsonl.streaming_content).splitlines()]
     assert [r["input_index"] for r in records] == list(range(35))
+
+
+@pytest.mark.parametrize(
+    ("accept", "fmt"),
+    [
+        ("text/csv", "csv"),
+        ("application/x-ndjson", "jsonl"),
+        ("application/octet-stream", "npy"),
+    ],
+)
+def test_the_accept_header_chooses_a_download_as_format_does(key_client, accept, fmt):
+    job_id = submit(key_client).json()["job_id"]
+    run(job_id)
+    url = f"/api/v1/predict/batch/{job_id}/results"
+
+    by_accept = key_client.get(url, HTTP_ACCEPT=accept)
+    by_format = key_client.get(url, {"format": fmt})
+
+    assert by_accept.status_code == 200
+    assert by_accept["Content-Type"] == by_format["Content-Type"]
+    assert by_accept["Content-Disposition"] == f'attachment; filename="{job_id}.{fmt}"'
+    assert b"".join(by_accept.streaming_content) == b"".join(by_format.streaming_content)
+    assert "Accept" in by_accept["Vary"]
+
+
+def test_format_wins_over_accept_and_json_stays_the_default(key_client):
+    job_id = submit(key_client).json()["job_id"]
+    run(job_id)
+    url = f"/api/v1/predict/batch/{job_id}/results"
+
+    page = key_client.get(url, {"format": "json"}, HTTP_ACCEPT="text/csv")
+    csv = key_client.get(url, {"format": "csv"}, HTTP_ACCEPT="application/json")
+    default = key_client.get(url, HTTP_ACCEPT="*/*")
+    browser = key_client.get(url, HTTP_ACCEPT="text/html,*/*;q=0.8")
+
+    assert page["Content-Type"] == "application/json" and page.json()["count"] == 35
+    assert csv["Content-Type"].startswith("text/csv")
+    assert default["Content-Type"] == "application/json" and default.json()["count"] == 35
+    assert browser["Content-Type"].startswith("text/html")  # the browsable API's page
+
+
+def test_an_unknown_accept_is_406_and_errors_under_a_download_accept_are_json(key_client):
+    job_id = submit(key_client).json()["job_id"]
+    run(job_id)
+
+    refused = key_client.get(f"/api/v1/predict/batch/{job_id}/results", HTTP_ACCEPT="image/png")
+    missing = key_client.get(
+        f"/api/v1/predict/batch/{uuid.uuid4()}/results", HTTP_ACCEPT="text/csv"
+    )
+    bad_format = key_client.get(
+        f"/api/v1/predict/batch/{job_id}/results", {"format": "xml"}, HTTP_ACCEPT="text/csv"
+    )
+
+    for response, status, code in (
+        (refused, 406, "not_acceptable"),
+        (missing, 404, "job_not_found"),
+        (bad_format, 400, "invalid_input"),
+    ):
+        assert response.status_code == status
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["code"] == code, response.json()
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,16 @@
 """GraphQL at /graphql: the REST API's services, auth, scopes, messages; limits; GraphiQL."""
 
+import base64
+import hashlib
+import re
+
 import pytest
 from django.test import Client
 from graphql import GraphQLError
 from rest_framework.test import APIClient
 
 from predictions.graphql.errors import platform_error
+from predictions.graphql.views import same_origin
 from predictions.management.commands.graphql_schema import SCHEMA_FILE, schema_text
 from predictions.models import BatchJob, Prediction
 from predictions.services.batch import batch_job_process
@@ -408,6 +413,56 @@ def test_graphiql_is_open_to_anyone_in_debug(client, settings):
     settings.DEBUG = True
 
     assert client.get("/graphql", HTTP_ACCEPT="text/html").status_code == 200
+
+
+def _assets(page: str) -> list[str]:
+    """The scripts and stylesheets a page loads."""
+    scripts = re.findall(r'<script[^>]*\ssrc="([^"]+)"', page)
+    stylesheets = re.findall(r'<link[^>]*\srel="stylesheet"[^>]*\shref="([^"]+)"', page)
+    stylesheets += re.findall(r'<link[^>]*\shref="([^"]+)"[^>]*\srel="stylesheet"', page)
+    return scripts + stylesheets
+
+
+def _served(client, url: str) -> bytes:
+    response = client.get(url)
+    assert response.status_code == 200, url
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def test_graphiql_loads_every_script_and_stylesheet_from_this_server(client, user):
+    client.force_login(user)
+    page = client.get("/graphql", HTTP_ACCEPT="text/html").content.decode()
+
+    assets = _assets(page)
+    assert len(assets) == 7, assets  # React, ReactDOM, js-cookie, GraphiQL and its explorer
+    assert all(url.startswith("/static/graphiql/") for url in assets), assets
+    assert "unpkg" not in page and "integrity=" not in page
+    for url in assets:
+        assert len(_served(client, url)) > 500, url
+
+
+def test_the_served_files_are_the_versions_strawberrys_page_names(client, user):
+    """Each file is the CDN's, byte for byte, but for the source-map comment left out."""
+    from strawberry.http.ides import get_graphql_ide_html
+
+    original = get_graphql_ide_html(graphql_ide="graphiql")
+    expected = dict(
+        re.findall(r'(?:src|href)="(https://unpkg\.com/[^"]+)"\s+integrity="([^"]+)"', original)
+    )
+    client.force_login(user)
+    page = client.get("/graphql", HTTP_ACCEPT="text/html").content.decode()
+    assert len(expected) == len(_assets(page)) == 7
+
+    for cdn_url, integrity in expected.items():
+        local = same_origin(f'"{cdn_url}"').strip('"')
+        content = _served(client, local)
+        name = cdn_url.rsplit("/", 1)[-1]
+        comment = {"js": b"//# sourceMappingURL=%s.map", "css": b"/*# sourceMappingURL=%s.map*/"}
+        candidates = [content, content + comment[name.rsplit(".", 1)[-1]] % name.encode()]
+        digests = [
+            "sha384-" + base64.b64encode(hashlib.sha384(c).digest()).decode() for c in candidates
+        ]
+        assert integrity in digests, cdn_url
 
 
 @pytest.mark.usefixtures("demo_models")

@@ -1,0 +1,102 @@
+"""End to end: the pages people open, in a real headless Chromium (Debian's) that can reach no
+host but the platform's, signed in with a session.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them).
+"""
+
+import json
+import shutil
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def browser(server, instance) -> Iterator:
+    """Chromium signed in as the demo user, resolving no name but the server's address."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.fail("Chromium is missing: apt-get install -y chromium chromium-driver")
+    options = Options()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    # Offline but for the platform: a page that needs a CDN stays blank here.
+    options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+    options.add_argument("--window-size=1400,1200")
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    chrome.set_page_load_timeout(60)
+    chrome.get(server.url("/api-auth/login/?next=/api/v1/"))
+    chrome.find_element(By.ID, "id_username").send_keys("demo")
+    chrome.find_element(By.ID, "id_password").send_keys(instance.passwords["demo"])
+    chrome.find_element(By.CSS_SELECTOR, "form [type=submit]").click()
+    yield chrome
+    chrome.quit()
+
+
+def wait_for_text(browser, selector: str, text: str, timeout: float = 30) -> str:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    def shown(driver):
+        found = [e.text for e in driver.find_elements(By.CSS_SELECTOR, selector)]
+        return next((t for t in found if text in t), False)
+
+    return WebDriverWait(browser, timeout).until(shown)
+
+
+def test_graphiql_renders_and_runs_a_query_without_a_cdn(browser, server, instance):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server.url("/graphql?q=" + quote("{ models { name } }")))
+    wait_for_text(browser, ".graphiql-container", "models")
+    browser.find_element(By.CSS_SELECTOR, ".graphiql-execute-button").click()
+
+    result = wait_for_text(browser, ".result-window", '"iris"')
+    browser.save_screenshot(str(instance.var_dir / "graphiql.png"))
+
+    assert '"name": "digits"' in result
+
+
+def test_the_predict_form_posts_its_example_and_shows_the_prediction(browser, server, instance):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server.url("/api/v1/predict"))
+    example = browser.find_element(By.CSS_SELECTOR, "#post-generic-content-form textarea")
+    assert json.loads(example.get_attribute("value")) == {
+        "input_data": [5.1, 3.5, 1.4, 0.2],
+        "model": "iris",
+    }
+    browser.find_element(By.CSS_SELECTOR, "#post-generic-content-form button").click()
+
+    shown = wait_for_text(browser, ".response-info", "prediction_id")
+    browser.save_screenshot(str(instance.var_dir / "predict-form.png"))
+
+    assert "HTTP 200 OK" in shown and '"label": "setosa"' in shown
+    prediction_id = json.loads(shown[shown.index("{") :])["prediction_id"]
+    stored = requests.get(
+        server.url(f"/api/v1/predict/{prediction_id}"),
+        headers={"X-API-Key": instance.demo_key},
+        timeout=10,
+    )
+    assert stored.status_code == 200 and stored.json()["label"] == "setosa"
+
+
+@pytest.mark.parametrize("accept", ["application/json", "*/*", None])
+def test_programs_getting_predict_still_get_405(server, instance, accept):
+    headers = {"X-API-Key": instance.demo_key} | ({"Accept": accept} if accept else {})
+
+    response = requests.get(server.url("/api/v1/predict"), headers=headers, timeout=10)
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST, OPTIONS"
+    assert response.json()["code"] == "method_not_allowed"
