@@ -127,7 +127,7 @@ class PlatformAutoSchema(AutoSchema):
 def request_example(route: str, view, method: str):
     """An example JSON body of ``method`` on the view at ``route``, as the OpenAPI schema
     documents it: its declared example, else one built from the body's schema; None when the
-    operation takes no JSON body."""
+    operation takes no body."""
     return _request_example(route, view, method.lower())
 
 
@@ -135,7 +135,9 @@ def request_example(route: str, view, method: str):
 def _request_example(route: str, view, method: str):
     schema = SchemaGenerator(patterns=[path(route, view)]).get_schema(request=None, public=True)
     operation = next(iter(schema["paths"].values()), {}).get(method, {})
-    body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+    content = operation.get("requestBody", {}).get("content", {})
+    # A body documented only as a form (the login) has the same fields in JSON.
+    body = content.get("application/json") or next(iter(content.values()), None)
     if body is None:
         return None
     if body.get("examples"):
