@@ -17,7 +17,6 @@ _POSITIVE_NUMBERS = (
     "MAX_ACTIVE_BATCH_JOBS",
     "MAX_ACTIVE_API_KEYS",
     "BATCH_CHUNK_ROWS",
-    "BATCH_TASK_SECONDS",
     "WEBHOOK_TIMEOUT",
     "WEBHOOK_MAX_ATTEMPTS",
     "DEFAULT_TIMEOUT",
@@ -58,7 +57,12 @@ def check_platform_settings(app_configs, **kwargs):
                     f"settings.PLATFORM[{name!r}] must be a positive number", id="mlplatform.E003"
                 )
             )
-    for name in ("REGISTRY_REFRESH_SECONDS", "API_KEY_CACHE_SECONDS"):
+    for name in (
+        "REGISTRY_REFRESH_SECONDS",
+        "API_KEY_CACHE_SECONDS",
+        "BATCH_TASK_SECONDS",
+        "BATCH_RETENTION_DAYS",
+    ):
         value = merged[name]
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             errors.append(Error(f"settings.PLATFORM[{name!r}] must be >= 0", id="mlplatform.E004"))

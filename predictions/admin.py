@@ -282,11 +282,9 @@ class BatchJobAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ["owner", "model_version__model"]
     actions = ["cancel", "retry"]
-    exclude = ["input_data"]
-    readonly_fields = [f.name for f in BatchJob._meta.fields if f.name != "input_data"]
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).defer("input_data")
+    # The rows' file is named, not linked: the storage is not served over HTTP.
+    exclude = ["input_file"]
+    readonly_fields = [f.name for f in BatchJob._meta.fields if f.name != "input_file"]
 
     @admin.display(description="progress")
     def progress(self, job: BatchJob) -> str:

@@ -283,7 +283,10 @@ class BatchJob(models.Model):
     chunk_size = models.PositiveIntegerField()
     input_format = models.CharField(max_length=5, choices=InputFormat.choices)
     input_name = models.CharField(max_length=255, blank=True)
-    input_data = models.BinaryField(editable=False)
+    input_file = models.FileField(
+        max_length=255, editable=False, help_text="The rows: a float32 .npy file in the storage."
+    )
+    input_sha256 = models.CharField(max_length=64, editable=False)
     error = models.TextField(blank=True)
     callback_url = models.URLField(max_length=2000, blank=True)
     request_id = models.CharField(max_length=128, blank=True)
@@ -311,7 +314,10 @@ class BatchChunk(models.Model):
     index = models.PositiveIntegerField()
     start = models.PositiveBigIntegerField()
     stop = models.PositiveBigIntegerField()
-    outputs = models.BinaryField(help_text="float32 .npy array, one row of outputs per input.")
+    outputs_file = models.FileField(
+        max_length=255, help_text="float32 .npy array in the storage, one row of outputs per input."
+    )
+    outputs_sha256 = models.CharField(max_length=64)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

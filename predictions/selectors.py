@@ -65,7 +65,7 @@ def live_metrics(version_ids) -> dict[int, dict]:
 
 def batch_jobs_for(user: User) -> QuerySet[BatchJob]:
     """The batch jobs a user may see: their own; staff see everyone's."""
-    queryset = BatchJob.objects.select_related("model_version__model").defer("input_data")
+    queryset = BatchJob.objects.select_related("model_version__model")
     return queryset if user.is_staff else queryset.filter(owner=user)
 
 

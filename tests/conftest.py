@@ -54,6 +54,12 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    """Files a test stores (batch rows and results) go to its own directory."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture(autouse=True)
 def _no_pending_tallies():
     """Request tallies of an earlier test's (rolled back) users must not land on this test's."""
     tallies.clear()

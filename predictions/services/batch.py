@@ -7,13 +7,11 @@ so a task delivered twice, or resumed after a worker died, never duplicates or l
 progress is saved per chunk and a cancel takes effect at the next chunk boundary.
 """
 
-import io
 import logging
 import math
 import time
 from datetime import datetime, timedelta
 
-import numpy as np
 from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
@@ -24,6 +22,15 @@ from mlplatform import metrics, tracing
 from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput, PlatformError
 from mlplatform.logging import log_context_set
+from predictions.batch_files import (
+    CorruptFile,
+    array_load,
+    chunk_name,
+    file_delete,
+    file_save,
+    npy_bytes,
+)
+from predictions.batch_files import input_name as input_name_of
 from predictions.models import BatchChunk, BatchJob
 from predictions.pipeline import NonFiniteOutputs, Served, pipeline, principal_id, route
 from predictions.registry import registry
@@ -33,16 +40,6 @@ logger = logging.getLogger(__name__)
 
 # Until jobs have been measured, estimates assume this many rows per second.
 DEFAULT_ROWS_PER_SECOND = 200_000.0
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _npy_load(data) -> np.ndarray:
-    return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
 
 
 def rows_per_second() -> float:
@@ -112,7 +109,7 @@ def batch_job_submit(
                 code="too_many_active_jobs",
                 status_code=429,
             )
-        job = BatchJob.objects.create(
+        job = BatchJob(
             owner=user,
             api_key=api_key,
             model_version_id=version.id,
@@ -121,10 +118,15 @@ def batch_job_submit(
             chunk_size=platform_setting("BATCH_CHUNK_ROWS"),
             input_format=input_format,
             input_name=input_name[:255],
-            input_data=table.npy,
             callback_url=callback_url,
             request_id=request_id,
         )
+        job.input_file, job.input_sha256 = file_save(input_name_of(job.id), table.npy)
+        try:
+            job.save(force_insert=True)
+        except BaseException:
+            file_delete(job.input_file.name)
+            raise
         transaction.on_commit(lambda: batch_job_enqueue(job))
     log_context_set(job_id=str(job.id), model=model.name, version=version.label)
     metrics.batch_job_status(BatchJob.Status.QUEUED)
@@ -146,7 +148,7 @@ def _finish(job_id, status: str, error: str = "") -> None:
     from predictions.webhooks import webhook_enqueue
 
     with transaction.atomic():
-        job = BatchJob.objects.select_for_update().defer("input_data").get(pk=job_id)
+        job = BatchJob.objects.select_for_update().get(pk=job_id)
         if job.is_terminal:
             return
         job.status = status
@@ -200,7 +202,11 @@ def batch_job_process(*, job_id: str) -> None:
         _finish(job.pk, BatchJob.Status.FAILED, "The job's model version no longer exists.")
         return
     served = Served(model, version, job.routing)
-    rows = _npy_load(job.input_data)
+    try:
+        rows = array_load(job.input_file.name, job.input_sha256)
+    except (OSError, CorruptFile) as exc:
+        _finish(job.pk, BatchJob.Status.FAILED, f"The job's rows cannot be read: {exc}")
+        return
     done = set(job.chunks.values_list("index", flat=True))
     n_chunks = math.ceil(job.total_inputs / job.chunk_size)
     first = min(set(range(n_chunks)) - done, default=n_chunks)
@@ -226,6 +232,7 @@ def batch_job_process(*, job_id: str) -> None:
                 "finite numbers).",
             )
             return
+        name, sha256 = file_save(chunk_name(job.pk, index), npy_bytes(outputs))
         with transaction.atomic():
             _, created = BatchChunk.objects.get_or_create(
                 job_id=job.pk,
@@ -233,13 +240,16 @@ def batch_job_process(*, job_id: str) -> None:
                 defaults={
                     "start": start,
                     "stop": stop,
-                    "outputs": _npy_bytes(outputs.astype(np.float32, copy=False)),
+                    "outputs_file": name,
+                    "outputs_sha256": sha256,
                 },
             )
             if created:
                 BatchJob.objects.filter(pk=job.pk).update(
                     completed_inputs=F("completed_inputs") + (stop - start)
                 )
+        if not created:  # another delivery of this task stored the chunk first
+            file_delete(name)
         if created:
             metrics.batch_chunk_stored(
                 model=version.model_name,
@@ -253,6 +263,22 @@ def batch_job_process(*, job_id: str) -> None:
         _finish(job.pk, BatchJob.Status.FAILED, f"{stored} of {job.total_inputs} rows stored.")
         return
     _finish(job.pk, BatchJob.Status.COMPLETED)
+    batch_jobs_prune()
+
+
+def batch_jobs_prune() -> int:
+    """Delete the jobs that ended more than ``BATCH_RETENTION_DAYS`` ago, with their files (a
+    worker does it as it completes a job); how many were deleted."""
+    days = platform_setting("BATCH_RETENTION_DAYS")
+    if not days:
+        return 0
+    cutoff = timezone.now() - timedelta(days=days)
+    expired = BatchJob.objects.filter(status__in=BatchJob.TERMINAL, finished_at__lt=cutoff)
+    deleted = 0
+    for job in expired.only("pk", "input_file")[:100]:
+        job.delete()
+        deleted += 1
+    return deleted
 
 
 def chunk_outputs(job: BatchJob, start: int, stop: int):
@@ -261,7 +287,7 @@ def chunk_outputs(job: BatchJob, start: int, stop: int):
     last = max(first, (stop - 1) // job.chunk_size)
     chunks = job.chunks.filter(index__gte=first, index__lte=last).order_by("index")
     for chunk in chunks.iterator(chunk_size=1):
-        outputs = _npy_load(chunk.outputs)
+        outputs = array_load(chunk.outputs_file.name, chunk.outputs_sha256)
         lo, hi = max(start, chunk.start), min(stop, chunk.stop)
         if lo < hi:
             yield lo, outputs[lo - chunk.start : hi - chunk.start]

@@ -1,14 +1,18 @@
 """Batch jobs: submission and validation, formats, processing by chunks, results, cancel."""
 
+import hashlib
 import io
 import json
 import uuid
+from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django_q.models import OrmQ
 
+from predictions.batch_files import chunk_name, file_save, npy_bytes
 from predictions.models import BatchChunk, BatchJob, ModelVersion
 from predictions.registry import registry
 from predictions.services import registry_touch
@@ -319,10 +323,52 @@ def test_the_stored_rows_are_the_uploaded_ones_in_every_format(key_client):
     for name, content in (("a.csv", csv), ("a.jsonl", jsonl), ("a.npy", npy.getvalue())):
         response = upload(key_client, name, content)
         assert response.status_code == 202, response.json()
-        stored = np.load(
-            io.BytesIO(bytes(BatchJob.objects.get(pk=response.json()["job_id"]).input_data))
-        )
+        job = BatchJob.objects.get(pk=response.json()["job_id"])
+        with job.input_file.open("rb") as file:
+            data = file.read()
+        assert hashlib.sha256(data).hexdigest() == job.input_sha256
+        stored = np.load(io.BytesIO(data))
         assert stored.dtype == np.float32 and np.array_equal(stored, matrix), name
+
+
+def test_a_job_keeps_its_rows_and_results_in_files_deleted_with_it(
+    key_client, settings, django_capture_on_commit_callbacks
+):
+    job_id = submit(key_client).json()["job_id"]
+    job = run(job_id)
+    media = Path(settings.MEDIA_ROOT)
+    files = sorted(p.relative_to(media).as_posix() for p in media.rglob("*.npy"))
+    assert files == [f"batch/{job_id}/chunk-{i:06d}.npy" for i in range(4)] + [
+        f"batch/{job_id}/input.npy"
+    ]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job.delete()
+
+    assert list(media.rglob("*.npy")) == []
+
+
+def test_a_result_file_that_changed_is_refused_not_served(key_client, settings):
+    job_id = submit(key_client).json()["job_id"]
+    chunk = run(job_id).chunks.get(index=1)
+    path = Path(settings.MEDIA_ROOT) / chunk.outputs_file.name
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+
+    response = key_client.get(f"/api/v1/predict/batch/{job_id}/results", {"page_size": 20})
+
+    assert response.status_code == 500
+    assert response.json()["code"] == "corrupt_file"
+
+
+def test_jobs_that_ended_before_the_retention_are_deleted_as_a_job_completes(key_client, settings):
+    settings.PLATFORM = {**settings.PLATFORM, "BATCH_RETENTION_DAYS": 7}
+    old = run(submit(key_client).json()["job_id"])
+    BatchJob.objects.filter(pk=old.pk).update(finished_at=old.finished_at - timedelta(days=8))
+    recent = run(submit(key_client).json()["job_id"])
+
+    assert list(BatchJob.objects.values_list("pk", flat=True)) == [recent.pk]
 
 
 @pytest.mark.parametrize(
@@ -393,9 +439,10 @@ def test_a_task_run_twice_or_resumed_writes_each_row_once(key_client):
     # A worker stored the first chunk and died before the rest.
     job = BatchJob.objects.get(pk=job_id)
     first = expected_outputs(rows(10)).astype(np.float32)
-    buffer = io.BytesIO()
-    np.save(buffer, first)
-    BatchChunk.objects.create(job=job, index=0, start=0, stop=10, outputs=buffer.getvalue())
+    name, sha256 = file_save(chunk_name(job.pk, 0), npy_bytes(first))
+    BatchChunk.objects.create(
+        job=job, index=0, start=0, stop=10, outputs_file=name, outputs_sha256=sha256
+    )
     BatchJob.objects.filter(pk=job_id).update(status="processing", completed_inputs=10)
 
     run(job_id)

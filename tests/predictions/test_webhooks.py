@@ -136,7 +136,6 @@ def make_job(user):
         return BatchJob.objects.create(
             owner=user,
             model_version=ModelVersion.objects.get(model__name="iris", label="v1"),
-            input_data=b"",
             total_inputs=1,
             completed_inputs=1 if status == BatchJob.Status.COMPLETED else 0,
             chunk_size=1,
