@@ -109,9 +109,10 @@ class SelectiveGZipMiddleware(GZipMiddleware):
 
     Compressing a response that holds a secret next to text an attacker can influence leaks
     the secret through the compressed size (BREACH). Only answers to GET of JSON, CSV or JSON
-    Lines are compressed (lists, result pages, downloads); HTML (forms with CSRF tokens),
-    answers marked ``Cache-Control: no-store`` (new API keys, webhook secrets) and event
-    streams, which must reach the client as they are written, never are.
+    Lines are compressed (lists, result pages); HTML (forms with CSRF tokens), answers marked
+    ``Cache-Control: no-store`` (new API keys, webhook secrets) and streamed answers never are:
+    event streams must reach the client as they are written, and compressing a download would
+    cost several times the CPU of formatting it.
     """
 
     COMPRESSIBLE = ("application/json", "text/csv", "application/x-ndjson", "application/jsonl")
@@ -120,6 +121,7 @@ class SelectiveGZipMiddleware(GZipMiddleware):
         content_type = response.get("Content-Type", "").split(";")[0].strip()
         if (
             request.method not in ("GET", "HEAD")
+            or response.streaming
             or content_type not in self.COMPRESSIBLE
             or "no-store" in response.get("Cache-Control", "")
         ):

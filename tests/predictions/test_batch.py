@@ -13,9 +13,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django_q.models import OrmQ
 
 from predictions.batch_files import chunk_name, file_save, npy_bytes
-from predictions.models import BatchChunk, BatchJob, ModelVersion
+from predictions.models import BatchChunk, BatchJob, MLModel, ModelVersion
 from predictions.registry import registry
-from predictions.services import registry_touch
+from predictions.runtime.artifacts import dump_dense
+from predictions.services import model_version_create, registry_touch
 from predictions.services.batch import batch_job_process
 from tests.streams import streamed
 
@@ -146,9 +147,61 @@ def test_downloads_stream_every_row_as_csv_jsonl_and_npy(key_client):
     np.testing.assert_allclose(array, expected, atol=1e-6)
     lines = b"".join(csv.streaming_content).decode().splitlines()
     assert lines[0] == "input_index,label,confidence,p_setosa,p_versicolor,p_virginica"
-    assert len(lines) == 36 and lines[2].split(",")[1] == "virginica"
+    cells = [line.split(",") for line in lines[1:]]
+    assert [int(c[0]) for c in cells] == list(range(35))
+    assert [c[1] for c in cells] == ["setosa", "virginica"] * 17 + ["setosa"]
+    np.testing.assert_allclose([[float(v) for v in c[3:]] for c in cells], expected, atol=1e-7)
+    np.testing.assert_allclose([float(c[2]) for c in cells], expected.max(axis=1), atol=1e-7)
     records = [json.loads(x) for x in b"".join(jsonl.streaming_content).splitlines()]
+    page = key_client.get(url, {"page_size": 35}).json()["results"]
     assert [r["input_index"] for r in records] == list(range(35))
+    assert [r["label"] for r in records] == [r["label"] for r in page]
+    np.testing.assert_allclose([r["prediction"] for r in records], expected, atol=1e-7)
+    np.testing.assert_allclose(
+        [r["confidence"] for r in records], [r["confidence"] for r in page], atol=1e-7
+    )
+
+
+def test_a_regressors_downloads_carry_its_values(key_client, user):
+    model = MLModel.objects.create(
+        name="sizes", task="regression", feature_names=["a", "b"], labels=[]
+    )
+    weights = [np.array([[1.0, 0.5], [2.0, -1.0]], dtype=np.float32)]
+    model_version_create(
+        model=model,
+        label="v1",
+        artifact=dump_dense(weights, [np.zeros(2, dtype=np.float32)], ["identity"]),
+        status=ModelVersion.Status.ACTIVE,
+        traffic_weight=1.0,
+    )
+    matrix = [[1.0, 2.0], [0.5, 0.25], [3.0, -1.0]]
+    job_id = submit(key_client, {"inputs": matrix, "model": "sizes"}).json()["job_id"]
+    run(job_id)
+    url = f"/api/v1/predict/batch/{job_id}/results"
+    expected = np.asarray(matrix) @ weights[0]
+
+    csv = b"".join(key_client.get(url, {"format": "csv"}).streaming_content).decode()
+    jsonl = b"".join(key_client.get(url, {"format": "jsonl"}).streaming_content)
+
+    lines = csv.splitlines()
+    assert lines[0] == "input_index,value_0,value_1"
+    np.testing.assert_allclose([[float(v) for v in x.split(",")[1:]] for x in lines[1:]], expected)
+    records = [json.loads(x) for x in jsonl.splitlines()]
+    assert [(r["label"], r["confidence"]) for r in records] == [(None, None)] * 3
+    np.testing.assert_allclose([r["prediction"] for r in records], expected)
+
+
+def test_result_pages_are_gzipped_and_downloads_stream_uncompressed(key_client):
+    job_id = submit(key_client, {"inputs": rows(300)}).json()["job_id"]
+    run(job_id)
+    url = f"/api/v1/predict/batch/{job_id}/results"
+
+    page = key_client.get(url, {"page_size": 300}, HTTP_ACCEPT_ENCODING="gzip")
+    download = key_client.get(url, {"format": "csv"}, HTTP_ACCEPT_ENCODING="gzip")
+
+    assert page["Content-Encoding"] == "gzip"
+    assert "Content-Encoding" not in download
+    assert b"".join(download.streaming_content).startswith(b"input_index,label")
 
 
 @pytest.mark.parametrize(
