@@ -58,7 +58,7 @@ def check_platform_settings(app_configs, **kwargs):
                     f"settings.PLATFORM[{name!r}] must be a positive number", id="mlplatform.E003"
                 )
             )
-    for name in ("REGISTRY_REFRESH_SECONDS", "API_KEY_CACHE_SECONDS"):
+    for name in ("REGISTRY_REFRESH_SECONDS", "API_KEY_CACHE_SECONDS", "DRAIN_SECONDS"):
         value = merged[name]
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             errors.append(Error(f"settings.PLATFORM[{name!r}] must be >= 0", id="mlplatform.E004"))
