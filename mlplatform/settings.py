@@ -11,6 +11,7 @@ Two profiles:
 
 import os
 import secrets
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -299,7 +300,10 @@ STORAGES = {
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 # Serve static files straight from the apps when collectstatic has not run (embedded profile).
-WHITENOISE_USE_FINDERS = not (STATIC_ROOT / "staticfiles.json").exists()
+# collectstatic itself writes the manifest and compressed copies the servers then use.
+WHITENOISE_USE_FINDERS = (
+    sys.argv[1:2] != ["collectstatic"] and not (STATIC_ROOT / "staticfiles.json").exists()
+)
 if WHITENOISE_USE_FINDERS:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
