@@ -62,6 +62,7 @@ def check_platform_settings(app_configs, **kwargs):
         "API_KEY_CACHE_SECONDS",
         "BATCH_TASK_SECONDS",
         "BATCH_RETENTION_DAYS",
+        "DRAIN_SECONDS",
     ):
         value = merged[name]
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:

@@ -84,6 +84,10 @@ DEFAULTS: dict[str, Any] = {
     "STREAM_SEND_TIMEOUT": float(os.environ.get("MLPLATFORM_STREAM_SEND_TIMEOUT") or 30),
     # Seconds /ready waits for its checks before it answers 503 (probes time out at a few).
     "READY_TIMEOUT": 1.5,
+    # Seconds ``manage.py serve`` keeps serving after SIGTERM with /ready answering 503, so a
+    # load balancer's health checks take it out of rotation before it stops accepting
+    # connections (at least its check interval times the failures it needs; 0: stop at once).
+    "DRAIN_SECONDS": 0.0,
     # GraphQL (/graphql): deepest selection, most aliases and most tokens in one document.
     "GRAPHQL_MAX_DEPTH": 8,
     "GRAPHQL_MAX_ALIASES": 15,

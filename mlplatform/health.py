@@ -1,5 +1,6 @@
 """Liveness and readiness probes."""
 
+import os
 import time
 import uuid
 
@@ -12,6 +13,11 @@ from django_q.brokers import get_broker
 
 from mlplatform.conf import platform_setting
 from predictions.registry import registry
+
+# Set by ``manage.py serve`` for its web processes: the path of a file whose presence means the
+# server is draining (stopping after DRAIN_SECONDS), so /ready must fail while requests are
+# still served.
+DRAINING_FLAG_VARIABLE = "MLPLATFORM_DRAINING_FLAG"
 
 
 @require_GET
@@ -70,7 +76,11 @@ NEED_THE_DATABASE = ("broker", "models")
 @require_GET
 def ready(request):
     """Readiness: database, cache, broker and models all answer; 503 otherwise, within about
-    ``READY_TIMEOUT`` seconds when the database is gone."""
+    ``READY_TIMEOUT`` seconds when the database is gone, and while the server drains."""
+    flag = os.environ.get(DRAINING_FLAG_VARIABLE)
+    if flag and os.path.exists(flag):
+        body = {"status": "draining", "timestamp": timezone.now().isoformat(), "checks": {}}
+        return JsonResponse(body, status=503)
     results = {}
     for name, check in CHECKS.items():
         if name in NEED_THE_DATABASE and results["database"]["status"] != "ok":

@@ -11,6 +11,7 @@ Two profiles:
 
 import os
 import secrets
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,6 +42,14 @@ def env_int(name: str, default: int) -> int:
         return int(value) if value else default
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    try:
+        return float(value) if value else default
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from exc
 
 
 VAR_DIR = Path(os.environ.get("MLPLATFORM_VAR_DIR", BASE_DIR / "var")).resolve()
@@ -144,7 +153,9 @@ APPEND_SLASH = False
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # Before the apps' own: these override some of the admin's templates. Inside the
+        # package, so an installed wheel (the container image) carries them.
+        "DIRS": [BASE_DIR / "mlplatform" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -289,7 +300,10 @@ STORAGES = {
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 # Serve static files straight from the apps when collectstatic has not run (embedded profile).
-WHITENOISE_USE_FINDERS = not (STATIC_ROOT / "staticfiles.json").exists()
+# collectstatic itself writes the manifest and compressed copies the servers then use.
+WHITENOISE_USE_FINDERS = (
+    sys.argv[1:2] != ["collectstatic"] and not (STATIC_ROOT / "staticfiles.json").exists()
+)
 if WHITENOISE_USE_FINDERS:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
@@ -437,6 +451,10 @@ PLATFORM = {
     "LEAN_HANDLERS": env_bool("MLPLATFORM_LEAN_HANDLERS", default=True),
     "MAX_BODY_BYTES": env_int("MLPLATFORM_MAX_BODY_BYTES", 1024 * 1024),
     "BATCH_CHUNK_ROWS": env_int("MLPLATFORM_BATCH_CHUNK_ROWS", 100_000),
+    "BATCH_TASK_SECONDS": env_float("MLPLATFORM_BATCH_TASK_SECONDS", 15.0),
+    # Behind a load balancer (production) a stopping server first fails /ready for a while;
+    # alone (embedded) there is nobody to tell.
+    "DRAIN_SECONDS": env_float("MLPLATFORM_DRAIN_SECONDS", 5.0 if PROFILE == "production" else 0),
 }
 # Rate-limit tiers, e.g. MLPLATFORM_RATE_LIMITS="predict=1200/m,auth=5/m" (the rest default),
 # and the ceilings per user, MLPLATFORM_USER_RATE_LIMITS likewise.

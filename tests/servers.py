@@ -123,12 +123,14 @@ def start_server(
     *,
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    port: int | None = None,
 ) -> Server:
-    """Start ``manage.py serve [args]`` on a free port and wait until ``/health`` answers.
+    """Start ``manage.py serve [args]`` on ``port`` (else a free one) and wait until ``/health``
+    answers.
 
     ``env`` adds to (or overrides) the instance's environment, e.g. worker or chunk settings.
     """
-    port = free_port()
+    port = port or free_port()
     log = instance.var_dir / f"serve-{name}-{port}.log"
     log_file = log.open("w")
     process = subprocess.Popen(

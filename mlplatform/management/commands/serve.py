@@ -12,6 +12,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from mlplatform.conf import platform_setting
+from mlplatform.health import DRAINING_FLAG_VARIABLE
+
 
 def prepare_metrics_dir(env: dict[str, str]) -> tuple[Path, bool]:
     """An empty multiprocess metrics directory for the web and worker processes.
@@ -44,8 +47,9 @@ def web_processes(requested: int | None) -> int:
 
 class Command(BaseCommand):
     help = (
-        "Run the web server and one django-q2 worker on the active profile; Ctrl-C stops both. "
-        "Add more workers on any host with 'manage.py qcluster'."
+        "Run the web server and one django-q2 worker on the active profile; Ctrl-C stops both, "
+        "SIGTERM too after a drain of DRAIN_SECONDS (during which /ready answers 503). Add more "
+        "workers on any host with 'manage.py qcluster'."
     )
 
     def add_arguments(self, parser):
@@ -70,28 +74,30 @@ class Command(BaseCommand):
         # Every request gets one JSON log line of the platform's (mlplatform.logging).
         web += ["--no-access-log", "--timeout-graceful-shutdown", "10"]
         metrics_dir, made_metrics_dir = prepare_metrics_dir(env)
+        # While this file exists, /ready answers 503 in every web process (mlplatform.health).
+        flag_dir = Path(tempfile.mkdtemp(prefix="mlplatform-serve-"))
+        draining_flag = flag_dir / "draining"
+        env[DRAINING_FLAG_VARIABLE] = str(draining_flag)
         # Web processes run small inferences on batcher threads beside the event loop: a BLAS
         # starting a thread per core for each call would cost more than it saves.
         web_env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         web_env.update(env)
-        manage = Path(settings.BASE_DIR) / "manage.py"
         children = [("web", subprocess.Popen(web, env=web_env, cwd=settings.BASE_DIR))]  # noqa: S603
         if not no_worker:
-            worker = [sys.executable, str(manage), "qcluster"]
+            # ``-m django``, not manage.py: an installed wheel (the container image) has none.
+            worker = [sys.executable, "-m", "django", "qcluster"]
             children.append(
                 ("worker", subprocess.Popen(worker, env=env, cwd=settings.BASE_DIR))  # noqa: S603
             )
         self.stdout.write(
             f"Serving on http://{host}:{port}/ (profile: {settings.PROFILE}); Ctrl-C stops."
         )
+        received: list[int] = []
+        signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+        signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+        drain_seconds = platform_setting("DRAIN_SECONDS")
+        drain_until: float | None = None
         stopping = False
-
-        def stop(signum, frame):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
         exit_code = 0
         while not stopping:
             for name, child in children:
@@ -99,8 +105,23 @@ class Command(BaseCommand):
                     self.stderr.write(f"the {name} process exited with {child.returncode}")
                     exit_code = child.returncode or 1
                     stopping = True
-            time.sleep(0.2)
+            if received and drain_until is None:
+                if received[0] == signal.SIGTERM and drain_seconds > 0:
+                    # SIGTERM (a rolling restart, a container stopped): /ready fails first, so
+                    # the load balancer's health checks take this server out while it still
+                    # answers; then uvicorn stops accepting and finishes what it holds.
+                    draining_flag.touch()
+                    drain_until = time.monotonic() + drain_seconds
+                    self.stdout.write(f"Draining for {drain_seconds:g} s: /ready answers 503.")
+                else:
+                    stopping = True
+            if signal.SIGINT in received:  # Ctrl-C, also during a drain: stop now
+                stopping = True
+            if drain_until is not None and time.monotonic() >= drain_until:
+                stopping = True
+            time.sleep(0.1)
         self._stop(children)
+        shutil.rmtree(flag_dir, ignore_errors=True)
         if made_metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
         if exit_code:
