@@ -9,6 +9,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -386,3 +387,27 @@ def slow_version(instance) -> str:
     path.write_bytes(slow_iris_onnx())
     instance.manage("upload_version", "iris", SLOW_VERSION, str(path), "--status", "staged")
     return SLOW_VERSION
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """Debian's headless Chromium, able to reach no host but this one (``.ci/run`` installs
+    ``chromium`` and ``chromium-driver``)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        pytest.fail("Chromium is missing: apt-get install -y chromium chromium-driver")
+    options = Options()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+    browser = webdriver.Chrome(service=Service(driver), options=options)
+    browser.set_page_load_timeout(60)
+    try:
+        yield browser
+    finally:
+        browser.quit()

@@ -58,6 +58,27 @@ def rows_per_second() -> float:
     return rows / seconds if rows and seconds else DEFAULT_ROWS_PER_SECOND
 
 
+def job_progress(job: BatchJob) -> dict:
+    """Rows done, the job's own rows per second so far, and when it should end."""
+    elapsed = None
+    if job.started_at:
+        elapsed = ((job.finished_at or timezone.now()) - job.started_at).total_seconds()
+    rate = job.completed_inputs / elapsed if elapsed and job.completed_inputs else None
+    if job.is_terminal:
+        end = job.finished_at
+    elif rate:
+        end = timezone.now() + timedelta(seconds=(job.total_inputs - job.completed_inputs) / rate)
+    else:
+        end = estimated_completion(job)
+    return {
+        "status": job.status,
+        "completed": job.completed_inputs,
+        "total": job.total_inputs,
+        "rows_per_second": rate,
+        "estimated_completion": end,
+    }
+
+
 def estimated_completion(job: BatchJob) -> datetime:
     remaining = job.total_inputs - job.completed_inputs
     return timezone.now() + timedelta(seconds=remaining / rows_per_second())

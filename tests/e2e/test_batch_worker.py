@@ -19,6 +19,8 @@ import pytest
 import requests
 from django.conf import settings
 
+from tests.servers import chromium
+
 pytestmark = pytest.mark.e2e
 
 CHUNK_ROWS = 2000
@@ -310,3 +312,32 @@ def test_a_job_whose_worker_is_killed_finishes_from_its_last_chunk_after_a_resta
         time.sleep(0.5)
         state = stored_state(instance, job_id)
     assert state["ormq"] == [], state
+
+
+def test_the_admin_page_of_a_job_follows_it_to_the_end_by_itself(web, start_worker, instance):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    job = submit_npy(web, instance.demo_key, iris_rows(KILLED_JOB_ROWS))
+    with chromium() as browser:
+        browser.get(web.url(f"/admin/login/?next=/admin/predictions/batchjob/{job['job_id']}/"))
+        browser.find_element(By.ID, "id_username").send_keys("admin")
+        browser.find_element(By.ID, "id_password").send_keys(instance.passwords["admin"])
+        browser.find_element(By.CSS_SELECTOR, "form [type=submit]").click()
+        bar = browser.find_element(By.CSS_SELECTOR, ".job-progress progress")
+        label = browser.find_element(By.CSS_SELECTOR, ".job-progress-text")
+        assert label.text.startswith(f"0 / {KILLED_JOB_ROWS:,} rows (0%)"), label.text
+
+        start_worker("admin-page")
+        seen = set()
+
+        def ended(_) -> bool:
+            seen.add(bar.get_attribute("value"))
+            return "ended" in label.text
+
+        WebDriverWait(browser, 60, poll_frequency=0.2).until(ended)
+
+        assert bar.get_attribute("value") == bar.get_attribute("max") == str(KILLED_JOB_ROWS)
+        assert f"{KILLED_JOB_ROWS:,} / {KILLED_JOB_ROWS:,} rows (100%)" in label.text
+        assert "rows/s" in label.text
+        assert len(seen) >= 2, seen  # the page moved with the job, never reloaded

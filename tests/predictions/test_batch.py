@@ -4,7 +4,7 @@ import hashlib
 import io
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -655,3 +655,29 @@ def test_a_private_callback_url_is_refused_at_submit(key_client):
     assert response.status_code == 400
     assert response.json()["code"] == "unsafe_callback_url"
     assert BatchJob.objects.count() == 0
+
+
+def test_the_admin_page_of_a_job_shows_its_progress_and_serves_it_while_it_runs(
+    key_client, admin_client, settings
+):
+    settings.PLATFORM = {**settings.PLATFORM, "BATCH_TASK_SECONDS": 0}
+    job_id = submit(key_client).json()["job_id"]
+    run(job_id)  # one chunk of four
+    page = admin_client.get(f"/admin/predictions/batchjob/{job_id}/change/")
+    progress_url = f"/admin/predictions/batchjob/{job_id}/progress/"
+
+    body = page.content.decode()
+    assert '<progress max="35" value="10"' in body
+    assert f'data-url="{progress_url}" data-terminal="false"' in body
+    assert "predictions/job_progress.js" in body
+    running = admin_client.get(progress_url).json()
+    assert (running["status"], running["completed"], running["total"]) == ("processing", 10, 35)
+    assert running["rows_per_second"] > 0 and running["terminal"] is False
+    assert datetime.fromisoformat(running["estimated_completion"]) > datetime.now(UTC)
+
+    while BatchJob.objects.get(pk=job_id).status == "processing":
+        run(job_id)
+
+    ended = admin_client.get(progress_url).json()
+    assert (ended["completed"], ended["terminal"]) == (35, True)
+    assert key_client.get(progress_url).status_code == 302  # the admin's, for staff only

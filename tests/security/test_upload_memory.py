@@ -68,3 +68,41 @@ def test_a_100_mb_upload_takes_a_few_times_its_float32_rows(web, instance, tmp_p
         f" {peak / rows_bytes:.2f}x the rows, {peak / size:.2f}x the file"
     )
     assert peak <= COPIES * rows_bytes + CONSTANT
+
+
+def test_an_npy_upload_at_the_row_cap_takes_about_its_rows(web, instance, tmp_path, figure):
+    """The largest job there can be: MAX_BATCH_ROWS rows of iris as a float32 .npy (about 320
+    MB, within MAX_UPLOAD_BYTES), held once by the web process and written to the storage."""
+    n_rows = 20_000_000
+    path = tmp_path / "rows.npy"
+    rows = np.lib.format.open_memmap(path, mode="w+", dtype="<f4", shape=(n_rows, 4))
+    rows[:] = np.float32(5.1)
+    rows.flush()
+    del rows
+    pid = web.web_pid()
+    peak_memory_reset(pid)
+    before = memory_kib(pid, "VmRSS") * 1024
+
+    with path.open("rb") as file:
+        response = requests.post(
+            web.url("/api/v1/predict/batch"),
+            files={"file": (path.name, file)},
+            headers={"X-API-Key": instance.demo_key},
+            timeout=300,
+        )
+
+    assert response.status_code == 202, response.text[:300]
+    assert response.json()["total_inputs"] == n_rows
+    peak = memory_kib(pid, "VmHWM") * 1024 - before
+    rows_bytes = n_rows * 4 * 4
+    figure(
+        f"upload of a {path.stat().st_size / MIB:.0f} MiB .npy at the row cap: the web process's"
+        f" peak memory rose {peak / MIB:.0f} MiB, {peak / rows_bytes:.2f}x the rows"
+    )
+    assert peak <= COPIES * rows_bytes + CONSTANT
+    cancel = requests.post(
+        web.url(f"/api/v1/predict/batch/{response.json()['job_id']}/cancel"),
+        headers={"X-API-Key": instance.demo_key},
+        timeout=30,
+    )
+    assert cancel.status_code == 202  # the next tests may queue jobs of their own
