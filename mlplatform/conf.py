@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     # short, so a dead worker's task is handed out again after Q_RETRY (60 s), not after the
     # length of a whole job.
     "BATCH_TASK_SECONDS": 15.0,
+    # Tasks that work on one job at once, each on every n-th chunk: the job's parts run on as
+    # many workers as are free.
+    "BATCH_PARALLEL_TASKS": 2,
     # Days an ended job (its rows, results and files) is kept after it ended; 0: for ever.
     "BATCH_RETENTION_DAYS": 30,
     # Webhooks: seconds to wait for a receiver (capped at 15), attempts in all, and the waits

@@ -452,6 +452,7 @@ PLATFORM = {
     "MAX_BODY_BYTES": env_int("MLPLATFORM_MAX_BODY_BYTES", 1024 * 1024),
     "BATCH_CHUNK_ROWS": env_int("MLPLATFORM_BATCH_CHUNK_ROWS", 100_000),
     "BATCH_TASK_SECONDS": env_float("MLPLATFORM_BATCH_TASK_SECONDS", 15.0),
+    "BATCH_PARALLEL_TASKS": env_int("MLPLATFORM_BATCH_PARALLEL_TASKS", 2),
     # Behind a load balancer (production) a stopping server first fails /ready for a while;
     # alone (embedded) there is nobody to tell.
     "DRAIN_SECONDS": env_float("MLPLATFORM_DRAIN_SECONDS", 5.0 if PROFILE == "production" else 0),

@@ -12,6 +12,7 @@ import math
 import time
 from datetime import datetime, timedelta
 
+import numpy as np
 from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
@@ -154,12 +155,22 @@ def batch_job_submit(
     return job
 
 
-def batch_job_enqueue(job: BatchJob) -> None:
+def batch_job_enqueue(job: BatchJob, *, part: int | None = None, parts: int = 1) -> None:
+    """Queue a job's tasks: one for each of its parts (``BATCH_PARALLEL_TASKS``, at most one
+    per chunk), or the next task of one part."""
+    if part is None:
+        n_chunks = math.ceil(job.total_inputs / job.chunk_size)
+        parts = max(1, min(platform_setting("BATCH_PARALLEL_TASKS"), n_chunks))
+        for each in range(parts):
+            batch_job_enqueue(job, part=each, parts=parts)
+        return
     # The trace context (when tracing is on) makes the task's span a child of this request's.
     async_task(
         "predictions.tasks.batch_job_run",
         str(job.id),
-        task_name=f"batch {job.id}",
+        part,
+        parts,
+        task_name=f"batch {job.id} part {part + 1}/{parts}",
         **tracing.task_kwargs(),
     )
 
@@ -204,9 +215,11 @@ def batch_job_retry(*, job: BatchJob) -> BatchJob:
     return job
 
 
-def batch_job_process(*, job_id: str) -> None:
-    """Predict the chunks not yet stored, for about ``BATCH_TASK_SECONDS``, then queue the rest
-    as a new task; safe to run twice or after a crash."""
+def batch_job_process(*, job_id: str, part: int = 0, parts: int = 1) -> None:
+    """Predict the chunks of one part of a job (every ``parts``-th chunk from ``part``) that are
+    not stored yet, for about ``BATCH_TASK_SECONDS``, then queue the rest of the part as a new
+    task. The parts run in parallel on the workers there are; the one that stores the job's
+    last chunk completes it. Safe to run twice or after a crash."""
     deadline = time.monotonic() + platform_setting("BATCH_TASK_SECONDS")
     job = BatchJob.objects.select_related("model_version__model").filter(pk=job_id).first()
     if job is None or job.is_terminal:
@@ -230,61 +243,69 @@ def batch_job_process(*, job_id: str) -> None:
         return
     done = set(job.chunks.values_list("index", flat=True))
     n_chunks = math.ceil(job.total_inputs / job.chunk_size)
-    first = min(set(range(n_chunks)) - done, default=n_chunks)
-    for index in range(n_chunks):
-        if index in done:
-            continue
-        if index > first and time.monotonic() > deadline:  # at least one chunk a task
-            batch_job_enqueue(job)
-            logger.info("batch %s: the rest goes on in a new task", job.pk)
+    todo = [index for index in range(part, n_chunks, parts) if index not in done]
+    for position, index in enumerate(todo):
+        if position and time.monotonic() > deadline:  # at least one chunk a task
+            batch_job_enqueue(job, part=part, parts=parts)
+            logger.info("batch %s: part %d goes on in a new task", job.pk, part + 1)
             return
-        if BatchJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
+        state = BatchJob.objects.filter(pk=job.pk).values_list("cancel_requested", "status")
+        cancel_requested, status = state.get()
+        if status in BatchJob.TERMINAL:  # another part failed it, or it was cancelled
+            return
+        if cancel_requested:
             _finish(job.pk, BatchJob.Status.CANCELLED)
             return
-        start, stop = index * job.chunk_size, min((index + 1) * job.chunk_size, job.total_inputs)
-        chunk_started = time.perf_counter()
-        try:
-            outputs = pipeline.infer(served, rows[start:stop], timeout=None).outputs
-        except NonFiniteOutputs as exc:
-            _finish(
-                job.pk,
-                BatchJob.Status.FAILED,
-                f"row {start + exc.row + 1}: the values overflow the model (its outputs are not "
-                "finite numbers).",
-            )
+        if not _chunk_stored(job, served, rows, index):
             return
-        name, sha256 = file_save(chunk_name(job.pk, index), npy_bytes(outputs))
-        with transaction.atomic():
-            _, created = BatchChunk.objects.get_or_create(
-                job_id=job.pk,
-                index=index,
-                defaults={
-                    "start": start,
-                    "stop": stop,
-                    "outputs_file": name,
-                    "outputs_sha256": sha256,
-                },
-            )
-            if created:
-                BatchJob.objects.filter(pk=job.pk).update(
-                    completed_inputs=F("completed_inputs") + (stop - start)
-                )
-        if not created:  # another delivery of this task stored the chunk first
-            file_delete(name)
-        if created:
-            metrics.batch_chunk_stored(
-                model=version.model_name,
-                version=version.label,
-                rows=stop - start,
-                seconds=time.perf_counter() - chunk_started,
-            )
-        logger.info("batch %s: rows %d-%d of %d stored", job.pk, start, stop, job.total_inputs)
+    if job.chunks.count() < n_chunks:
+        return  # other parts are still at work: the last one to finish completes the job
     stored = job.chunks.aggregate(rows=Sum(F("stop") - F("start")))["rows"] or 0
     if stored != job.total_inputs:
         _finish(job.pk, BatchJob.Status.FAILED, f"{stored} of {job.total_inputs} rows stored.")
         return
     _finish(job.pk, BatchJob.Status.COMPLETED)
     batch_jobs_prune()
+
+
+def _chunk_stored(job: BatchJob, served: Served, rows: np.ndarray, index: int) -> bool:
+    """Predict one chunk and store its outputs once, however often it is computed; False when
+    its rows overflow the model (the job then fails, naming the row)."""
+    start, stop = index * job.chunk_size, min((index + 1) * job.chunk_size, job.total_inputs)
+    started = time.perf_counter()
+    try:
+        outputs = pipeline.infer(served, rows[start:stop], timeout=None).outputs
+    except NonFiniteOutputs as exc:
+        _finish(
+            job.pk,
+            BatchJob.Status.FAILED,
+            f"row {start + exc.row + 1}: the values overflow the model (its outputs are not "
+            "finite numbers).",
+        )
+        return False
+    name, sha256 = file_save(chunk_name(job.pk, index), npy_bytes(outputs))
+    with transaction.atomic():
+        _, created = BatchChunk.objects.get_or_create(
+            job_id=job.pk,
+            index=index,
+            defaults={"start": start, "stop": stop, "outputs_file": name, "outputs_sha256": sha256},
+        )
+        if created:
+            BatchJob.objects.filter(pk=job.pk).update(
+                completed_inputs=F("completed_inputs") + (stop - start)
+            )
+    if not created:  # another delivery of this task stored the chunk first
+        file_delete(name)
+        return True
+    version = served.version
+    metrics.batch_chunk_stored(
+        model=version.model_name,
+        version=version.label,
+        rows=stop - start,
+        seconds=time.perf_counter() - started,
+    )
+    logger.info("batch %s: rows %d-%d of %d stored", job.pk, start, stop, job.total_inputs)
+    return True
 
 
 def batch_jobs_prune() -> int:

@@ -125,7 +125,7 @@ def stored_state(instance, job_id: str, since: float | None = None) -> dict:
     code = f"""
 import json
 from datetime import datetime, timezone
-from django.db.models import Count, Max, Min
+from django.db.models import Count
 from django_q.models import OrmQ
 from predictions.models import BatchChunk, BatchJob
 
@@ -144,8 +144,6 @@ print(json.dumps({{
     "distinct_indexes": chunks.aggregate(n=Count("index", distinct=True))["n"],
     "chunk_rows": sum(stop - start for start, stop in chunks.values_list("start", "stop")),
     "chunks_since": None if later is None else later.count(),
-    "first_start_since": None if later is None else later.aggregate(v=Min("start"))["v"],
-    "last_stop_since": None if later is None else later.aggregate(v=Max("stop"))["v"],
     "ormq": [
         {{"id": q.id, "key": q.key, "name": q.name(), "lock": str(q.lock)}}
         for q in OrmQ.objects.all()
@@ -282,8 +280,6 @@ def test_a_job_whose_worker_is_killed_finishes_from_its_last_chunk_after_a_resta
     assert state["chunks"] == state["distinct_indexes"] == n_chunks, state
     assert state["chunk_rows"] == total, state
     # The restarted worker stored only the chunks the killed one had not: it resumed.
-    assert state["first_start_since"] == still["completed"], state
-    assert state["last_stop_since"] == total, state
     assert state["chunks_since"] == n_chunks - still["completed"] // CHUNK_ROWS, state
 
     results = np.load(io.BytesIO(download(web, key, job_id, "npy").content))
@@ -341,3 +337,33 @@ def test_the_admin_page_of_a_job_follows_it_to_the_end_by_itself(web, start_work
         assert f"{KILLED_JOB_ROWS:,} / {KILLED_JOB_ROWS:,} rows (100%)" in label.text
         assert "rows/s" in label.text
         assert len(seen) >= 2, seen  # the page moved with the job, never reloaded
+
+
+def test_two_worker_processes_share_a_job_and_store_each_chunk_once(web, qcluster, instance):
+    key = instance.demo_key
+    # One cluster of two worker processes: a cluster takes the next tasks ahead of its free
+    # workers, so the parts of a job spread over the workers of the cluster that takes them.
+    worker = qcluster("two-workers", env={**WORKER_ENV, "Q_WORKERS": "2"}).wait_running()
+    rows = iris_rows(KILLED_JOB_ROWS)
+
+    started = time.monotonic()
+    job = submit_npy(web, key, rows)
+    done = wait_until_completed(web, key, job["job_id"], 60, worker)
+
+    print(
+        f"\n{KILLED_JOB_ROWS} rows on two worker processes: {done['processing_seconds']:.2f} s"
+        f" processing, {time.monotonic() - started:.2f} s submit-to-done"
+    )
+    state = stored_state(instance, job["job_id"])
+    n_chunks = math.ceil(KILLED_JOB_ROWS / CHUNK_ROWS)
+    assert state["chunks"] == state["distinct_indexes"] == n_chunks, state
+    assert state["chunk_rows"] == KILLED_JOB_ROWS, state
+    stored = [
+        json.loads(line)
+        for line in worker.log.read_text().splitlines()
+        if f"batch {job['job_id']}: rows" in line
+    ]
+    assert len(stored) == n_chunks
+    assert len({line["pid"] for line in stored}) == 2  # each worker process stored a part
+    results = np.load(io.BytesIO(download(web, key, job["job_id"], "npy").content))
+    assert results.shape == (KILLED_JOB_ROWS, 3)

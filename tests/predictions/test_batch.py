@@ -132,6 +132,39 @@ def test_a_task_works_for_its_time_budget_and_queues_the_rest_as_a_new_task(key_
     assert BatchChunk.objects.filter(job=job).count() == 4
 
 
+def test_a_job_is_queued_as_parts_and_the_last_part_to_finish_completes_it(
+    key_client, django_capture_on_commit_callbacks
+):
+    queued = OrmQ.objects.count()
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = submit(key_client).json()["job_id"]
+    assert OrmQ.objects.count() == queued + 2  # BATCH_PARALLEL_TASKS parts of 4 chunks
+
+    batch_job_process(job_id=job_id, part=1, parts=2)
+
+    job = BatchJob.objects.get(pk=job_id)
+    assert (job.status, job.completed_inputs) == ("processing", 15)  # chunks 1 and 3 (5 rows)
+    assert sorted(job.chunks.values_list("index", flat=True)) == [1, 3]
+    batch_job_process(job_id=job_id, part=0, parts=2)
+    job = BatchJob.objects.get(pk=job_id)
+    assert (job.status, job.completed_inputs) == ("completed", 35)
+    page = key_client.get(f"/api/v1/predict/batch/{job_id}/results", {"page_size": 35}).json()
+    np.testing.assert_allclose(
+        [r["prediction"] for r in page["results"]], expected_outputs(rows(35)), atol=1e-6
+    )
+
+
+def test_a_part_stops_when_another_part_has_failed_the_job(key_client):
+    job_id = submit(key_client).json()["job_id"]
+    batch_job_process(job_id=job_id, part=0, parts=2)  # chunks 0 and 2
+    BatchJob.objects.filter(pk=job_id).update(status="failed", error="row 12: overflow")
+
+    batch_job_process(job_id=job_id, part=1, parts=2)
+
+    job = BatchJob.objects.get(pk=job_id)
+    assert (job.status, job.completed_inputs) == ("failed", 20)
+
+
 def test_downloads_stream_every_row_as_csv_jsonl_and_npy(key_client):
     job_id = submit(key_client).json()["job_id"]
     run(job_id)
