@@ -44,6 +44,7 @@ def browser(server, instance) -> Iterator:
 
 
 def wait_for_text(browser, selector: str, text: str, timeout: float = 30) -> str:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
 
@@ -51,7 +52,9 @@ def wait_for_text(browser, selector: str, text: str, timeout: float = 30) -> str
         found = [e.text for e in driver.find_elements(By.CSS_SELECTOR, selector)]
         return next((t for t in found if text in t), False)
 
-    return WebDriverWait(browser, timeout).until(shown)
+    # An element found as the page is replaced (a form posted) is read again on the new page.
+    wait = WebDriverWait(browser, timeout, ignored_exceptions=[StaleElementReferenceException])
+    return wait.until(shown)
 
 
 def test_graphiql_renders_and_runs_a_query_without_a_cdn(browser, server, instance):
