@@ -337,7 +337,9 @@ class Socket:
             self.close_code = 1006
             self.closed.set()  # the handler returns: uvicorn closes the connection
             return
-        except OSError:  # the client is gone (uvicorn's ClientDisconnected)
+        except (OSError, RuntimeError):
+            # The client is gone (uvicorn's ClientDisconnected), or uvicorn closed the socket
+            # itself (a malformed frame, no pong) before the reader saw its disconnect.
             self.closed.set()
             return
         self.active_at = self.timer()

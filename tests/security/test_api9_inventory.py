@@ -30,6 +30,7 @@ KNOWN_SURFACES = (
     "health",
     "ready",
     "metrics",
+    "demo/websocket",
     "graphql",
     "api/schema/",
     "api/docs/",
