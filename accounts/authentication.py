@@ -24,30 +24,30 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         raw = request.META.get(self.header)
         if raw is None:
             return None
-        lookup = crypto.parse_lookup(raw.strip())
-        if lookup is None:
-            raise exceptions.AuthenticationFailed("Malformed API key.", code="malformed_api_key")
-        key = verified_keys.get(lookup)
-        if key is None or not crypto.key_matches(raw.strip(), key.hashed_key):
-            raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
-        now = self.now()
-        if key.revoked_at is not None:
-            raise exceptions.AuthenticationFailed(
-                "This API key was revoked.", code="revoked_api_key"
-            )
-        if key.is_expired(now):
-            raise exceptions.AuthenticationFailed(
-                "This API key has expired.", code="expired_api_key"
-            )
-        if not key.owner.is_active:
-            raise exceptions.AuthenticationFailed(
-                "The key's owner is inactive.", code="user_inactive"
-            )
-        api_key_touch(key=key, now=now, interval_seconds=platform_setting("API_KEY_TOUCH_SECONDS"))
+        key = api_key_verified(raw)
         return key.owner, key
 
     def authenticate_header(self, request) -> str:
         return CHALLENGE
+
+
+def api_key_verified(raw: str) -> ApiKey:
+    """The usable key ``raw`` (owner and scopes loaded); AuthenticationFailed naming why not."""
+    lookup = crypto.parse_lookup(raw.strip())
+    if lookup is None:
+        raise exceptions.AuthenticationFailed("Malformed API key.", code="malformed_api_key")
+    key = verified_keys.get(lookup)
+    if key is None or not crypto.key_matches(raw.strip(), key.hashed_key):
+        raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
+    now = ApiKeyAuthentication.now()
+    if key.revoked_at is not None:
+        raise exceptions.AuthenticationFailed("This API key was revoked.", code="revoked_api_key")
+    if key.is_expired(now):
+        raise exceptions.AuthenticationFailed("This API key has expired.", code="expired_api_key")
+    if not key.owner.is_active:
+        raise exceptions.AuthenticationFailed("The key's owner is inactive.", code="user_inactive")
+    api_key_touch(key=key, now=now, interval_seconds=platform_setting("API_KEY_TOUCH_SECONDS"))
+    return key
 
 
 def cached_key(raw: str, scope: str) -> ApiKey | None:

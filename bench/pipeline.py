@@ -9,14 +9,17 @@ Scenarios (``--scenario``, several allowed; all by default):
   server.
 * ``batching``: a dense model (1024 -> 4096 -> 4096 -> 10) with ``max_batch_size`` 64 against
   the same version with batching off (``max_batch_size`` 1): 64 clients, and one client.
+* ``ws``: rows over ``/api/v1/predict/ws`` (``ws_load.py``: each socket keeps 64 rows
+  unanswered) against REST ``/predict`` with the same row, over 1 and over 16 clients.
 * ``sqlite``: REST ``/predict`` on the embedded profile with SQLite's ``synchronous=FULL``
   (survives a power loss) against ``NORMAL`` (survives a crash of the process).
 
 Every server of a scenario runs for the whole scenario and the loads alternate between them,
-round after round (``--rounds``); the median round of each is shown. Load comes from wrk,
-closed loop (each connection sends its next request when its answer came). The steady figure
-is the server's CPU per request (all its processes, from /proc); throughput and p99 are shown
-too, and move with whatever else the host is doing.
+round after round (``--rounds``); the median round of each is shown. Load comes from wrk (the
+WebSocket load from a Python client, ``ws_load.py``), closed loop (each connection sends its
+next request when its answer came). The steady figure is the server's CPU per request (all its
+processes, from /proc); throughput and p99 are shown too, and move with whatever else the host
+is doing.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from bench.wrk import ensure_wrk, run_wrk  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 IRIS = [5.1, 3.5, 1.4, 0.2]
 JSON_HEADERS = {"Content-Type": "application/json"}
-SCENARIOS = ("rest", "faces", "batching", "sqlite")
+SCENARIOS = ("rest", "faces", "batching", "ws", "sqlite")
 DENSE_SIZES = (1024, 4096, 4096, 10)
 
 DENSE_SNIPPET = """
@@ -73,6 +76,8 @@ class Contender:
     name: str
     target: Target
     server: Server
+    # A load other than wrk's: (settings, seconds) -> result.
+    run: Callable[[LoadSettings, float], LoadResult] | None = None
 
 
 @dataclass
@@ -103,10 +108,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load(contender: Contender, settings: LoadSettings, wrk: str) -> LoadResult:
     """Warm up, then one measured wrk run, with the CPU of the contender's server counted."""
+    run = contender.run or (lambda s, seconds: run_wrk(wrk, contender.target, s, seconds))
     if settings.warmup_s > 0:
-        run_wrk(wrk, contender.target, settings, settings.warmup_s)
+        run(settings, settings.warmup_s)
     before = cpu.sample(contender.server.pgid)
-    result = run_wrk(wrk, contender.target, settings, settings.duration_s)
+    result = run(settings, settings.duration_s)
     after = cpu.sample(contender.server.pgid)
     return replace(
         result,
@@ -251,6 +257,28 @@ def scenario_batching(instance, settings, args, wrk, logs) -> dict[str, list[Mea
     return results
 
 
+def scenario_ws(instance, settings, args, wrk, logs) -> dict[str, list[Measured]]:
+    from bench.ws_load import run_ws
+
+    results = {}
+    with platform_server(instance, logs, "platform") as (ours, base):
+        url = base.replace("http://", "ws://") + "/api/v1/predict/ws"
+
+        def sockets(load: LoadSettings, seconds: float) -> LoadResult:
+            return run_ws(url, instance.api_key, IRIS, load, seconds)
+
+        for clients in (1, 16):
+            contenders = [
+                Contender("REST /predict", rest_target(base, instance), ours),
+                Contender("WebSocket rows", rest_target(base, instance), ours, run=sockets),
+            ]
+            title = f"ws ({instance.profile}), {clients} client{'s' if clients > 1 else ''}"
+            results[title] = alternate(
+                contenders, replace(settings, connections=clients), args, wrk
+            )
+    return results
+
+
 def scenario_sqlite(instance, settings, args, wrk, logs) -> dict[str, list[Measured]]:
     if instance.profile != "embedded":
         return {}
@@ -272,6 +300,7 @@ RUNNERS = {
     "rest": scenario_rest,
     "faces": scenario_faces,
     "batching": scenario_batching,
+    "ws": scenario_ws,
     "sqlite": scenario_sqlite,
 }
 

@@ -14,7 +14,9 @@
   each request, open it a connection, and cross between the thread and the event loop around
   each middleware (docs/decisions/0001).
 
-A request body past its path's limit is refused (413) before Django reads it.
+A request body past its path's limit is refused (413) before Django reads it. A WebSocket goes
+to the handler of its path (``settings.WEBSOCKET_HANDLERS``), also on the event loop; a plain
+HTTP request to that path is answered 426 (upgrade required).
 """
 
 import asyncio
@@ -56,8 +58,10 @@ class Platform:
         streaming: re.Pattern,
         routes: dict[str, LeanHandler],
         patterns: dict[str, LeanHandler],
+        sockets: dict[str, ASGIApp] | None = None,
     ) -> None:
         self.views = views
+        self.sockets = sockets or {}
         self.streams = streams
         self.streaming = streaming
         self.routes = routes
@@ -75,11 +79,15 @@ class Platform:
                         break
             if handler is not None:
                 await handler(scope, receive, send, self._django, match)
+            elif path in self.sockets:
+                await _upgrade_required(send, scope)
             else:
                 await self._django(scope, receive, send)
         elif kind == "lifespan":
             await _lifespan(receive, send)
-        else:  # websocket: no route takes one
+        elif kind == "websocket" and scope["path"] in self.sockets:
+            await self.sockets[scope["path"]](scope, receive, send)
+        else:  # a WebSocket no route takes: refused in the handshake (403)
             await send({"type": "websocket.close", "code": 1000})
 
     async def _django(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -177,6 +185,30 @@ async def _too_large(send: Send, scope: Scope, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _upgrade_required(send: Send, scope: Scope) -> None:
+    """426 to a plain HTTP request for a WebSocket's path, in the API's error shape."""
+    from mlplatform.middleware import error_content
+
+    body = error_content(
+        scope["path"],
+        "This is a WebSocket endpoint: open it with a WebSocket client (docs/websockets.md).",
+        "upgrade_required",
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 426,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"upgrade", b"websocket"),
+                (b"connection", b"Upgrade"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 async def _lifespan(receive: Receive, send: Send) -> None:
     """Start-up needs nothing; at shutdown (after the last request), what is queued is written."""
     from asgiref.sync import sync_to_async
@@ -207,12 +239,16 @@ def build(*, lean: bool | None = None) -> ASGIApp:
             module = import_module(dotted)
             routes.update(getattr(module, "ROUTES", {}))
             patterns.update(getattr(module, "PATTERNS", {}))
+    sockets: dict[str, ASGIApp] = {}
+    for dotted in settings.WEBSOCKET_HANDLERS:
+        sockets.update(import_module(dotted).ROUTES)
     application = Platform(
         views=WSGIMiddleware(get_wsgi_application(), workers=settings.WEB_THREADS),
         streams=get_asgi_application(),
         streaming=re.compile("|".join(f"(?:{p})" for p in settings.STREAMING_PATHS)),
         routes=routes,
         patterns=patterns,
+        sockets=sockets,
     )
     _spare_the_garbage_collector()
     return application

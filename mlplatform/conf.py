@@ -85,6 +85,17 @@ DEFAULTS: dict[str, Any] = {
     "MAX_OPEN_STREAMS": int(os.environ.get("MLPLATFORM_MAX_OPEN_STREAMS") or 128),
     "MAX_OPEN_STREAMS_PER_USER": int(os.environ.get("MLPLATFORM_MAX_OPEN_STREAMS_PER_USER") or 16),
     "STREAM_SEND_TIMEOUT": float(os.environ.get("MLPLATFORM_STREAM_SEND_TIMEOUT") or 30),
+    # WebSocket predictions (/api/v1/predict/ws; an open socket takes a stream slot above):
+    # largest message in bytes (closed with 1009 beyond), rows of one socket being predicted or
+    # waiting to be sent (no further message is read meanwhile), seconds without a message or
+    # an answer before the server closes the socket (4408), seconds between the server's pings
+    # (a pong must come within as long: 1011 if not), and rows refused for the rate limit one
+    # after another before the socket is closed (4429).
+    "WS_MAX_MESSAGE_BYTES": int(os.environ.get("MLPLATFORM_WS_MAX_MESSAGE_BYTES") or 1024 * 1024),
+    "WS_MAX_IN_FLIGHT": int(os.environ.get("MLPLATFORM_WS_MAX_IN_FLIGHT") or 64),
+    "WS_IDLE_SECONDS": float(os.environ.get("MLPLATFORM_WS_IDLE_SECONDS") or 300),
+    "WS_PING_SECONDS": float(os.environ.get("MLPLATFORM_WS_PING_SECONDS") or 20),
+    "WS_RATE_LIMIT_GRACE": int(os.environ.get("MLPLATFORM_WS_RATE_LIMIT_GRACE") or 10),
     # Seconds /ready waits for its checks before it answers 503 (probes time out at a few).
     "READY_TIMEOUT": 1.5,
     # Seconds ``manage.py serve`` keeps serving after SIGTERM with /ready answering 503, so a

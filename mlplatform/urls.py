@@ -50,6 +50,7 @@ urlpatterns = [
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
+    path("demo/websocket", views.websocket_demo, name="websocket-demo"),
 ]
 
 handler400 = "mlplatform.views.bad_request"

@@ -15,6 +15,11 @@ def landing(request):
     return render(request, "landing.html", {"models": registry.models()})
 
 
+def websocket_demo(request):
+    """A page that sends rows over /api/v1/predict/ws and shows the answers as they arrive."""
+    return render(request, "ws_demo.html")
+
+
 def not_found(request, exception=None):
     return error_response(request, f"No route matches {request.path!r}.", "not_found", status=404)
 

@@ -22,12 +22,15 @@ UNDOCUMENTED = {
     "api/v1/": "the API root: an index of links for the browsable API",
     "api/v1/health": "the liveness probe /health under the tutorial's base URL",
 }
+# WebSockets, which are no Django routes and which OpenAPI cannot describe, and where they are.
+SOCKETS = {"/api/v1/predict/ws": "docs/websockets.md"}
 # Every public surface outside the API, by route prefix.
 KNOWN_SURFACES = (
     "",  # the landing page
     "health",
     "ready",
     "metrics",
+    "demo/websocket",
     "graphql",
     "api/schema/",
     "api/docs/",
@@ -101,6 +104,18 @@ def test_the_inventory_notices_a_route_that_is_not_documented(schema):
     assert set(_served(patterns)) - set(_documented(schema)) == {"api/v1/forgotten"} | {
         _normalised(route) for route in UNDOCUMENTED
     }
+
+
+def test_the_only_websockets_are_the_documented_ones():
+    from importlib import import_module
+
+    served = {}
+    for dotted in settings.WEBSOCKET_HANDLERS:
+        served.update(import_module(dotted).ROUTES)
+
+    assert {path.rstrip("/") for path in served} == set(SOCKETS)
+    for document in SOCKETS.values():
+        assert (settings.BASE_DIR / document).is_file()
 
 
 def test_outside_the_api_there_are_only_the_known_surfaces():

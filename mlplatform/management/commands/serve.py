@@ -45,6 +45,24 @@ def web_processes(requested: int | None) -> int:
     return (os.cpu_count() or 1) if settings.PROFILE == "production" else 1
 
 
+def websocket_options() -> list[str]:
+    """uvicorn's WebSocket options from the platform's knobs (predictions/websocket.py).
+
+    uvicorn closes a message past the largest size with 1009 before it is whole, and a socket
+    whose pong does not come within the ping interval with 1011. Messages are not compressed:
+    rows of numbers gain little from it and each message would cost a deflate on the event loop.
+    """
+    from mlplatform.conf import platform_setting
+
+    ping = str(platform_setting("WS_PING_SECONDS"))
+    return [
+        *("--ws", "websockets-sansio"),
+        *("--ws-max-size", str(platform_setting("WS_MAX_MESSAGE_BYTES"))),
+        *("--ws-ping-interval", ping, "--ws-ping-timeout", ping),
+        *("--ws-per-message-deflate", "false"),
+    ]
+
+
 class Command(BaseCommand):
     help = (
         "Run the web server and one django-q2 worker on the active profile; Ctrl-C stops both, "
@@ -73,6 +91,7 @@ class Command(BaseCommand):
         web += ["--http", "httptools", "--loop", "uvloop", "--lifespan", "on"]
         # Every request gets one JSON log line of the platform's (mlplatform.logging).
         web += ["--no-access-log", "--timeout-graceful-shutdown", "10"]
+        web += websocket_options()
         metrics_dir, made_metrics_dir = prepare_metrics_dir(env)
         # While this file exists, /ready answers 503 in every web process (mlplatform.health).
         flag_dir = Path(tempfile.mkdtemp(prefix="mlplatform-serve-"))
