@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from django.conf import settings
 
 from tests.e2e.test_batch_worker import iris_rows, npy_bytes
 
@@ -157,8 +158,9 @@ def test_twenty_concurrent_batch_jobs_each_finish_once_with_exact_rows(cluster, 
         assert job["completed_inputs"] == job["total_inputs"] == rows, job
         assert job["chunks"] == job["distinct_indexes"] == -(-rows // CHUNK_ROWS), job
         assert job["chunk_rows"] == rows, job
-        # One run of one task finished it: never picked up twice, never run again.
-        assert job["attempts"] == job["task_runs"] == job["successes"] == 1, job
+        # One run of each of its parts' tasks finished it: none picked up twice or run again.
+        parts = min(settings.PLATFORM["BATCH_PARALLEL_TASKS"], job["chunks"])
+        assert job["attempts"] == job["task_runs"] == job["successes"] == parts, job
         lines = (
             requests.get(
                 webs[1].url(f"/api/v1/predict/batch/{job_id}/results"),
@@ -170,11 +172,11 @@ def test_twenty_concurrent_batch_jobs_each_finish_once_with_exact_rows(cluster, 
             .splitlines()
         )
         assert [json.loads(line)["input_index"] for line in lines] == list(range(rows))
-    # Each job was taken by exactly one of the two workers, and each worker took some.
+    # Each worker took part in some jobs.
     logs = [w.log.read_text(errors="replace") for w in workers]
     taken = [[job_id for job_id, _, _ in submitted if f"batch {job_id}" in log] for log in logs]
-    print(f"\n{JOBS} jobs, {sum(sizes)} rows; jobs taken per worker: {[len(t) for t in taken]}")
-    assert sorted(taken[0] + taken[1]) == sorted(job_id for job_id, _, _ in submitted)
+    print(f"\n{JOBS} jobs, {sum(sizes)} rows; jobs worked on per worker: {[len(t) for t in taken]}")
+    assert set(taken[0]) | set(taken[1]) == {job_id for job_id, _, _ in submitted}
     assert taken[0] and taken[1], taken
 
 
@@ -286,7 +288,7 @@ from predictions.models import BatchChunk, BatchJob
 out = {{}}
 for job in BatchJob.objects.filter(pk__in={job_ids!r}):
     chunks = BatchChunk.objects.filter(job=job)
-    tasks = list(Task.objects.filter(name=f"batch {{job.pk}}"))
+    tasks = list(Task.objects.filter(name__startswith=f"batch {{job.pk}} part "))
     out[str(job.pk)] = {{
         "completed_inputs": job.completed_inputs,
         "total_inputs": job.total_inputs,
