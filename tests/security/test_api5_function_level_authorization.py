@@ -85,7 +85,7 @@ def test_the_scope_permissions_exist_under_the_names_the_test_uses(db):
     """Guards the test above: it grants every scope permission but one."""
     codenames = [permission_codename(scope) for scope in ALL_SCOPES]
 
-    assert Permission.objects.filter(codename__in=codenames).count() == len(ALL_SCOPES) == 4
+    assert Permission.objects.filter(codename__in=codenames).count() == len(ALL_SCOPES) == 5
 
 
 def test_a_predict_only_key_can_predict_but_not_submit_batches(user, make_key, client_for):
