@@ -10,9 +10,15 @@ class Scope(models.TextChoices):
     BATCH = "batch", "Submit batch jobs"
     STREAM = "stream", "Stream predictions"
     READ = "read", "Read stored predictions and jobs"
+    MODELS = "models", "Register models and versions"
 
 
 ALL_SCOPES: tuple[str, ...] = tuple(Scope.values)
+# What a client of the served models needs; registering models is an operator's function, so
+# the "API users" group and the demo key hold these and not ``models``.
+CLIENT_SCOPES: tuple[str, ...] = (Scope.PREDICT, Scope.BATCH, Scope.STREAM, Scope.READ)
+# Staff run the registry from the admin; they hold ``models`` without a permission of its own.
+STAFF_SCOPES: frozenset[str] = frozenset({Scope.MODELS})
 _CODENAME_PREFIX = "scope_"
 
 
@@ -21,7 +27,8 @@ def permission_codename(scope: str) -> str:
 
 
 def user_scopes(user) -> frozenset[str]:
-    """The scopes a user holds through permissions (directly or by group; all for superusers).
+    """The scopes a user holds through permissions (directly or by group; all for superusers;
+    ``models`` for staff).
 
     One query, remembered on the user object for the rest of the request: this runs on every
     scoped API call, where Django's ``has_perm`` would load all permissions in two queries.
@@ -44,6 +51,8 @@ def user_scopes(user) -> frozenset[str]:
             .distinct()
         )
         scopes = frozenset(c.removeprefix(_CODENAME_PREFIX) for c in codenames) & set(ALL_SCOPES)
+        if user.is_staff:
+            scopes |= STAFF_SCOPES
     user._scopes_cache = scopes
     return scopes
 

@@ -13,13 +13,14 @@ from mlplatform.logging import log_context, request_finished
 from mlplatform.metrics import instrumented
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_ARTIFACT_UPLOAD = re.compile(r"^/api/v1/models/[^/]+/versions/?$")
 
 
 def body_limit(path: str) -> int:
     """The largest body a path accepts: uploads (batch files, artifacts) get their own limits."""
     if path.startswith("/api/v1/predict/batch"):
         return platform_setting("MAX_UPLOAD_BYTES")
-    if path.startswith("/admin/"):
+    if path.startswith("/admin/") or _ARTIFACT_UPLOAD.match(path):
         return platform_setting("MAX_ARTIFACT_BYTES")
     return platform_setting("MAX_BODY_BYTES")
 

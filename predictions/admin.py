@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from mlplatform.conf import platform_setting
 from mlplatform.errors import PlatformError
 from predictions import services, webhook_admin  # noqa: F401  (registers its admin)
-from predictions.admin_views import model_comparison_view
+from predictions.admin_views import model_add_from_file_view, model_comparison_view
 from predictions.models import BatchJob, MLModel, ModelVersion, Prediction
 from predictions.services.batch import batch_job_cancel, batch_job_retry, job_progress
 
@@ -123,7 +123,16 @@ class MLModelAdmin(admin.ModelAdmin):
             self.admin_site.admin_view(self.compare_view),
             name="predictions_mlmodel_compare",
         )
-        return [compare, *super().get_urls()]
+        from_file = path(
+            "add-from-file/",
+            self.admin_site.admin_view(self.add_from_file_view),
+            name="predictions_mlmodel_add_from_file",
+        )
+        return [compare, from_file, *super().get_urls()]
+
+    def add_from_file_view(self, request):
+        """A model and its first version (or a new version) from one artifact file."""
+        return model_add_from_file_view(self, request)
 
     def compare_view(self, request, object_id):
         """Versions side by side: traffic, latency, live accuracy, shadow agreement."""

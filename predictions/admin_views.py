@@ -1,13 +1,18 @@
-"""Admin pages beyond the model admins: the per-model version comparison."""
+"""Admin pages beyond the model admins: the per-model version comparison, add from file."""
 
 from datetime import timedelta
 
+from django import forms
+from django.contrib import messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 
+from mlplatform.errors import PlatformError
+from predictions import services
 from predictions.comparison import (
     LATENCY_SAMPLE,
     Comparison,
@@ -15,7 +20,7 @@ from predictions.comparison import (
     VersionRow,
     model_comparison,
 )
-from predictions.models import MLModel
+from predictions.models import MLModel, ModelVersion
 from predictions.runtime.stats import TTest
 
 SIGNIFICANCE_LEVEL = 0.05
@@ -23,6 +28,89 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 3650
 DAY_CHOICES = (1, 7, 30, 90, 365)
 MISSING = "—"
+
+
+def _names(value: str) -> list[str] | None:
+    return [part.strip() for part in value.split(",")] if value.strip() else None
+
+
+class AddFromFileForm(forms.Form):
+    artifact = forms.FileField(help_text="An .onnx graph or an .npz dense network.")
+    name = forms.SlugField(max_length=100, help_text="A new model's name, or an existing one's.")
+    labels = forms.CharField(
+        required=False,
+        help_text="Class names in output order, comma-separated (when the file names none).",
+    )
+    task = forms.ChoiceField(
+        required=False,
+        choices=[("", "guess from the file"), *MLModel.Task.choices],
+        help_text="Classification when the file gives probabilities or labels are given.",
+    )
+    feature_names = forms.CharField(
+        required=False,
+        help_text="Comma-separated (default: the file's, or x0..xN-1).",
+    )
+    label = forms.SlugField(
+        max_length=50, required=False, help_text="The version's label (default: v1, v2, ...)."
+    )
+    status = forms.ChoiceField(
+        choices=ModelVersion.Status.choices, initial=ModelVersion.Status.STAGED
+    )
+    traffic_weight = forms.FloatField(min_value=0, max_value=1_000_000, initial=0)
+    default = forms.BooleanField(
+        required=False, help_text="Make it the model's default version (needs status active)."
+    )
+
+
+def model_add_from_file_view(model_admin, request):
+    """Register a model from an artifact file; the same service as REST and register_model."""
+    if not (
+        model_admin.has_add_permission(request)
+        and request.user.has_perm("predictions.add_modelversion")
+    ):
+        raise PermissionDenied
+    form = AddFromFileForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        upload = data["artifact"]
+        try:
+            registered = services.model_register(
+                name=data["name"],
+                artifact=upload.read(),
+                artifact_name=upload.name or "",
+                label=data["label"] or None,
+                task=data["task"] or None,
+                feature_names=_names(data["feature_names"]),
+                labels=_names(data["labels"]),
+                status=data["status"],
+                traffic_weight=data["traffic_weight"],
+                make_default=data["default"],
+            )
+        except PlatformError as exc:
+            form.add_error(None, exc.detail)
+        else:
+            model, version = registered.model, registered.version
+            what = "Created model" if registered.model_created else "Added to model"
+            model_admin.message_user(
+                request,
+                f"{what} {model.name!r}: version {version.label} ({version.runtime}, "
+                f"{model.n_features} features, {model.task}).",
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(
+                reverse("admin:predictions_mlmodel_change", args=[model.pk])
+            )
+    opts = model_admin.model._meta
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "Add model from file",
+        "subtitle": None,
+        "opts": opts,
+        "app_label": opts.app_label,
+        "form": form,
+    }
+    request.current_app = model_admin.admin_site.name
+    return TemplateResponse(request, "admin/predictions/mlmodel/add_from_file.html", context)
 
 
 def model_comparison_view(model_admin, request, object_id):

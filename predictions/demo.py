@@ -8,7 +8,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 
 from accounts.models import ApiKey, User
-from accounts.scopes import ALL_SCOPES, permission_codename
+from accounts.scopes import CLIENT_SCOPES, permission_codename
 from accounts.services import api_key_create, api_key_revoke
 from predictions import services
 from predictions.models import MLModel, ModelVersion
@@ -38,9 +38,12 @@ class SeedReport:
 
 
 def api_users_group() -> Group:
-    """A group holding every scope permission: add a user to it to let them use the API."""
+    """A group holding the clients' scope permissions: add a user to it to let them use the API.
+
+    Not ``models``: registering models is for staff and users given that permission.
+    """
     group, _ = Group.objects.get_or_create(name=API_USERS_GROUP)
-    codenames = [permission_codename(s) for s in ALL_SCOPES]
+    codenames = [permission_codename(s) for s in CLIENT_SCOPES]
     group.permissions.add(
         *Permission.objects.filter(content_type__app_label="accounts", codename__in=codenames)
     )
@@ -141,6 +144,6 @@ def demo_seed(*, issue_key: bool = True, new_key: bool = False) -> SeedReport:
             for old in keys:
                 api_key_revoke(key=old)
             _, report.api_key = api_key_create(
-                owner=demo_user, name=DEMO_KEY_NAME, scopes=list(ALL_SCOPES)
+                owner=demo_user, name=DEMO_KEY_NAME, scopes=list(CLIENT_SCOPES)
             )
     return report

@@ -236,3 +236,72 @@ class FeedbackSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
+
+
+def _names(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",")]
+
+
+class ModelCreateSerializer(serializers.Serializer):
+    """A new model; what is not given here comes from its first version's file."""
+
+    name = serializers.SlugField(max_length=100)
+    task = serializers.ChoiceField(choices=MLModel.Task.choices)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    feature_names = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        allow_empty=False,
+        help_text="Input feature names in row order (default: the first file's, or x0..xN-1).",
+    )
+    labels = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        allow_empty=False,
+        help_text="Class names in output order (classifiers; default: the first file's).",
+    )
+
+
+class VersionUploadSerializer(serializers.Serializer):
+    """A new version from an artifact file: an ONNX graph or an .npz dense network."""
+
+    artifact = serializers.FileField(
+        help_text="An .onnx graph (one float input [batch, n_features]) or an .npz dense network. "
+        "Files are never unpickled."
+    )
+    label = serializers.SlugField(
+        max_length=50, required=False, help_text="Default: the first free v1, v2, ..."
+    )
+    status = serializers.ChoiceField(
+        choices=ModelVersion.Status.choices, default=ModelVersion.Status.STAGED
+    )
+    traffic_weight = serializers.FloatField(min_value=0, max_value=1_000_000, default=0.0)
+    default = serializers.BooleanField(
+        default=False, help_text="Make it the model's default version (needs status active)."
+    )
+    labels = serializers.CharField(
+        required=False,
+        help_text="Class names in output order, comma-separated (a model's first classifier "
+        "file that names no classes needs them).",
+    )
+    feature_names = serializers.CharField(
+        required=False,
+        help_text="Feature names in input order, comma-separated (a model's first file).",
+    )
+    task = serializers.ChoiceField(
+        choices=MLModel.Task.choices,
+        required=False,
+        help_text="Must be the model's task when it has one.",
+    )
+    runtime = serializers.ChoiceField(
+        choices=[ModelVersion.Runtime.ONNX, ModelVersion.Runtime.NUMPY],
+        required=False,
+        help_text="Default: from the file name (.onnx, .npz) or its first bytes.",
+    )
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+
+    def validate_labels(self, value: str) -> list[str]:
+        return _names(value)
+
+    def validate_feature_names(self, value: str) -> list[str]:
+        return _names(value)

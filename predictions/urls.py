@@ -32,4 +32,7 @@ urlpatterns = [
     *route("metrics", stats_views.MetricsSummaryView.as_view(), "metrics-summary"),
     *route("models", views.ModelListView.as_view(), "model-list"),
     *route("models/<str:name>", views.ModelDetailView.as_view(), "model-detail"),
+    *route(
+        "models/<str:name>/versions", views.ModelVersionCreateView.as_view(), "model-version-create"
+    ),
 ]

@@ -2,6 +2,7 @@
 
 from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -10,6 +11,7 @@ from rest_framework.views import APIView
 from accounts.authentication import ApiKeyAuthentication, BearerJWTAuthentication
 from accounts.models import ApiKey
 from accounts.permissions import scope_required
+from mlplatform.api.parsers import ORJSONParser
 from mlplatform.api.schema import ErrorSerializer
 from mlplatform.errors import NotFound
 from predictions.models import MLModel, ModelVersion
@@ -24,15 +26,19 @@ from predictions.serializers import (
     FeedbackRequestSerializer,
     FeedbackSerializer,
     MLModelSerializer,
+    ModelCreateSerializer,
     PredictionFilterSerializer,
     PredictionSerializer,
     PredictRequestSerializer,
+    VersionUploadSerializer,
     prediction_payload,
 )
 from predictions.services import (
     feedback_submit,
     fingerprint,
     idempotent,
+    model_create,
+    model_register,
     prediction_create,
     prediction_create_in_parallel,
 )
@@ -212,16 +218,44 @@ def _models():
     return MLModel.objects.prefetch_related(Prefetch("versions", queryset=versions))
 
 
+def _model_body(name: str) -> dict:
+    model = _models().get(name=name)
+    context = {"live_metrics": live_metrics(v.id for v in model.versions.all())}
+    return MLModelSerializer(model, context=context).data
+
+
+MODELS_SCOPE = scope_required("models")
+_REGISTRATION_ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, "Bad input, or a file that does not fit the model."),
+    403: OpenApiResponse(ErrorSerializer, "The credential lacks the 'models' scope."),
+    409: OpenApiResponse(ErrorSerializer, "The name or label is taken, or another task."),
+}
+
+
 class ModelListView(APIView):
     """Registered models with their versions, input schema, labels and traffic weights."""
 
-    permission_classes = [IsAuthenticated]
+    parser_classes = [ORJSONParser]
+
+    def get_permissions(self):
+        return [MODELS_SCOPE() if self.request.method == "POST" else IsAuthenticated()]
 
     @extend_schema(responses=MLModelSerializer(many=True))
     def get(self, request):
         models = list(_models())
         context = {"live_metrics": live_metrics(v.id for m in models for v in m.versions.all())}
         return Response(MLModelSerializer(models, many=True, context=context).data)
+
+    @extend_schema(
+        request=ModelCreateSerializer,
+        responses={201: MLModelSerializer, **_REGISTRATION_ERRORS},
+    )
+    def post(self, request):
+        """Create a model (scope ``models``, or staff); its first version's file completes it."""
+        serializer = ModelCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        model = model_create(**serializer.validated_data)
+        return Response(_model_body(model.name), status=201)
 
 
 class ModelDetailView(APIView):
@@ -236,3 +270,44 @@ class ModelDetailView(APIView):
             raise NotFound(f"Unknown model {name!r}.", code="model_not_found")
         context = {"live_metrics": live_metrics(v.id for v in model.versions.all())}
         return Response(MLModelSerializer(model, context=context).data)
+
+
+class ModelVersionCreateView(APIView):
+    """Register an artifact file as a new version of a model; its signature is read from it."""
+
+    parser_classes = [MultiPartParser]
+
+    def get_permissions(self):
+        # Only POST is offered: other methods answer 405 to any signed-in caller.
+        return [MODELS_SCOPE() if self.request.method == "POST" else IsAuthenticated()]
+
+    @extend_schema(
+        request={"multipart/form-data": VersionUploadSerializer},
+        responses={
+            201: MLModelSerializer,
+            404: OpenApiResponse(ErrorSerializer, "Unknown model."),
+            413: OpenApiResponse(ErrorSerializer, "The file is larger than MAX_ARTIFACT_BYTES."),
+            **_REGISTRATION_ERRORS,
+        },
+    )
+    def post(self, request, name: str):
+        serializer = VersionUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        upload = data["artifact"]
+        registered = model_register(
+            name=name,
+            artifact=upload.read(),
+            artifact_name=upload.name or "",
+            label=data.get("label"),
+            runtime=data.get("runtime"),
+            task=data.get("task"),
+            description=data["description"],
+            feature_names=data.get("feature_names"),
+            labels=data.get("labels"),
+            status=data["status"],
+            traffic_weight=data["traffic_weight"],
+            make_default=data["default"],
+            create_model=False,
+        )
+        return Response(_model_body(registered.model.name), status=201)

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from accounts.keycache import verified_keys
 from accounts.models import User
-from accounts.scopes import ALL_SCOPES
+from accounts.scopes import CLIENT_SCOPES
 from accounts.services import api_key_create
 from predictions.registry import registry
 from predictions.stats import tallies
@@ -115,7 +115,7 @@ def staff(api_users) -> User:
 
 @pytest.fixture
 def make_key():
-    def make(owner: User, scopes=ALL_SCOPES, **kwargs) -> str:
+    def make(owner: User, scopes=CLIENT_SCOPES, **kwargs) -> str:
         return api_key_create(
             owner=owner, name=kwargs.pop("name", "test"), scopes=scopes, **kwargs
         )[1]

@@ -385,7 +385,9 @@ def slow_version(instance) -> str:
     see it within ``REGISTRY_REFRESH_SECONDS``."""
     path = instance.var_dir / "iris-slow.onnx"
     path.write_bytes(slow_iris_onnx())
-    instance.manage("upload_version", "iris", SLOW_VERSION, str(path), "--status", "staged")
+    instance.manage(
+        "register_model", "iris", str(path), "--label", SLOW_VERSION, "--status", "staged"
+    )
     return SLOW_VERSION
 
 

@@ -10,6 +10,7 @@ from predictions.services.predict import (
     prediction_create_in_parallel,
     prediction_request,
 )
+from predictions.services.registration import Registration, model_create, model_register
 from predictions.services.versions import (
     artifact_validate,
     model_save,
@@ -22,12 +23,15 @@ from predictions.services.versions import (
 
 __all__ = [
     "PredictionRequest",
+    "Registration",
     "aprediction_create",
     "aprediction_request",
     "artifact_validate",
     "feedback_submit",
     "fingerprint",
     "idempotent",
+    "model_create",
+    "model_register",
     "model_save",
     "model_version_create",
     "model_version_replace_artifact",

@@ -3,7 +3,7 @@
 from django.db import transaction
 from django.db.models import F
 
-from mlplatform.errors import InvalidInput
+from mlplatform.errors import InvalidInput, PlatformError
 from predictions.models import MLModel, ModelVersion, RegistryRevision
 from predictions.registry import registry
 from predictions.runtime.artifacts import checksum as artifact_checksum
@@ -52,17 +52,23 @@ def artifact_validate(*, model: MLModel, runtime: str, data: bytes) -> Predictor
         predictor = _load(model=model, runtime=runtime, data=data)
     except ArtifactError as exc:
         raise InvalidInput(f"The artifact is not a valid {runtime} model: {exc}") from None
-    if predictor.n_inputs != model.n_features:
-        raise InvalidInput(
-            f"The artifact takes {predictor.n_inputs} inputs but model {model.name!r} has "
-            f"{model.n_features} features."
-        )
-    if model.task == MLModel.Task.CLASSIFICATION and predictor.n_outputs != len(model.labels):
-        raise InvalidInput(
-            f"The artifact gives {predictor.n_outputs} outputs but model {model.name!r} has "
-            f"{len(model.labels)} class labels."
-        )
+    signature_check(model=model, n_features=predictor.n_inputs, n_outputs=predictor.n_outputs)
     return predictor
+
+
+def signature_check(*, model: MLModel, n_features: int, n_outputs: int) -> None:
+    """Refuse a file whose inputs or outputs differ from the model's, naming both."""
+    if n_features != model.n_features:
+        raise InvalidInput(
+            f"The file takes {n_features} features; model {model.name!r} takes {model.n_features}.",
+            code="signature_mismatch",
+        )
+    if model.task == MLModel.Task.CLASSIFICATION and n_outputs != len(model.labels):
+        raise InvalidInput(
+            f"The file gives {n_outputs} outputs; model {model.name!r} has "
+            f"{len(model.labels)} class labels.",
+            code="signature_mismatch",
+        )
 
 
 @transaction.atomic
@@ -85,8 +91,43 @@ def model_version_create(
     ``max_batch_size`` and ``batch_wait_ms`` tune its micro-batching (default: the fields').
     """
     artifact_validate(model=model, runtime=runtime, data=artifact)
+    return model_version_insert(
+        model=model,
+        label=label,
+        artifact=artifact,
+        runtime=runtime,
+        artifact_name=artifact_name,
+        status=status,
+        traffic_weight=traffic_weight,
+        description=description,
+        metrics=metrics,
+        max_batch_size=max_batch_size,
+        batch_wait_ms=batch_wait_ms,
+    )
+
+
+@transaction.atomic
+def model_version_insert(
+    *,
+    model: MLModel,
+    label: str,
+    artifact: bytes,
+    runtime: str,
+    artifact_name: str = "",
+    status: str = ModelVersion.Status.STAGED,
+    traffic_weight: float = 0.0,
+    description: str = "",
+    metrics: dict | None = None,
+    max_batch_size: int | None = None,
+    batch_wait_ms: float | None = None,
+) -> ModelVersion:
+    """Store a version whose artifact the caller has validated against ``model``."""
     if ModelVersion.objects.filter(model=model, label=label).exists():
-        raise InvalidInput(f"Model {model.name!r} already has a version {label!r}.")
+        raise PlatformError(
+            f"Model {model.name!r} already has a version {label!r}.",
+            code="version_exists",
+            status_code=409,
+        )
     version = ModelVersion.objects.create(
         model=model,
         label=label,

@@ -3,10 +3,11 @@
 An independent validator (openapi-spec-validator) checks the document against the OpenAPI 3.0
 specification. A body is documented in the media types the operation takes as documented: a
 form or multipart body only where the operation's contract is one (the login form, a batch file
-upload), with properties a form can carry, and a schema of its own, so that a generated client
-can tell which encoding to send. The login is documented as the tutorial's form only (it takes
-JSON as well): openapi-python-client writes code that cannot be imported for a required body of
-several media types on an operation without optional parameters.
+upload, a model artifact upload), with properties a form can carry, and a schema of its own, so
+that a generated client can tell which encoding to send. The login is documented as the
+tutorial's form only (it takes JSON as well): openapi-python-client writes code that cannot be
+imported for a required body of several media types on an operation without optional
+parameters.
 """
 
 import pytest
@@ -56,8 +57,10 @@ def test_json_bodies_are_documented_as_json_only(schema):
         "POST /api/v1/auth/login": ["application/x-www-form-urlencoded"],
         "POST /api/v1/predict/batch": ["multipart/form-data"],
         "POST /api/v1/predict/batch/api-key": ["multipart/form-data"],
+        "POST /api/v1/models/{name}/versions": ["multipart/form-data"],
     }
     for operation in (
+        "POST /api/v1/models",
         "POST /api/v1/predict",
         "POST /api/v1/predict/ab-test",
         "POST /api/v1/predict/stream",
@@ -102,3 +105,24 @@ def test_a_batch_is_documented_as_json_rows_or_an_uploaded_file(schema):
         "description": "CSV (header optional), NPY float array, or JSONL rows.",
     }
     assert "inputs" not in upload["properties"]
+
+
+def test_a_version_upload_is_documented_as_a_binary_artifact_and_form_fields(schema):
+    operation = schema["paths"]["/api/v1/models/{name}/versions"]["post"]
+    (media,) = operation["requestBody"]["content"]
+    upload = _resolved(schema, operation["requestBody"]["content"][media]["schema"])
+
+    assert media == "multipart/form-data"
+    assert upload["required"] == ["artifact"]
+    assert upload["properties"]["artifact"]["format"] == "binary"
+    assert {"label", "status", "traffic_weight", "labels"} <= set(upload["properties"])
+    assert {"201", "400", "403", "404", "409", "413"} <= set(operation["responses"])
+
+
+def test_a_new_model_is_documented_as_json(schema):
+    operation = schema["paths"]["/api/v1/models"]["post"]
+    body = _resolved(schema, operation["requestBody"]["content"]["application/json"]["schema"])
+
+    assert list(operation["requestBody"]["content"]) == ["application/json"]
+    assert sorted(body["required"]) == ["name", "task"]
+    assert "201" in operation["responses"]

@@ -152,8 +152,8 @@ def test_uploading_a_valid_artifact_creates_a_version_with_its_checksum(admin_cl
     ("artifact", "problem"),
     [
         (np.random.default_rng(3).bytes(600), "is not a valid numpy model"),
-        (dense_artifact(5, 3), "takes 5 inputs but model 'iris' has 4 features"),
-        (dense_artifact(4, 2), "gives 2 outputs but model 'iris' has 3 class labels"),
+        (dense_artifact(5, 3), "takes 5 features; model 'iris' takes 4"),
+        (dense_artifact(4, 2), "gives 2 outputs; model 'iris' has 3 class labels"),
     ],
     ids=["random-bytes", "five-inputs", "two-outputs"],
 )

@@ -1,4 +1,4 @@
-"""The ONNX export recipes of docs/v2.md, run as written: export, ``upload_version``, serve."""
+"""The ONNX export recipes of docs/v2.md, run as written: export, ``register_model``, serve."""
 
 import io
 import json
@@ -49,7 +49,7 @@ def test_the_scikit_learn_recipe_serves_the_pipelines_own_probabilities(tmp_path
 
     # "Upload", by the command, as the docs show it.
     out = io.StringIO()
-    call_command("upload_version", "iris", "v3", str(path), stdout=out)
+    call_command("register_model", "iris", str(path), "--label", "v3", stdout=out)
 
     assert "iris:v3 registered (onnx, staged, weight 0)" in out.getvalue()
     assert ModelVersion.objects.get(model__name="iris", label="v3").runtime == "onnx"

@@ -1,7 +1,8 @@
 """OWASP API5:2023 Broken Function Level Authorization.
 
 A credential reaches only the functions its scopes name: a key acts with the intersection of
-its scopes and its owner's permissions (403 ``missing_scope`` otherwise, nothing done); API
+its scopes and its owner's permissions (403 ``missing_scope`` otherwise, nothing done);
+registering models needs the ``models`` scope, which staff hold and API users do not; API
 keys never manage credentials (403 ``user_credentials_required``); the admin is for staff
 sessions only (anonymous callers and non-staff users are sent to its login page, staff without
 a model permission get 403); methods a route does not offer answer 405.
@@ -13,7 +14,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, User
 from accounts.scopes import ALL_SCOPES, permission_codename
-from predictions.models import BatchJob, MLModel, Prediction
+from predictions.models import BatchJob, MLModel, ModelVersion, Prediction
 from tests.security.conftest import IRIS, assert_error, jwt_client
 
 pytestmark = pytest.mark.usefixtures("demo_models")
@@ -85,7 +86,7 @@ def test_the_scope_permissions_exist_under_the_names_the_test_uses(db):
     """Guards the test above: it grants every scope permission but one."""
     codenames = [permission_codename(scope) for scope in ALL_SCOPES]
 
-    assert Permission.objects.filter(codename__in=codenames).count() == len(ALL_SCOPES) == 4
+    assert Permission.objects.filter(codename__in=codenames).count() == len(ALL_SCOPES) == 5
 
 
 def test_a_predict_only_key_can_predict_but_not_submit_batches(user, make_key, client_for):
@@ -144,6 +145,55 @@ def test_a_jwt_may_manage_credentials(user):
         == 201
     )
     assert client.get("/api/v1/webhooks/secret").status_code == 200
+
+
+# --- Registering models: the 'models' scope, held by staff or given as a permission --------
+
+MODELS_OPERATIONS = [
+    ("post", "/api/v1/models", {"name": "new", "task": "regression"}, "json"),
+    ("post", "/api/v1/models/iris/versions", {"label": "v9"}, "multipart"),
+]
+
+
+def _registry() -> tuple:
+    return (MLModel.objects.count(), sorted(ModelVersion.objects.values_list("id", flat=True)))
+
+
+@pytest.mark.parametrize(("method", "url", "body", "fmt"), MODELS_OPERATIONS)
+def test_registering_needs_the_models_scope_even_with_every_client_scope(
+    user, make_key, client_for, method, url, body, fmt
+):
+    client = client_for(make_key(user))  # predict, batch, stream, read
+    before = _registry()
+
+    response = getattr(client, method)(url, body, format=fmt)
+
+    assert_error(response, 403, "missing_scope")
+    assert "'models'" in response.json()["detail"]
+    assert _registry() == before
+
+
+@pytest.mark.parametrize(("method", "url", "body", "fmt"), MODELS_OPERATIONS)
+def test_a_models_key_whose_owner_lost_the_permission_gets_403(
+    user, make_key, client_for, method, url, body, fmt
+):
+    permission = Permission.objects.get(codename=permission_codename("models"))
+    user.user_permissions.add(permission)
+    client = client_for(make_key(User.objects.get(pk=user.pk), scopes=["models"]))
+    user.user_permissions.remove(permission)
+    before = _registry()
+
+    response = getattr(client, method)(url, body, format=fmt)
+
+    assert_error(response, 403, "missing_scope")
+    assert _registry() == before
+
+
+def test_staff_hold_the_models_scope_and_api_users_do_not(user, staff):
+    from accounts.scopes import user_scopes
+
+    assert "models" in user_scopes(staff)
+    assert "models" not in user_scopes(user)
 
 
 # --- Admin and staff pages --------------------------------------------------------------
@@ -231,7 +281,9 @@ def test_a_superuser_session_opens_the_admin(admin_client):
         ("delete", "/api/v1/predictions"),
         ("put", "/api/v1/models/iris"),
         ("delete", "/api/v1/models/iris"),
-        ("post", "/api/v1/models"),
+        ("post", "/api/v1/models/iris"),
+        ("get", "/api/v1/models/iris/versions"),
+        ("delete", "/api/v1/models/iris/versions"),
     ],
 )
 def test_methods_a_route_does_not_offer_answer_405(alice, own, method, url):

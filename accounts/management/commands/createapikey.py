@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from accounts.models import User
-from accounts.scopes import ALL_SCOPES
+from accounts.scopes import ALL_SCOPES, user_scopes
 from accounts.services import api_key_create
 from mlplatform.errors import PlatformError
 
@@ -18,8 +18,9 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument(
             "--scopes",
-            default=",".join(ALL_SCOPES),
-            help=f"Comma-separated scopes out of {', '.join(ALL_SCOPES)} (default: all).",
+            default=None,
+            help=f"Comma-separated scopes out of {', '.join(ALL_SCOPES)} "
+            "(default: every scope the user holds).",
         )
         parser.add_argument("--name", default="cli", help="A name to recognise the key by.")
         parser.add_argument("--expires-in-days", type=int, default=None)
@@ -35,6 +36,8 @@ class Command(BaseCommand):
             raise CommandError(f"No user {username!r}.")
         if expires_in_days is not None and expires_in_days < 1:
             raise CommandError("--expires-in-days must be at least 1.")
+        if scopes is None:
+            scopes = ",".join(s for s in ALL_SCOPES if s in user_scopes(user))
         expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
         try:
             _, raw = api_key_create(

@@ -1,0 +1,115 @@
+"""``manage.py register_model NAME FILE``: a model (created if needed) and a version in one step."""
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from mlplatform.conf import platform_setting
+from mlplatform.errors import PlatformError
+from predictions import services
+from predictions.models import MLModel, ModelVersion
+
+
+def _names(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",")]
+
+
+def _shortened(names: list[str], most: int = 8) -> str:
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[: most - 1])}, ..., {names[-1]}"
+
+
+class Command(BaseCommand):
+    help = (
+        "Register an artifact (.onnx graph, .npz dense network, or an ensemble .json of existing "
+        "versions) as a new version of model NAME, creating the model from the file's signature "
+        "if it does not exist. Nothing is stored unless the file fits the model."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", help="The model's name, e.g. iris (created if needed).")
+        parser.add_argument("path", type=Path, help="The artifact file.")
+        parser.add_argument(
+            "--label", help="The new version's label (default: the first free v1, v2, ...)."
+        )
+        parser.add_argument(
+            "--labels",
+            type=_names,
+            help="Class names in output order, comma-separated (a new classifier whose file "
+            "names no classes needs them).",
+        )
+        parser.add_argument(
+            "--features",
+            type=_names,
+            help="Feature names in input order, comma-separated (default: the file's, or "
+            "x0..xN-1).",
+        )
+        parser.add_argument(
+            "--task",
+            choices=MLModel.Task.values,
+            help="Default: the existing model's, or guessed from the file (classification when "
+            "it gives probabilities or --labels are given).",
+        )
+        parser.add_argument(
+            "--runtime",
+            choices=ModelVersion.Runtime.values,
+            help="Default: from the file name (.onnx, .npz, .json) or its first bytes.",
+        )
+        parser.add_argument(
+            "--status",
+            choices=ModelVersion.Status.values,
+            default=ModelVersion.Status.STAGED,
+            help="staged (default: reachable by name only), active or retired.",
+        )
+        parser.add_argument(
+            "--weight",
+            type=float,
+            default=0.0,
+            help="Traffic weight in the model's split (default 0: reachable by name only).",
+        )
+        parser.add_argument("--description", default="")
+        parser.add_argument(
+            "--default",
+            action="store_true",
+            help="Make it the model's default version (needs --status active).",
+        )
+
+    def handle(self, *args, name, path, **options):
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise CommandError(f"Cannot read {path}: {exc.strerror}.") from None
+        limit = platform_setting("MAX_ARTIFACT_BYTES")
+        if size > limit:
+            raise CommandError(f"{path.name} is {size} bytes; the limit is {limit}.")
+        try:
+            registered = services.model_register(
+                name=name,
+                artifact=path.read_bytes(),
+                artifact_name=path.name,
+                label=options["label"],
+                runtime=options["runtime"],
+                task=options["task"],
+                description=options["description"],
+                feature_names=options["features"],
+                labels=options["labels"],
+                status=options["status"],
+                traffic_weight=options["weight"],
+                make_default=options["default"],
+            )
+        except PlatformError as exc:
+            raise CommandError(exc.detail) from None
+        model, version = registered.model, registered.version
+        if registered.model_created:
+            self.stdout.write(
+                f"model {model.name} created ({model.task}, {model.n_features} features: "
+                f"{_shortened(model.feature_names)}"
+                + (f"; labels: {_shortened(model.labels)}" if model.labels else "")
+                + ")"
+            )
+        self.stdout.write(
+            f"{model.name}:{version.label} registered ({version.runtime}, {version.status}, "
+            f"weight {version.traffic_weight:g}{', default' if options['default'] else ''}); "
+            f"checksum {version.checksum}"
+        )
