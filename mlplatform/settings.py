@@ -424,8 +424,11 @@ SPECTACULAR_SETTINGS = {
     # whose contract is a form or an upload (login, batch files) lists its media types in
     # extend_schema(request={...}).
     "PARSER_WHITELIST": ["mlplatform.api.parsers.ORJSONParser"],
-    # One name for the job status enum, which several bodies share.
-    "ENUM_NAME_OVERRIDES": {"BatchJobStatusEnum": "predictions.models.BatchJob.Status"},
+    # One name for each status enum that several bodies share.
+    "ENUM_NAME_OVERRIDES": {
+        "BatchJobStatusEnum": "predictions.models.BatchJob.Status",
+        "ModelVersionStatusEnum": "predictions.models.ModelVersion.Status",
+    },
 }
 
 # --- django-q2 --------------------------------------------------------------------------
