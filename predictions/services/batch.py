@@ -117,39 +117,41 @@ def batch_job_submit(
             check_callback_url(callback_url)
         except UnsafeURL as exc:
             raise InvalidInput(f"callback_url: {exc}", code="unsafe_callback_url") from None
-    with transaction.atomic():
-        # Count and insert as one step per user: on PostgreSQL the user's row is locked until
-        # the job is committed; SQLite's transactions (BEGIN IMMEDIATE) never overlap.
-        User.objects.select_for_update().get(pk=user.pk)
-        active = BatchJob.objects.filter(
-            owner=user, status__in=[BatchJob.Status.QUEUED, BatchJob.Status.PROCESSING]
-        ).count()
-        if active >= platform_setting("MAX_ACTIVE_BATCH_JOBS"):
-            raise PlatformError(
-                f"You have {active} unfinished batch jobs, the most allowed at once; wait for "
-                "one to finish or cancel one.",
-                code="too_many_active_jobs",
-                status_code=429,
-            )
-        job = BatchJob(
-            owner=user,
-            api_key=api_key,
-            model_version_id=version.id,
-            routing=served.routing,
-            total_inputs=rows.shape[0],
-            chunk_size=platform_setting("BATCH_CHUNK_ROWS"),
-            input_format=input_format,
-            input_name=input_name[:255],
-            callback_url=callback_url,
-            request_id=request_id,
-        )
-        job.input_file, job.input_sha256 = file_save(input_name_of(job.id), table.npy)
-        try:
+    job = BatchJob(
+        owner=user,
+        api_key=api_key,
+        model_version_id=version.id,
+        routing=served.routing,
+        total_inputs=rows.shape[0],
+        chunk_size=platform_setting("BATCH_CHUNK_ROWS"),
+        input_format=input_format,
+        input_name=input_name[:255],
+        callback_url=callback_url,
+        request_id=request_id,
+    )
+    # The rows' file is written before the transaction, which holds the user's row (and on
+    # SQLite the database's write lock) only for the count and the insert.
+    job.input_file, job.input_sha256 = file_save(input_name_of(job.id), table.npy)
+    try:
+        with transaction.atomic():
+            # Count and insert as one step per user: on PostgreSQL the user's row is locked
+            # until the job is committed; SQLite's transactions (BEGIN IMMEDIATE) never overlap.
+            User.objects.select_for_update().get(pk=user.pk)
+            active = BatchJob.objects.filter(
+                owner=user, status__in=[BatchJob.Status.QUEUED, BatchJob.Status.PROCESSING]
+            ).count()
+            if active >= platform_setting("MAX_ACTIVE_BATCH_JOBS"):
+                raise PlatformError(
+                    f"You have {active} unfinished batch jobs, the most allowed at once; wait "
+                    "for one to finish or cancel one.",
+                    code="too_many_active_jobs",
+                    status_code=429,
+                )
             job.save(force_insert=True)
-        except BaseException:
-            file_delete(job.input_file.name)
-            raise
-        transaction.on_commit(lambda: batch_job_enqueue(job))
+            transaction.on_commit(lambda: batch_job_enqueue(job))
+    except BaseException:
+        file_delete(job.input_file.name)
+        raise
     log_context_set(job_id=str(job.id), model=model.name, version=version.label)
     metrics.batch_job_status(BatchJob.Status.QUEUED)
     return job

@@ -504,6 +504,9 @@ def test_too_many_unfinished_jobs_are_refused_with_429(key_client, settings):
 
     assert response.status_code == 429
     assert response.json()["code"] == "too_many_active_jobs"
+    # The refused job's rows were written and are gone again: only the two jobs' files remain.
+    kept = {p.parent.name for p in Path(settings.MEDIA_ROOT).rglob("input.npy")}
+    assert kept == {str(pk) for pk in BatchJob.objects.values_list("pk", flat=True)}
 
 
 def test_the_version_is_fixed_at_submit(key_client):
