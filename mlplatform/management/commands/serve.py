@@ -52,8 +52,6 @@ def websocket_options() -> list[str]:
     whose pong does not come within the ping interval with 1011. Messages are not compressed:
     rows of numbers gain little from it and each message would cost a deflate on the event loop.
     """
-    from mlplatform.conf import platform_setting
-
     ping = str(platform_setting("WS_PING_SECONDS"))
     return [
         *("--ws", "websockets-sansio"),
