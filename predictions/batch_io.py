@@ -101,20 +101,35 @@ def result_rows(job: BatchJob, start: int, stop: int) -> list[dict]:
     return rows
 
 
-def _texts(values: np.ndarray) -> np.ndarray:
-    """Each number of a 2-D float array as the bytes of its shortest exact text, in one pass of
-    orjson's formatter over the whole array, not one Python string per value."""
+# Downloads are written a chunk at a time from lists of byte strings, one per row and column,
+# that orjson's formatter and bytes.split make in C: no Python string is formatted per value.
+
+
+def _row_texts(values: np.ndarray) -> list[bytes]:
+    """Each row of a 2-D array as its numbers' shortest exact text, joined by commas."""
     text = orjson.dumps(np.ascontiguousarray(values), option=orjson.OPT_SERIALIZE_NUMPY)
-    cells = text[2:-2].replace(b"],[", b",").split(b",")
-    return np.array(cells, dtype=np.bytes_).reshape(values.shape)
+    return text[2:-2].split(b"],[")
 
 
-def _joined(*columns) -> bytes:
-    """Rows made of ``columns`` (arrays of bytes, or one bytes value for every row)."""
-    lines = columns[0]
-    for column in columns[1:]:
-        lines = np.strings.add(lines, column)
-    return b"\n".join(lines.tolist()) + b"\n"
+def _index_texts(first: int, n: int) -> list[bytes]:
+    text = orjson.dumps(np.arange(first, first + n), option=orjson.OPT_SERIALIZE_NUMPY)
+    return text[1:-1].split(b",")
+
+
+def _lines(n: int, *columns: list[bytes] | bytes) -> bytes:
+    """``n`` rows made of ``columns``, each a list of ``n`` byte strings or one for every row."""
+    width = len(columns)
+    parts: list[bytes] = [b""] * (n * width)
+    for offset, column in enumerate(columns):
+        parts[offset::width] = column if isinstance(column, list) else [column] * n
+    return b"".join(parts)
+
+
+def _top(outputs: np.ndarray, labels: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """Each row's label (from ``labels``, already encoded) and confidence, as texts."""
+    top = outputs.argmax(axis=1)
+    confidence = np.take_along_axis(outputs, top[:, None], axis=1)
+    return np.asarray(labels, dtype=object)[top].tolist(), _row_texts(confidence)
 
 
 def _csv_cell(text: str) -> bytes:
@@ -125,21 +140,18 @@ def _csv_cell(text: str) -> bytes:
 
 def _csv(job: BatchJob) -> Iterator[bytes]:
     model = job.model_version.model
-    classifier = model.task == "classification"
-    labels = np.array([_csv_cell(label) + b"," for label in model.labels])
+    labels = [_csv_cell(label) for label in model.labels]
     width = None
     for first, outputs in chunk_outputs(job, 0, job.completed_inputs):
         if width is None:
             width = outputs.shape[1]
             yield _csv_header(model, width)
-        index = np.arange(first, first + len(outputs)).astype(np.bytes_)
-        values = [np.strings.add(b",", column) for column in _texts(outputs).T]
-        if classifier:
-            top = outputs.argmax(axis=1)
-            confidence = _texts(np.take_along_axis(outputs, top[:, None], axis=1))[:, 0]
-            yield _joined(index, b",", labels[top], confidence, *values)
+        n, index, values = len(outputs), _index_texts(first, len(outputs)), _row_texts(outputs)
+        if model.task == "classification":
+            label, confidence = _top(outputs, labels)
+            yield _lines(n, index, b",", label, b",", confidence, b",", values, b"\n")
         else:
-            yield _joined(index, *values)
+            yield _lines(n, index, b",", values, b"\n")
     if width is None:
         yield _csv_header(model, 1)
 
@@ -153,32 +165,26 @@ def _csv_header(model, width: int) -> bytes:
 
 
 def _jsonl(job: BatchJob) -> Iterator[bytes]:
-    """The rows of ``result_rows`` as JSON Lines, formatted a chunk at a time."""
+    """The rows of ``result_rows`` as JSON Lines."""
     model = job.model_version.model
-    classifier = model.task == "classification"
-    labels = np.array([orjson.dumps(label) for label in model.labels] or [b"null"])
+    labels = [orjson.dumps(label) for label in model.labels]
     for first, outputs in chunk_outputs(job, 0, job.completed_inputs):
-        cells = _texts(outputs)
-        prediction = cells[:, 0]
-        for column in cells.T[1:]:
-            prediction = np.strings.add(np.strings.add(prediction, b","), column)
-        index = np.arange(first, first + len(outputs)).astype(np.bytes_)
-        if classifier:
-            top = outputs.argmax(axis=1)
-            label = labels[top]
-            confidence = _texts(np.take_along_axis(outputs, top[:, None], axis=1))[:, 0]
+        n = len(outputs)
+        if model.task == "classification":
+            label, confidence = _top(outputs, labels)
         else:
             label, confidence = b"null", b"null"
-        yield _joined(
+        yield _lines(
+            n,
             b'{"input_index":',
-            index,
+            _index_texts(first, n),
             b',"prediction":[',
-            prediction,
+            _row_texts(outputs),
             b'],"label":',
             label,
             b',"confidence":',
             confidence,
-            b"}",
+            b"}\n",
         )
 
 
