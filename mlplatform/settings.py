@@ -445,7 +445,8 @@ Q_CLUSTER = {
     "retry": env_int("Q_RETRY", 60),
     "max_attempts": 5,
     "catch_up": False,
-    "poll": 0.5,
+    # Seconds between a cluster's looks at the queue: a job waits at most this long to start.
+    "poll": 0.2,
     "label": "Background tasks",
 }
 

@@ -140,18 +140,22 @@ def _csv_cell(text: str) -> bytes:
 
 def _csv(job: BatchJob) -> Iterator[bytes]:
     model = job.model_version.model
-    labels = [_csv_cell(label) for label in model.labels]
+    labels = [b"," + _csv_cell(label) + b"," for label in model.labels]
     width = None
     for first, outputs in chunk_outputs(job, 0, job.completed_inputs):
         if width is None:
             width = outputs.shape[1]
             yield _csv_header(model, width)
-        n, index, values = len(outputs), _index_texts(first, len(outputs)), _row_texts(outputs)
+        n, index = len(outputs), _index_texts(first, len(outputs))
         if model.task == "classification":
-            label, confidence = _top(outputs, labels)
-            yield _lines(n, index, b",", label, b",", confidence, b",", values, b"\n")
+            top = outputs.argmax(axis=1)
+            label = np.asarray(labels, dtype=object)[top].tolist()
+            # The confidence and the probabilities, formatted together.
+            confidence = np.take_along_axis(outputs, top[:, None], axis=1)
+            values = _row_texts(np.hstack([confidence, outputs]))
+            yield _lines(n, index, label, values, b"\n")
         else:
-            yield _lines(n, index, b",", values, b"\n")
+            yield _lines(n, index, b",", _row_texts(outputs), b"\n")
     if width is None:
         yield _csv_header(model, 1)
 
