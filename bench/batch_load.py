@@ -492,9 +492,9 @@ def _verdict(ok: bool) -> str:
 
 def as_table(jobs: list[JobResult], loop: LoopResult) -> str:
     """A compact table of the jobs, the per-row loop and the targets."""
-    n = loop.rows
+    title = f"{jobs[0].format.upper()} job of {jobs[0].rows:,} rows" if jobs else "No job"
     lines = [
-        f"Batch CSV job, {n:,} rows of iris features, model iris v1",
+        f"Batch {title} of iris features, model iris v1",
         f"{'profile':<11}{'rows/s':>9}{'e2e s':>7}{'upload':>7}{'queue':>7}{'process':>8}"
         f"{'notice':>7}{'npy dl':>7}{'csv dl':>7}{'wk peak':>8}{'wk sum':>7}{'wk pss':>7}"
         f"{'wk hwm':>7}{'web pk':>7}{'cpu web/wk/db/oth':>19}",
