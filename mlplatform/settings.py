@@ -18,6 +18,12 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+# BLAS runs one thread in each process: the platform's parallelism is its processes (web
+# processes, workers, the parts of a batch job), and a BLAS thread per core in each of them
+# would fight for the same cores. Set before the apps first import numpy.
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 

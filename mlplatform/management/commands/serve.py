@@ -95,11 +95,7 @@ class Command(BaseCommand):
         flag_dir = Path(tempfile.mkdtemp(prefix="mlplatform-serve-"))
         draining_flag = flag_dir / "draining"
         env[DRAINING_FLAG_VARIABLE] = str(draining_flag)
-        # Web processes run small inferences on batcher threads beside the event loop: a BLAS
-        # starting a thread per core for each call would cost more than it saves.
-        web_env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        web_env.update(env)
-        children = [("web", subprocess.Popen(web, env=web_env, cwd=settings.BASE_DIR))]  # noqa: S603
+        children = [("web", subprocess.Popen(web, env=env, cwd=settings.BASE_DIR))]  # noqa: S603
         if not no_worker:
             # ``-m django``, not manage.py: an installed wheel (the container image) has none.
             worker = [sys.executable, "-m", "django", "qcluster"]
