@@ -69,19 +69,23 @@ def job_payload(job: BatchJob) -> dict:
     }
 
 
-def job_detail(job: BatchJob) -> dict:
-    """``job_payload`` with the tutorial's ``results`` once the job has ended: every row when
-    there are at most ``MAX_PAGE_SIZE``, else that many and ``results_next``, the next page."""
-    body = job_payload(job)
+def job_results(job: BatchJob) -> tuple[list[dict] | None, str | None]:
+    """The tutorial's ``results`` of a job once it has ended, every row when there are at most
+    ``MAX_PAGE_SIZE``, else that many; and the next ``/results`` page when there are more."""
     if not job.is_terminal:
-        return body | {"results": None, "results_next": None}
+        return None, None
     size = platform_setting("MAX_PAGE_SIZE")
     stop = min(size, job.completed_inputs)
-    more = job.completed_inputs > size
-    return body | {
-        "results": result_rows(job, 0, stop) if stop else [],
-        "results_next": f"{body['links']['results']}?page=2&page_size={size}" if more else None,
-    }
+    rows = result_rows(job, 0, stop) if stop else []
+    if job.completed_inputs <= size:
+        return rows, None
+    return rows, f"{job_links(job)['results']}?page=2&page_size={size}"
+
+
+def job_detail(job: BatchJob) -> dict:
+    """``job_payload`` with ``results`` and ``results_next`` (``job_results``)."""
+    results, results_next = job_results(job)
+    return job_payload(job) | {"results": results, "results_next": results_next}
 
 
 def result_rows(job: BatchJob, start: int, stop: int) -> list[dict]:

@@ -6,7 +6,7 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
-from predictions.batch_io import job_detail, job_payload
+from predictions.batch_io import job_payload, job_results
 from predictions.models import BatchJob as BatchJobModel
 
 
@@ -132,7 +132,7 @@ class BatchJob:
         "them (the rest from the REST /results pages); null while it runs."
     )
     def results(self) -> list[BatchResult] | None:
-        rows = job_detail(self.job)["results"]
+        rows, _ = job_results(self.job)
         return None if rows is None else [BatchResult(**row) for row in rows]
 
     @classmethod
