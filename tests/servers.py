@@ -392,7 +392,7 @@ def slow_version(instance) -> str:
 
 
 @contextlib.contextmanager
-def chromium() -> Iterator:
+def chromium(window_size: str = "1400,1200") -> Iterator:
     """Debian's headless Chromium, able to reach no host but this one (``.ci/run`` installs
     ``chromium`` and ``chromium-driver``)."""
     from selenium import webdriver
@@ -407,6 +407,7 @@ def chromium() -> Iterator:
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
         options.add_argument(argument)
     options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+    options.add_argument(f"--window-size={window_size}")
     browser = webdriver.Chrome(service=Service(driver), options=options)
     browser.set_page_load_timeout(60)
     try:

@@ -75,35 +75,15 @@ def signature_check(*, model: MLModel, n_features: int, n_outputs: int) -> None:
 def model_version_create(
     *,
     model: MLModel,
-    label: str,
     artifact: bytes,
     runtime: str = ModelVersion.Runtime.NUMPY,
-    artifact_name: str = "",
-    status: str = ModelVersion.Status.STAGED,
-    traffic_weight: float = 0.0,
-    description: str = "",
-    metrics: dict | None = None,
-    max_batch_size: int | None = None,
-    batch_wait_ms: float | None = None,
+    **fields,
 ) -> ModelVersion:
-    """Register a validated artifact as a new version of ``model``.
-
-    ``max_batch_size`` and ``batch_wait_ms`` tune its micro-batching (default: the fields').
-    """
+    """Register a validated artifact as a new version of ``model``; ``fields`` are those of
+    ``model_version_insert`` (``label``, ``status``, ``traffic_weight``, ``max_batch_size``,
+    ``batch_wait_ms``, ...)."""
     artifact_validate(model=model, runtime=runtime, data=artifact)
-    return model_version_insert(
-        model=model,
-        label=label,
-        artifact=artifact,
-        runtime=runtime,
-        artifact_name=artifact_name,
-        status=status,
-        traffic_weight=traffic_weight,
-        description=description,
-        metrics=metrics,
-        max_batch_size=max_batch_size,
-        batch_wait_ms=batch_wait_ms,
-    )
+    return model_version_insert(model=model, artifact=artifact, runtime=runtime, **fields)
 
 
 @transaction.atomic

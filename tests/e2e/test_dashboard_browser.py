@@ -3,14 +3,13 @@
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them).
 """
 
-import shutil
 import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
-from tests.servers import Server, start_server
+from tests.servers import Server, chromium, start_server
 
 pytestmark = pytest.mark.e2e
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -19,22 +18,8 @@ VIRGINICA = [6.7, 3.0, 5.2, 2.3]
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.fail("Chromium is missing: apt-get install -y chromium chromium-driver")
-    options = Options()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    options.add_argument("--window-size=1400,2600")
-    chrome = webdriver.Chrome(service=Service(driver), options=options)
-    chrome.set_page_load_timeout(60)
-    yield chrome
-    chrome.quit()
+    with chromium(window_size="1400,2600") as chrome:
+        yield chrome
 
 
 @pytest.fixture(scope="module")

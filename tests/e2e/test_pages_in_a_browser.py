@@ -5,12 +5,13 @@ Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them).
 """
 
 import json
-import shutil
 from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
 import requests
+
+from tests.servers import chromium
 
 pytestmark = pytest.mark.e2e
 
@@ -18,29 +19,14 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def browser(server, instance) -> Iterator:
     """Chromium signed in as the demo user, resolving no name but the server's address."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.fail("Chromium is missing: apt-get install -y chromium chromium-driver")
-    options = Options()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    # Offline but for the platform: a page that needs a CDN stays blank here.
-    options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
-    options.add_argument("--window-size=1400,1200")
-    chrome = webdriver.Chrome(service=Service(driver), options=options)
-    chrome.set_page_load_timeout(60)
-    chrome.get(server.url("/api-auth/login/?next=/api/v1/"))
-    chrome.find_element(By.ID, "id_username").send_keys("demo")
-    chrome.find_element(By.ID, "id_password").send_keys(instance.passwords["demo"])
-    chrome.find_element(By.CSS_SELECTOR, "form [type=submit]").click()
-    yield chrome
-    chrome.quit()
+    with chromium() as chrome:
+        chrome.get(server.url("/api-auth/login/?next=/api/v1/"))
+        chrome.find_element(By.ID, "id_username").send_keys("demo")
+        chrome.find_element(By.ID, "id_password").send_keys(instance.passwords["demo"])
+        chrome.find_element(By.CSS_SELECTOR, "form [type=submit]").click()
+        yield chrome
 
 
 def wait_for_text(browser, selector: str, text: str, timeout: float = 30) -> str:

@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
 from accounts.crypto import generate_key
-from tests.servers import memory_kib, start_server
+from tests.servers import chromium, memory_kib, start_server
 
 pytestmark = pytest.mark.e2e
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -448,24 +448,10 @@ def _settled_count(server, key: str, quiet_s: float = 1.5) -> int:
 
 
 def test_the_landing_page_links_a_demo_page_that_shows_answers_as_they_arrive(server, instance):
-    import shutil
-
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
 
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.fail("Chromium is missing: apt-get install -y chromium chromium-driver")
-    options = Options()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
-    chrome = webdriver.Chrome(service=Service(driver), options=options)
-    try:
+    with chromium() as chrome:
         chrome.get(server.url("/"))
         chrome.find_element(By.LINK_TEXT, "WebSocket predictions").click()
         chrome.find_element(By.ID, "key").send_keys(instance.demo_key)
@@ -483,8 +469,6 @@ def test_the_landing_page_links_a_demo_page_that_shows_answers_as_they_arrive(se
             tr.get_attribute("class"): tr.text
             for tr in chrome.find_elements(By.CSS_SELECTOR, "#answers tr")
         }
-    finally:
-        chrome.quit()
 
     assert "setosa" in shown["prediction"]
     prediction_id = shown["prediction"].split()[-1]
