@@ -41,25 +41,30 @@ def rows_file(path, fmt: str) -> int:
     return repeats * len(block)
 
 
-@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
-def test_a_100_mb_upload_takes_a_few_times_its_float32_rows(web, instance, tmp_path, figure, fmt):
-    path = tmp_path / f"rows.{fmt}"
-    n_rows = rows_file(path, fmt)
+def upload_with_peak(web: Server, key: str, path) -> tuple[requests.Response, int]:
+    """Upload ``path`` as a batch job; the answer, and how far the web process's peak memory
+    rose above its memory before (bytes)."""
     pid = web.web_pid()
     peak_memory_reset(pid)
     before = memory_kib(pid, "VmRSS") * 1024
-
     with path.open("rb") as file:
         response = requests.post(
             web.url("/api/v1/predict/batch"),
             files={"file": (path.name, file)},
-            headers={"X-API-Key": instance.demo_key},
+            headers={"X-API-Key": key},
             timeout=300,
         )
+    return response, memory_kib(pid, "VmHWM") * 1024 - before
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_100_mb_upload_takes_a_few_times_its_float32_rows(web, instance, tmp_path, figure, fmt):
+    path = tmp_path / f"rows.{fmt}"
+    n_rows = rows_file(path, fmt)
+    response, peak = upload_with_peak(web, instance.demo_key, path)
 
     assert response.status_code == 202, response.text[:300]
     assert response.json()["total_inputs"] == n_rows
-    peak = memory_kib(pid, "VmHWM") * 1024 - before
     rows_bytes = n_rows * 4 * 4
     size = path.stat().st_size
     figure(
@@ -79,21 +84,10 @@ def test_an_npy_upload_at_the_row_cap_takes_about_its_rows(web, instance, tmp_pa
     rows[:] = np.float32(5.1)
     rows.flush()
     del rows
-    pid = web.web_pid()
-    peak_memory_reset(pid)
-    before = memory_kib(pid, "VmRSS") * 1024
-
-    with path.open("rb") as file:
-        response = requests.post(
-            web.url("/api/v1/predict/batch"),
-            files={"file": (path.name, file)},
-            headers={"X-API-Key": instance.demo_key},
-            timeout=300,
-        )
+    response, peak = upload_with_peak(web, instance.demo_key, path)
 
     assert response.status_code == 202, response.text[:300]
     assert response.json()["total_inputs"] == n_rows
-    peak = memory_kib(pid, "VmHWM") * 1024 - before
     rows_bytes = n_rows * 4 * 4
     figure(
         f"upload of a {path.stat().st_size / MIB:.0f} MiB .npy at the row cap: the web process's"
