@@ -5,7 +5,6 @@ import ipaddress
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from accounts.rates import GROUPS, parse_rate
 from mlplatform.conf import DEFAULTS
 
 _POSITIVE_NUMBERS = (
@@ -73,36 +72,10 @@ def check_platform_settings(app_configs, **kwargs):
         value = merged[name]
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             errors.append(Error(f"settings.PLATFORM[{name!r}] must be >= 0", id="mlplatform.E004"))
-    errors += _check_rate_limits("RATE_LIMITS", merged["RATE_LIMITS"])
-    errors += _check_rate_limits("USER_RATE_LIMITS", merged["USER_RATE_LIMITS"])
     if not isinstance(merged["DEFAULT_MODEL"], str) or not merged["DEFAULT_MODEL"]:
         errors.append(
             Error("settings.PLATFORM['DEFAULT_MODEL'] must be a model name", id="mlplatform.E005")
         )
-    return errors
-
-
-def _check_rate_limits(name: str, tiers) -> list[Error]:
-    """Every group has a rate, and every rate parses (``MLPLATFORM_<name>`` included)."""
-    if not isinstance(tiers, dict):
-        return [Error(f"settings.PLATFORM[{name!r}] must be a dict", id="mlplatform.E006")]
-    errors = []
-    for group in sorted(set(tiers) | set(GROUPS)):
-        if group not in GROUPS:
-            errors.append(
-                Error(
-                    f"settings.PLATFORM[{name!r}] has an unknown group {group!r}",
-                    hint=f"Groups: {', '.join(GROUPS)}",
-                    id="mlplatform.E006",
-                )
-            )
-            continue
-        try:
-            parse_rate(tiers.get(group))
-        except ValueError as exc:
-            errors.append(
-                Error(f"settings.PLATFORM[{name!r}][{group!r}]: {exc}", id="mlplatform.E006")
-            )
     return errors
 
 

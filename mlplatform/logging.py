@@ -158,6 +158,11 @@ def request_finished(request, response, started: float) -> None:
     )
 
 
+# Called with every answered request of a known user (``user_id``, ``error``, ``seconds``):
+# the apps' per-user tallies (``predictions.stats.usage_record``), added in their ``ready()``.
+USER_REQUEST_OBSERVERS: list[Callable[..., None]] = []
+
+
 def request_logged(
     *,
     method: str,
@@ -171,12 +176,12 @@ def request_logged(
 ) -> None:
     """The request's log line, its tally in the caller's stats, a rate limit refusal counted."""
     from mlplatform import metrics
-    from predictions.stats import usage_record
 
     if status == 429 and getattr(usage, "limited", False):
         metrics.rate_limited(usage.group)
     if user_id is not None and not path.startswith(("/admin/", "/static/")):
-        usage_record(user_id=user_id, error=status >= 400, seconds=seconds)
+        for observer in USER_REQUEST_OBSERVERS:
+            observer(user_id=user_id, error=status >= 400, seconds=seconds)
     level = logging.ERROR if status >= 500 else logging.INFO
     if not request_logger.isEnabledFor(level):
         return

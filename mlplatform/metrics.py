@@ -311,39 +311,13 @@ def model_loaded(*, model: str, version: str, seconds: float) -> None:
 # --- Collectors read at scrape time -----------------------------------------------------
 
 
-class BatchBacklogCollector:
-    """Batch jobs by status and the age of the oldest queued job, from the database."""
+# Apps' collectors, each read at every scrape (``scrape_collector``).
+SCRAPE_COLLECTORS: list = []
 
-    def collect(self) -> Iterator:
-        from django.db.models import Min
 
-        from predictions.models import BatchJob
-        from predictions.stats import count_by
-
-        try:
-            counts = count_by(BatchJob.objects, "status")
-            oldest = BatchJob.objects.filter(status=BatchJob.Status.QUEUED).aggregate(
-                at=Min("created_at")
-            )["at"]
-        except Exception as exc:  # a scrape must still answer when the database does not
-            logger.warning("metrics: cannot read batch jobs: %s", exc)
-            return
-        jobs = GaugeMetricFamily(
-            "mlplatform_batch_jobs", "Batch jobs now in each status.", labels=["status"]
-        )
-        for status in BatchJob.Status.values:
-            jobs.add_metric([status], counts.get(status, 0))
-        yield jobs
-        age = 0.0
-        if oldest is not None:
-            from django.utils import timezone
-
-            age = max((timezone.now() - oldest).total_seconds(), 0.0)
-        yield GaugeMetricFamily(
-            "mlplatform_batch_oldest_queued_seconds",
-            "Age of the oldest queued batch job (0 when none waits).",
-            value=age,
-        )
+def scrape_collector(collector) -> None:
+    """Add an object whose ``collect()`` yields metric families, read at every scrape."""
+    SCRAPE_COLLECTORS.append(collector)
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -443,7 +417,7 @@ def scrape_registry() -> _Registry:
         multiprocess.MultiProcessCollector(recorded, path=directory)
     else:
         recorded = prometheus_client.REGISTRY
-    return _Registry([recorded, BatchBacklogCollector(), ProcessCollector(directory)])
+    return _Registry([recorded, *SCRAPE_COLLECTORS, ProcessCollector(directory)])
 
 
 # --- /metrics ---------------------------------------------------------------------------

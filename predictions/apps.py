@@ -8,4 +8,11 @@ class PredictionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from mlplatform import health, logging, metrics
         from predictions import batch_files  # noqa: F401 - connects the file deletion receivers
+        from predictions.registry import check_models_ready
+        from predictions.stats import BatchBacklogCollector, usage_record
+
+        health.readiness_check("models", check_models_ready, needs_database=True)
+        metrics.scrape_collector(BatchBacklogCollector())
+        logging.USER_REQUEST_OBSERVERS.append(usage_record)
