@@ -234,9 +234,9 @@ else:
         "default": {
             "ENGINE": _SQLITE,
             "NAME": VAR_DIR / "db.sqlite3",
-            # Keep each thread's connection: opening one costs half a millisecond. The web
-            # server's threads live long (its pool, the group commit); a stream's thread ends
-            # with the stream, and its connection with it.
+            # Keep each thread's connection: opening one (a file and its pragmas) costs more
+            # than a prediction's own work. The web server's threads live long (its pool, the
+            # group commit); a stream's thread ends with the stream, and its connection with it.
             "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 600),
             "OPTIONS": {
                 # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at
