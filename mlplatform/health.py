@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 from django_q.brokers import get_broker
 
-from mlplatform.conf import platform_setting
+from mlplatform.conf import env, platform_setting
 
 # Set by ``manage.py serve`` for its web processes: the path of a file whose presence means the
 # server is draining (stopping after DRAIN_SECONDS), so /ready must fail while requests are
@@ -75,7 +75,7 @@ def ready(request):
     """Readiness: database, cache, broker and the apps' checks (models) all answer; 503
     otherwise, within about ``READY_TIMEOUT`` seconds when the database is gone, and while the
     server drains."""
-    flag = os.environ.get(DRAINING_FLAG_VARIABLE)
+    flag = env(DRAINING_FLAG_VARIABLE)
     if flag and os.path.exists(flag):
         body = {"status": "draining", "timestamp": timezone.now().isoformat(), "checks": {}}
         return JsonResponse(body, status=503)

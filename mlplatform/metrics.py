@@ -22,9 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import prometheus_client
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
 from django.http import HttpResponse
 from django_prometheus.middleware import Metrics as DjangoMetrics
 from django_prometheus.middleware import PrometheusAfterMiddleware
@@ -33,48 +31,15 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, multiproces
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from mlplatform.clients import client_ip, forwarded_by_an_unknown_proxy
+from mlplatform.conf import env, platform_setting
 
 logger = logging.getLogger(__name__)
 
-# --- Settings (``settings.OBSERVABILITY``, read at call time) ----------------------------
-
-DEFAULTS = {
-    # Platform metrics, the request log line and usage tallies; off only to measure their cost.
-    "INSTRUMENTATION": True,
-    # Who may read /metrics: "open", "token" (Authorization: Bearer <METRICS_TOKEN>) or
-    # "network" (REMOTE_ADDR inside METRICS_ALLOWED_NETWORKS).
-    "METRICS_ACCESS": "network",
-    "METRICS_TOKEN": "",
-    "METRICS_ALLOWED_NETWORKS": ("127.0.0.0/8", "::1/128"),
-    # Seconds between writes of each process's request tallies (the stats and the dashboard).
-    "USAGE_FLUSH_SECONDS": 2.0,
-}
 ACCESS_MODES = ("open", "token", "network")
 
 
-_merged: dict | None = None
-
-
-def observability_setting(name: str):
-    """One knob of ``settings.OBSERVABILITY``, falling back to ``DEFAULTS`` (kept until a
-    setting changes, as ``platform_setting`` keeps its own)."""
-    global _merged
-    if _merged is None:
-        _merged = {**DEFAULTS, **getattr(settings, "OBSERVABILITY", {})}
-    return _merged[name]
-
-
-def _forget(*, setting: str, **kwargs) -> None:
-    global _merged
-    if setting == "OBSERVABILITY":
-        _merged = None
-
-
-setting_changed.connect(_forget)
-
-
 def instrumented() -> bool:
-    return bool(observability_setting("INSTRUMENTATION"))
+    return bool(platform_setting("INSTRUMENTATION"))
 
 
 # --- Metrics ----------------------------------------------------------------------------
@@ -411,7 +376,7 @@ class _Registry:
 
 
 def scrape_registry() -> _Registry:
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = env("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         recorded = CollectorRegistry()
         multiprocess.MultiProcessCollector(recorded, path=directory)
@@ -428,7 +393,7 @@ def _networks(spec: tuple[str, ...]) -> tuple:
     try:
         return tuple(ipaddress.ip_network(item, strict=False) for item in spec)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"OBSERVABILITY['METRICS_ALLOWED_NETWORKS']: {exc}") from exc
+        raise ImproperlyConfigured(f"PLATFORM['METRICS_ALLOWED_NETWORKS']: {exc}") from exc
 
 
 def metrics_access_denied(request) -> HttpResponse | None:
@@ -438,11 +403,11 @@ def metrics_access_denied(request) -> HttpResponse | None:
     in ``METRICS_ALLOWED_NETWORKS``; a request forwarded by a proxy that is not trusted is
     refused, as its peer address is the proxy's.
     """
-    mode = observability_setting("METRICS_ACCESS")
+    mode = platform_setting("METRICS_ACCESS")
     if mode == "open":
         return None
     if mode == "token":
-        token = str(observability_setting("METRICS_TOKEN"))
+        token = str(platform_setting("METRICS_TOKEN"))
         sent = request.headers.get("Authorization", "")
         if token and hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
             return None
@@ -461,12 +426,12 @@ def metrics_access_denied(request) -> HttpResponse | None:
             address = ipaddress.ip_address(client_ip(request))
         except ValueError:
             address = None
-        allowed = _networks(tuple(observability_setting("METRICS_ALLOWED_NETWORKS")))
+        allowed = _networks(tuple(platform_setting("METRICS_ALLOWED_NETWORKS")))
         if address is not None and any(address in network for network in allowed):
             return None
         return HttpResponse("Metrics are not served to this address.\n", status=403)
     raise ImproperlyConfigured(
-        f"OBSERVABILITY['METRICS_ACCESS'] must be one of {', '.join(ACCESS_MODES)}, got {mode!r}"
+        f"PLATFORM['METRICS_ACCESS'] must be one of {', '.join(ACCESS_MODES)}, got {mode!r}"
     )
 
 

@@ -26,7 +26,8 @@ from prometheus_client.core import GaugeMetricFamily
 
 from accounts.models import User
 from mlplatform.background import group_commit
-from mlplatform.metrics import instrumented, observability_setting
+from mlplatform.conf import platform_setting
+from mlplatform.metrics import instrumented
 from predictions.models import BatchJob, Prediction, RequestTally
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Tallies:
             entry[2] += seconds
 
     def due(self) -> bool:
-        interval = float(observability_setting("USAGE_FLUSH_SECONDS"))
+        interval = float(platform_setting("USAGE_FLUSH_SECONDS"))
         return bool(self._pending) and self.timer() - self._flushed_at >= interval
 
     def mark_flushing(self) -> None:
