@@ -8,7 +8,12 @@ version, prediction or job id. Background tasks open their own context (``task_c
 so a batch job's lines carry the request id of the request that submitted it.
 """
 
+import atexit
 import logging
+import logging.handlers
+import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -129,6 +134,46 @@ class TextFormatter(logging.Formatter):
 
 
 # --- The request log line ---------------------------------------------------------------
+
+
+class QueuedStreamHandler(logging.handlers.QueueHandler):
+    """The platform's log handler: a caller only queues its record, and a ``QueueListener``
+    thread formats and writes it to standard error, so no request waits on a write.
+
+    The listener is started on the first record of each process (django-q2 forks its workers,
+    and a thread does not survive a fork) and stopped at exit, which writes what was queued.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(queue.SimpleQueue())
+        self.target = logging.StreamHandler()
+        self._listening_in: int | None = None
+        self._start_lock = threading.Lock()
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802 - stdlib name
+        super().setFormatter(fmt)
+        self.target.setFormatter(fmt)  # the listener formats (prepare() does not)
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The message is merged now (its arguments may change later), the rest formatted by the
+        # listener; the record stays in this process, so its exc_info can travel as it is.
+        record.msg, record.args = record.getMessage(), None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        if self._listening_in != os.getpid():
+            self._listen()
+        super().enqueue(record)
+
+    def _listen(self) -> None:
+        with self._start_lock:
+            if self._listening_in == os.getpid():
+                return
+            self.queue = queue.SimpleQueue()  # a parent's records are its own to write
+            listener = logging.handlers.QueueListener(self.queue, self.target)
+            listener.start()
+            atexit.register(listener.stop)
+            self._listening_in = os.getpid()
 
 
 def principal_of(request) -> str | None:

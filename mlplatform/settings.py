@@ -450,7 +450,7 @@ LOGGING = {
     },
     "handlers": {
         "console": {
-            "()": "mlplatform.background.LogWriter",
+            "()": "mlplatform.logging.QueuedStreamHandler",
             "formatter": LOG_FORMAT,
             "filters": ["context"],
         }
