@@ -241,3 +241,34 @@ def test_a_pickled_model_is_refused_and_never_loaded(models_client, tmp_path, fi
     assert response.json()["detail"].startswith("artifact: ")
     assert not marker.exists()
     assert not MLModel.objects.get(name="pickled").versions.exists()
+
+
+def test_a_pytorch_export_without_a_dynamic_batch_is_refused_naming_the_fix(
+    models_client, tmp_path
+):
+    # The recipe's network, exported as torch does by default: the example's batch of 1 fixed.
+    import torch
+
+    namespace = run_recipe(RECIPES["pytorch"].heading, tmp_path)
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(
+        namespace["classifier"],
+        (namespace["features"][:1],),
+        str(path),
+        input_names=["input"],
+        output_names=["probabilities"],
+        external_data=False,
+    )
+    models_client.post("/api/v1/models", {"name": "fixed", "task": "classification"}, format="json")
+
+    response = models_client.post(
+        "/api/v1/models/fixed/versions",
+        {"artifact": SimpleUploadedFile("fixed.onnx", path.read_bytes()), "labels": "a,b,c"},
+        format="multipart",
+    )
+
+    assert response.status_code == 400, response.content
+    detail = response.json()["detail"]
+    assert "input 'input' has a fixed batch size of 1" in detail
+    assert "dynamic_shapes=({0: 'batch'},)" in detail
+    assert not MLModel.objects.get(name="fixed").versions.exists()
