@@ -148,7 +148,9 @@ def ws(inst, args) -> None:
 
 
 def streams(inst, args) -> None:
-    with platform(inst) as ours:
+    # One user holds them all, and for the whole run (as shipped, a stream unread for 30 s ends).
+    limits = {"MLPLATFORM_MAX_OPEN_STREAMS_PER_USER": str(args.streams)}
+    with platform(inst, MLPLATFORM_STREAM_SEND_TIMEOUT="3600", **limits) as ours:
         held = post(ours, PREDICT, body(), inst, f"{args.streams} stalled streams")
         held.around = lambda: stalled_streams(ours, inst, args.streams)
         sides = [post(ours, PREDICT, body(), inst, "no stream open"), held]
@@ -231,7 +233,11 @@ def batch(inst, args) -> None:
         if answer.status_code != 202:
             sys.exit(f"batch submit answered {answer.status_code}: {answer.text[:300]}")
         status = ours.base + answer.json()["links"]["self"]
-        while (job := session.get(status, timeout=30).json())["status"] in ("queued", "running"):
+        while (job := session.get(status, timeout=30).json())["status"] not in (
+            "completed",
+            "failed",
+            "cancelled",
+        ):
             if time.monotonic() - t0 > args.timeout:
                 sys.exit(f"the job is not done after {args.timeout:g} s: {job}")
             time.sleep(0.05)
