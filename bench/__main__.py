@@ -293,34 +293,34 @@ SCENARIOS = {
 }
 
 
+KNOBS = (  # flag, type, default, help
+    ("--profile", str, "embedded", "production: a fresh PostgreSQL database and Redis db"),
+    ("--rounds", int, 3, "rounds of each side"),
+    ("--duration", float, 8.0, "measured seconds of a round"),
+    ("--warmup", float, 2.0, "unmeasured seconds of load before each round"),
+    ("--connections", int, None, "default 32; streams, traffic, instrumentation 16"),
+    ("--web-processes", int, int(os.environ.get("WEB_CONCURRENCY", 1)), "of the platform"),
+    ("--streams", int, 100, "streams: prediction streams held unread"),
+    ("--rows", int, 1_000_000, "batch: rows of the job"),
+    ("--format", str, "csv", "batch: the uploaded file"),
+    ("--loop-rows", int, 1_000_000, "batch: rows of the per-row loop"),
+    ("--timeout", float, 600.0, "batch: most seconds the job may take"),
+    ("--redis-db", int, 5, "production: the Redis db (flushed before and after)"),
+)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         "python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("scenario", nargs="+", choices=SCENARIOS)
-    p.add_argument(
-        "--profile",
-        choices=("embedded", "production", "both"),
-        default="embedded",
-        help="production: a fresh PostgreSQL database and Redis db on this host",
-    )
-    p.add_argument("--rounds", type=int, default=3, help="rounds of each side (default 3)")
-    p.add_argument("--duration", type=float, default=8.0, help="measured seconds of a round")
-    p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before it")
-    p.add_argument(
-        "--connections",
-        type=int,
-        help="default: 32; streams, traffic, instrumentation 16; batching and ws run their own two",
-    )
-    p.add_argument("--streams", type=int, default=100, help="streams: streams held (100)")
-    p.add_argument("--rows", type=int, default=1_000_000, help="batch: rows of the job")
-    p.add_argument("--format", choices=("csv", "npy"), default="csv", help="batch: upload file")
-    p.add_argument("--loop-rows", type=int, default=1_000_000, help="batch: rows of the loop")
-    p.add_argument("--timeout", type=float, default=600, help="batch: most seconds for the job")
-    p.add_argument("--redis-db", type=int, default=5, help="production: Redis db (flushed)")
+    choices = {"--profile": ("embedded", "production", "both"), "--format": ("csv", "npy")}
+    for flag, kind, default, text in KNOBS:
+        text += "" if default is None else " (default: %(default)s)"
+        p.add_argument(flag, type=kind, default=default, choices=choices.get(flag), help=text)
     args = p.parse_args()
-    profiles = ("embedded", "production") if args.profile == "both" else (args.profile,)
-    for profile in profiles:
+    os.environ["WEB_CONCURRENCY"] = str(args.web_processes)  # read by manage.py serve
+    for profile in ("embedded", "production") if args.profile == "both" else (args.profile,):
         with instance(profile, args.redis_db) as inst:
             for name in args.scenario:
                 SCENARIOS[name](inst, args)
