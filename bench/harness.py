@@ -23,8 +23,9 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).with_name("wrk_post.lua")
 TICK = os.sysconf("SC_CLK_TCK")
-# The platform as it runs (rate limits counted on both counters) with limits no run reaches.
 FAILED: list[str] = []  # the sides that saw errors
+# The platform as it runs (rate limits counted on both counters) with limits no run reaches.
+FIGURES = ("rps", "cpu_ms", "p50", "p99")
 UNLIMITED = ",".join(f"{tier}=1000000000/m" for tier in ("predict", "stream", "batch", "api"))
 
 
@@ -55,7 +56,8 @@ def instance(profile: str, redis_db: int) -> Iterator[Instance]:
     """Temp dir, migrate, seed_demo, an API key; on production a fresh PostgreSQL database and
     a flushed Redis db of the host, dropped and flushed afterwards."""
     var_dir = tempfile.mkdtemp(prefix=f"mlplatform-bench-{profile}-")
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    ours = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "JWT_SIGNING_KEY", "DEBUG", "ALLOWED_HOSTS")
+    env = {k: v for k, v in os.environ.items() if k not in ours}
     env.update(MLPLATFORM_VAR_DIR=var_dir, DJANGO_SETTINGS_MODULE="mlplatform.settings")
     env.update(SECURE_SSL_REDIRECT="0", RATELIMIT_ENABLE="1", MLPLATFORM_USER_RATE_LIMITS=UNLIMITED)
     db = f"mlplatform_bench_{secrets.token_hex(4)}"
@@ -177,8 +179,8 @@ def wrk(
     url: str, body: str, headers: dict[str, str], conns: int, seconds: float, marker: str = ""
 ) -> Result:
     """wrk POSTing `body` (wrk_post.lua); an answer without `marker` (if given) is an error."""
-    if not shutil.which("wrk"):
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
+    if not shutil.which("wrk"):  # Debian's package
+        subprocess.run(["sh", "-c", "apt-get update -qq && apt-get install -y -qq wrk"], check=True)
     head = "\n".join(f"{k}: {v}" for k, v in headers.items())
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout=5s"]
     env = {**os.environ, "BENCH_BODY": body, "BENCH_HEADERS": head, "BENCH_MARKER": marker}
@@ -202,9 +204,6 @@ class Side:
     around: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     rounds: list[Result] = field(default_factory=list)
 
-    def median(self, what: Callable[[Result], float]) -> float:
-        return statistics.median(what(r) for r in self.rounds)
-
 
 def post(server: Server, path: str, body: str, inst: Instance, name: str, marker: str = ""):
     """A side that wrk loads with POST `path`."""
@@ -212,7 +211,7 @@ def post(server: Server, path: str, body: str, inst: Instance, name: str, marker
     return Side(name, server, lambda c, s: wrk(url, body, inst.headers(), c, s, marker))
 
 
-def compare(title: str, sides: list[Side], conns: int, args) -> list[Side]:
+def compare(title: str, sides: list[Side], conns: int, args) -> None:
     """`args.rounds` rounds, each loading every side in turn (the order reversed every other
     round); print the median of each figure and its ratio to the first side's."""
     for i in range(args.rounds):
@@ -224,31 +223,18 @@ def compare(title: str, sides: list[Side], conns: int, args) -> list[Side]:
                 result = side.load(conns, args.duration)
                 result.cpu_s = side.server.cpu_s() - before
             side.rounds.append(result)
-    print(
-        f"\n{title} ({conns} connection{'s' * (conns > 1)}, {args.rounds} rounds of "
-        f"{args.duration:g} s, medians)"
-    )
+    print(f"\n{title}: {conns} connection{'s' * (conns > 1)}, medians of {args.rounds} rounds")
     print(f"  {'':26}{'req/s':>9}{'cpu ms/req':>11}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}")
-    base = sides[0]
+    base: dict[str, float] = {}
     for side in sides:
-        rps, cpu, p99 = (
-            side.median(f) for f in (lambda r: r.rps, lambda r: r.cpu_ms, lambda r: r.p99)
-        )
-        vs = (
-            ""
-            if side is base
-            else (
-                f"  {rps / base.median(lambda r: r.rps):.2f}x req/s, "
-                f"{cpu / base.median(lambda r: r.cpu_ms):.2f}x cpu, "
-                f"{p99 / base.median(lambda r: r.p99):.2f}x p99"
-            )
-        )
+        m = {k: statistics.median(getattr(r, k) for r in side.rounds) for k in FIGURES}
+        vs = "" if not base else "  " + ", ".join(f"{m[k] / base[k]:.2f}x {k}" for k in FIGURES)
+        base = base or m
         errors = sum(r.errors for r in side.rounds)
         if errors:
             FAILED.append(f"{title}: {side.name}")
         print(
-            f"  {side.name:26}{rps:9.1f}{cpu:11.3f}{side.median(lambda r: r.p50):8.2f}"
-            f"{p99:8.2f}{errors:7d}{vs}",
+            f"  {side.name:26}{m['rps']:9.1f}{m['cpu_ms']:11.3f}{m['p50']:8.2f}{m['p99']:8.2f}"
+            f"{errors:7d}{vs}",
             flush=True,
         )
-    return sides
