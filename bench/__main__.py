@@ -21,6 +21,7 @@ clients.py. Each run sets up a throw-away instance (harness.instance).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -47,6 +48,7 @@ from bench.harness import (
 
 IRIS = [5.1, 3.5, 1.4, 0.2]
 PREDICT = "/api/v1/predict"
+TERMINAL = ("completed", "failed", "cancelled")
 DENSE = """
 import numpy as np
 from predictions.models import MLModel
@@ -212,12 +214,16 @@ def batch(inst, args) -> None:
         else ([float(c) for c in line.split(",")] for line in data.decode().splitlines()[1 : n + 1])
     )
     for i, features in enumerate(rows):
-        out = describe(
-            model.predict(np.array([features], np.float32)),
-            task="classification",
-            labels=demo.labels,
-        )[0]
-        results.append({"input_index": i, "label": out.label, "prediction": out.prediction})
+        x1 = np.array([features], np.float32)
+        out = describe(model.predict(x1), task="classification", labels=demo.labels)[0]
+        results.append(
+            {
+                "input_index": i,
+                "prediction": out.prediction,
+                "label": out.label,
+                "confidence": out.confidence,
+            }
+        )
     loop_rps = n / (time.perf_counter() - start)
 
     with platform(inst, worker=True) as ours:
@@ -233,11 +239,7 @@ def batch(inst, args) -> None:
         if answer.status_code != 202:
             sys.exit(f"batch submit answered {answer.status_code}: {answer.text[:300]}")
         status = ours.base + answer.json()["links"]["self"]
-        while (job := session.get(status, timeout=30).json())["status"] not in (
-            "completed",
-            "failed",
-            "cancelled",
-        ):
+        while (job := session.get(status, timeout=30).json())["status"] not in TERMINAL:
             if time.monotonic() - t0 > args.timeout:
                 sys.exit(f"the job is not done after {args.timeout:g} s: {job}")
             time.sleep(0.05)
@@ -251,22 +253,17 @@ def batch(inst, args) -> None:
         csv_s = time.monotonic() - t1
         npy = np.load(io.BytesIO(session.get(results_url + "?format=npy", timeout=600).content))
     error = float(np.abs(npy - model.predict(x)).max())
+    lines, rate = csv.content.count(b"\n"), args.rows / seconds
     print(
         f"\nbatch job of {args.rows:,} iris rows as {args.format.upper()} ({len(data) / 1e6:.0f}"
-        f" MB), {inst.profile}, Q_WORKERS={os.environ.get('Q_WORKERS', 'default')}"
+        f" MB), {inst.profile}, Q_WORKERS={os.environ.get('Q_WORKERS', 'default')}\n"
+        f"  upload to completed    {seconds:8.2f} s {rate:12,.0f} rows/s  {rate / loop_rps:.1f}x "
+        f"the loop; server CPU {cpu:.1f} s; worker peak {peak:.0f} MB per process\n"
+        f"  CSV download           {csv_s:8.2f} s {args.rows / csv_s:12,.0f} rows/s\n"
+        f"  tutorial per-row loop  {n / loop_rps:8.2f} s {loop_rps:12,.0f} rows/s ({n:,} rows)\n"
+        f"  results vs the runtime: max difference {error:.1g}",
+        flush=True,
     )
-    print(
-        f"  upload to completed    {seconds:8.2f} s  {args.rows / seconds:12,.0f} rows/s  "
-        f"{args.rows / seconds / loop_rps:.1f}x the loop; server CPU {cpu:.1f} s; worker peak "
-        f"{peak:.0f} MB per process"
-    )
-    lines = csv.content.count(b"\n")
-    print(
-        f"  CSV download           {csv_s:8.2f} s  {args.rows / csv_s:12,.0f} rows/s "
-        f"({lines - 1:,} rows)"
-    )
-    print(f"  tutorial per-row loop  {n / loop_rps:8.2f} s  {loop_rps:12,.0f} rows/s ({n:,} rows)")
-    print(f"  results vs the runtime: max difference {error:.1g}", flush=True)
     if error > 1e-5 or lines != args.rows + 1:
         sys.exit("the job's results differ from the runtime's")
 
@@ -274,16 +271,15 @@ def batch(inst, args) -> None:
 def worker_peaks_mb(pgid: int) -> list[float]:
     """VmHWM of each background-worker (qcluster) process of the server's group."""
     peaks = []
-    for proc in Path("/proc").iterdir():
-        try:
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
             if (
-                b"qcluster" in (proc / "cmdline").read_bytes()
-                and os.getpgid(int(proc.name)) == pgid
+                os.getpgid(int(proc.name)) == pgid
+                and b"qcluster" in (proc / "cmdline").read_bytes()
             ):
-                status = (proc / "status").read_text()
-                peaks.append(int(status.split("VmHWM:")[1].split()[0]) / 1024)
-        except (OSError, ValueError, IndexError):
-            continue
+                peaks.append(
+                    int((proc / "status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+                )
     return peaks
 
 

@@ -119,15 +119,8 @@ def serve(cmd: list[str], env: dict[str, str], port: int, name: str) -> Iterator
     """Start `cmd` (listening on `port`), wait for /health to answer 200, stop it afterwards."""
     log = Path(tempfile.gettempdir()) / f"bench-{name}-{port}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        options = {"cwd": ROOT, "env": env, "stdin": subprocess.DEVNULL, "stderr": out}
+        proc = subprocess.Popen(cmd, stdout=out, start_new_session=True, **options)
     server = Server(proc, f"http://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + 120
