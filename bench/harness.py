@@ -199,8 +199,11 @@ class Side:
 
 
 def post(server: Server, path: str, body: str, inst: Instance, name: str, marker: str = ""):
-    """A side that wrk loads with POST `path`."""
+    """A side that wrk loads with POST `path`, once it has answered 200 (a model loaded)."""
     url = server.base + path
+    answer = requests.post(url, data=body, headers=inst.headers(), timeout=300)
+    if answer.status_code != 200:
+        raise RuntimeError(f"{name}: POST {path} answered {answer.status_code}: {answer.text}")
     return Side(name, server, lambda c, s: wrk(url, body, inst.headers(), c, s, marker))
 
 
@@ -221,7 +224,8 @@ def compare(title: str, sides: list[Side], conns: int, args) -> None:
     base: dict[str, float] = {}
     for side in sides:
         m = {k: statistics.median(getattr(r, k) for r in side.rounds) for k in FIGURES}
-        vs = "" if not base else "  " + ", ".join(f"{m[k] / base[k]:.2f}x {k}" for k in FIGURES)
+        ratios = (f"{m[k] / base[k]:.2f}x {k}" for k in FIGURES if base.get(k))
+        vs = "  " + ", ".join(ratios) if base else ""
         base = base or m
         errors = sum(r.errors for r in side.rounds)
         if errors:
