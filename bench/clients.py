@@ -65,7 +65,9 @@ def ws_load(url: str, key: str, body: dict, conns: int, seconds: float) -> Resul
 def stalled_streams(server: Server, inst: Instance, count: int) -> Iterator[None]:
     """`count` POST /predict/stream of STREAM_ROWS rows, one every 0.1 s, whose clients stop
     reading after the first prediction; held until the server's CPU has settled, then closed."""
-    body = json.dumps({"inputs": [[5.1, 3.5, 1.4, 0.2]] * STREAM_ROWS, "model": "iris"}).encode()
+    body = json.dumps(
+        {"inputs": [[5.1, 3.5, 1.4, 0.2]] * STREAM_ROWS, "model": "iris", "model_version": "v2"}
+    ).encode()
     host, port = server.base.removeprefix("http://").split(":")
     head = (
         f"POST /api/v1/predict/stream HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {inst.key}\r\n"
