@@ -1,13 +1,11 @@
-"""Minimal FastAPI reference: the iris demo model from an in-memory dict, no auth, no storage."""
+"""The tutorial's design: FastAPI, the iris demo model from an in-memory dict, no auth, no
+storage (run on one uvicorn worker with h11 and asyncio by `python -m bench predict`)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException
@@ -17,30 +15,15 @@ from predictions.runtime.outputs import describe
 from predictions.runtime.predictors import load_predictor
 from predictions.runtime.training import train_demo_models
 
-MODEL_NAME = "iris"
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A predictor ready to serve, with its class labels."""
-
-    predictor: Any
-    labels: list[str]
-
-
-models: dict[str, LoadedModel] = {}
+models: dict[str, tuple] = {}
 
 
 class PredictionRequest(BaseModel):
-    """Body of POST /predict."""
-
     input_data: list[float]
     model_version: str = "v1"
 
 
 class PredictionResponse(BaseModel):
-    """Answer of POST /predict."""
-
     prediction: list[float]
     label: str
     confidence: float
@@ -49,42 +32,31 @@ class PredictionResponse(BaseModel):
     timestamp: str
 
 
-def load_models() -> None:
-    """Train the demo models and keep every version of the iris model in `models`."""
-    for demo in train_demo_models():
-        if demo.name != MODEL_NAME:
-            continue
-        for version in demo.versions:
-            predictor = load_predictor("numpy", version.artifact)
-            models[version.label] = LoadedModel(predictor, list(demo.labels))
-
-
 @asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    """Load the models once, before the first request."""
-    load_models()
+async def lifespan(_: FastAPI):
+    """Load every version of the iris model once, before the first request."""
+    demo = next(m for m in train_demo_models() if m.name == "iris")
+    for version in demo.versions:
+        models[version.label] = (load_predictor("numpy", version.artifact), list(demo.labels))
     yield
-    models.clear()
 
 
 app = FastAPI(title="Reference AI API", lifespan=lifespan)
 
 
 @app.get("/health")
-async def health() -> dict[str, Any]:
-    """Report liveness and the loaded versions."""
+async def health() -> dict:
     return {"status": "healthy", "models_loaded": sorted(models)}
 
 
 @app.post("/predict", response_model=PredictionResponse)
 async def predict(request: PredictionRequest) -> PredictionResponse:
-    """Predict class probabilities for one row of features."""
     start = time.perf_counter()
-    model = models.get(request.model_version)
-    if model is None:
+    if request.model_version not in models:
         raise HTTPException(status_code=404, detail=f"Model {request.model_version} not found")
+    predictor, labels = models[request.model_version]
     x = np.asarray(request.input_data, dtype=np.float32).reshape(1, -1)
-    outcome = describe(model.predictor.predict(x), task="classification", labels=model.labels)[0]
+    outcome = describe(predictor.predict(x), task="classification", labels=labels)[0]
     return PredictionResponse(
         prediction=outcome.prediction,
         label=outcome.label,

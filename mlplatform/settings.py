@@ -107,7 +107,7 @@ MIDDLEWARE = [
     "accounts.ratelimit.RateLimitHeadersMiddleware",
 ]
 # Metrics, request log lines and usage tallies; off (MLPLATFORM_INSTRUMENTATION=0) only to
-# measure what they cost (bench/instrumentation_load.py): django-prometheus's middleware and
+# measure what they cost (python -m bench instrumentation): django-prometheus's middleware and
 # database wrappers go too, and /api/v1/stats stops counting requests.
 INSTRUMENTATION = env("MLPLATFORM_INSTRUMENTATION")
 if not INSTRUMENTATION:
@@ -215,7 +215,7 @@ else:
                 # FULL: a commit reaches the disk before the request is answered, so a stored
                 # prediction survives a power loss, not only a crash of the process. With
                 # group commit, one sync serves every request of a round (docs/decisions/0002;
-                # bench/pipeline.py --scenario sqlite measures it against NORMAL).
+                # python -m bench sqlite measures it against NORMAL).
                 "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous={_SYNCHRONOUS};",
             },
             # Tests use a file too, not Django's shared in-memory database: there a second

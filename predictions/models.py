@@ -169,7 +169,7 @@ class ShadowPrediction(models.Model):
     """What a shadow version answered to a copy of a live request; never shown to the caller."""
 
     # Rows come in bursts, from copies of requests already committed, and cost the database
-    # time that the requests themselves wait for (bench/README.md, shadow_slices.py). So the
+    # time that the requests themselves wait for (python -m bench traffic). So the
     # link to the primary has no index of its own (the unique constraint's, on primary and
     # model_version, serves lookups by primary) and no constraint in the database, whose
     # check locked each primary row again; deleting a prediction still deletes its shadow
