@@ -14,8 +14,9 @@ DEFAULTS: dict[str, Any] = {
     "LEAN_HANDLERS": True,
     # Largest request body accepted by the JSON API, in bytes (413 beyond it).
     "MAX_BODY_BYTES": 1024 * 1024,
-    # Largest artifact the admin accepts, in bytes.
-    "MAX_ARTIFACT_BYTES": 256 * 1024 * 1024,
+    # Largest artifact file a version may have, in bytes (413 beyond), whichever way it comes:
+    # REST, the admin or register_model. A single-file ONNX graph cannot pass 2 GiB (protobuf).
+    "MAX_ARTIFACT_BYTES": 2 * 1024**3,
     # Most active (not revoked, not expired) API keys one user may hold (409 beyond).
     "MAX_ACTIVE_API_KEYS": 25,
     # Batch jobs: largest upload (413 beyond), most rows sent as JSON, most rows in one job,

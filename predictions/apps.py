@@ -8,4 +8,5 @@ class PredictionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from predictions import batch_files  # noqa: F401 - connects the file deletion receivers
+        # Connect the receivers that delete files with their rows.
+        from predictions import artifact_files, batch_files  # noqa: F401

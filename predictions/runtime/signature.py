@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from predictions.runtime.errors import ArtifactError
 from predictions.runtime.predictors import Predictor, load_predictor
+from predictions.runtime.sources import Source, source_head
 
 ONNX, NUMPY = "onnx", "numpy"
 _CLASS_LABEL_ATTRIBUTES = ("classlabels_strings", "classlabels_int64s", "classlabels_ints")
@@ -37,7 +38,7 @@ class ArtifactSignature:
         return "classification" if self.probabilities or self.class_labels else "regression"
 
 
-def runtime_for(data: bytes, filename: str = "") -> str:
+def runtime_for(source: Source, filename: str = "") -> str:
     """The runtime of a file: from its suffix, else from its first bytes (a zip is a `.npz`)."""
     name = filename.lower()
     if name.endswith(".onnx"):
@@ -46,7 +47,7 @@ def runtime_for(data: bytes, filename: str = "") -> str:
         return NUMPY
     if name.endswith(".json"):
         return "ensemble"
-    if bytes(data[:2]) == b"PK":
+    if source_head(source, 2) == b"PK":
         return NUMPY
     if name and "." in name.rsplit("/", 1)[-1]:
         raise ArtifactError(
@@ -55,11 +56,11 @@ def runtime_for(data: bytes, filename: str = "") -> str:
     return ONNX
 
 
-def read_signature(runtime: str, data: bytes) -> tuple[Predictor, ArtifactSignature]:
+def read_signature(runtime: str, source: Source) -> tuple[Predictor, ArtifactSignature]:
     """Load and check an artifact; return its predictor and what it says about itself."""
-    predictor = load_predictor(runtime, data)
+    predictor = load_predictor(runtime, source)
     if runtime == ONNX:
-        extra = _onnx_details(bytes(data), output_name=predictor.output_name)
+        extra = _onnx_details(source, output_name=predictor.output_name)
     elif runtime == NUMPY:
         extra = {"probabilities": predictor.activations[-1] == "softmax"}
     else:
@@ -81,10 +82,11 @@ def read_signature(runtime: str, data: bytes) -> tuple[Predictor, ArtifactSignat
     return predictor, signature
 
 
-def _onnx_details(data: bytes, *, output_name: str) -> dict:
-    import onnx  # imported here: only the onnx runtime needs it, and it loads slowly
+def _onnx_details(source: Source, *, output_name: str) -> dict:
+    # Imported here: only the onnx runtime needs it, and it loads slowly.
+    from predictions.runtime.onnx import parse_model
 
-    model = onnx.load_model_from_string(data)
+    model = parse_model(source)
     details: dict = {}
     props = {p.key: p.value for p in model.metadata_props}
     if raw := props.get("feature_names", "").strip():

@@ -9,6 +9,7 @@ from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 
 from predictions import registry as registry_module
+from predictions.artifact_files import artifact_save
 from predictions.models import MLModel, ModelVersion, RegistryRevision
 from predictions.registry import Registry
 from predictions.runtime.errors import ArtifactError
@@ -192,7 +193,10 @@ def test_if_a_read_fails_the_next_request_reads_again(local_registry, held_read)
 
 def test_a_version_whose_artifact_fails_is_not_read_again(local_registry):
     registry, clock = local_registry
-    ModelVersion.objects.filter(model__name="iris", label="v1").update(artifact=b"broken")
+    name, sha256 = artifact_save(b"broken")
+    ModelVersion.objects.filter(model__name="iris", label="v1").update(
+        artifact=name, checksum=sha256
+    )
     version = registry.model("iris").versions["v1"]
 
     with pytest.raises(ArtifactError) as first:
