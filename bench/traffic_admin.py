@@ -81,12 +81,13 @@ emit({"cache_ttl": model.cache_ttl})
 """
 
 _CREATE_SHADOW = """
+from predictions.artifact_files import artifact_bytes
 model = MLModel.objects.get(name=P["name"])
 source = ModelVersion.objects.get(model=model, label=P["artifact_of"])
 version = model_version_create(
     model=model,
     label=P["label"],
-    artifact=bytes(source.artifact),
+    artifact=artifact_bytes(source),
     runtime=source.runtime,
     description="benchmark shadow",
 )
