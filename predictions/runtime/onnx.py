@@ -108,12 +108,17 @@ def load_onnx(source: Source, *, intra_op_threads: int = INTRA_OP_THREADS) -> On
             f"tensor {name!r} keeps its data in an external file; save the model as one file "
             "(onnx.save_model(model, path, save_as_external_data=False))"
         )
+    if is_path(source):
+        # The checker and the session read the file themselves: the parsed copy need not stay,
+        # nor be serialised again for the checker.
+        del model
+        model = os.fspath(source)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx.checker.ValidationError, or a C++ error for odd graphs
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"the graph is not valid ONNX: {first_line}") from None
-    del model  # the session reads the graph again; the parsed copy need not stay meanwhile
+    del model
     try:
         session = ort.InferenceSession(
             str(source) if is_path(source) else source,
