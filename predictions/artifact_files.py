@@ -135,6 +135,16 @@ def _checked(file, name: str, sha256: str) -> None:
         raise ArtifactError(f"the stored file {name} does not hold the artifact's bytes")
 
 
+def _local_path(name: str) -> Path | None:
+    """The file's path on this host, if the storage keeps it in a directory here."""
+    try:
+        path = Path(default_storage.path(name))
+    except NotImplementedError:  # object stores (S3...): no local path
+        return None
+    # Some storages give a path without keeping the file there (InMemoryStorage).
+    return path if path.is_file() else None
+
+
 @contextlib.contextmanager
 def artifact_local(name: str, sha256: str) -> Iterator[Source]:
     """A stored artifact as the runtime loads it, checked against its SHA-256.
@@ -145,16 +155,10 @@ def artifact_local(name: str, sha256: str) -> Iterator[Source]:
     """
     if not name:
         raise ArtifactError("the version has no artifact file")
-    try:
-        path = Path(default_storage.path(name))
-    except NotImplementedError:
-        path = None
+    path = _local_path(name)
     if path is not None:
-        try:
-            with path.open("rb") as file:
-                _checked(file, name, sha256)
-        except FileNotFoundError:
-            raise ArtifactError(f"the artifact file {name} is missing from the storage") from None
+        with path.open("rb") as file:
+            _checked(file, name, sha256)
         yield path
         return
     try:

@@ -110,9 +110,7 @@ def test_an_upload_larger_than_djangos_memory_limit_streams_from_its_temporary_f
     assert np.isclose(sum(predict(models_client, "wide")), 1.0)
 
 
-def test_an_artifact_over_the_limit_is_413_naming_it_and_nothing_is_stored(
-    settings, models_client
-):
+def test_an_artifact_over_the_limit_is_413_naming_it_and_nothing_is_stored(settings, models_client):
     data = network()
     settings.PLATFORM = {**settings.PLATFORM, "MAX_ARTIFACT_BYTES": len(data) - 1}
     files_before = stored_files()
@@ -193,3 +191,20 @@ def test_a_missing_file_makes_the_version_unavailable_not_a_500(key_client):
 
     assert response.status_code == 503
     assert "missing from the storage" in response.json()["detail"]
+
+
+def test_a_storage_without_local_paths_serves_as_well(settings, models_client):
+    """Storages such as S3 keep no file on this host: a process copies one to load it."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+    }
+    data = network(seed=9)
+
+    response = upload(models_client, data, "v3")
+
+    assert response.status_code == 201, response.content
+    version = iris("v3")
+    assert default_storage.open(version.artifact.name).read() == data
+    assert not Path(default_storage.path(version.artifact.name)).exists()  # no file on disk
+    assert np.isclose(sum(predict(models_client, "v3")), 1.0)
