@@ -89,7 +89,7 @@ def test_predictors_are_loaded_once_and_dropped_when_the_artifact_changes(local_
 @pytest.mark.django_db(transaction=True)
 def test_threads_asking_at_once_for_a_version_not_loaded_yet_load_it_once():
     # The first requests after a start or a new artifact arrive together; if each loaded the
-    # artifact, a large model would be read from the database by every thread at once.
+    # artifact, a large model would be read from the storage by every thread at once.
 
     from prometheus_client import REGISTRY
 
