@@ -8,4 +8,7 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from accounts import schema  # noqa: F401  (registers the OpenAPI security schemes)
+        from accounts import (  # noqa: F401  (registered on import)
+            checks,  # the rate-limit tiers' system checks
+            schema,  # the OpenAPI security schemes
+        )

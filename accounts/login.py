@@ -9,7 +9,7 @@ import functools
 from django.http import JsonResponse
 
 from accounts.ratelimit import consume
-from mlplatform.api.exceptions import error_body
+from mlplatform.errors import error_body
 
 GROUP = "auth"
 

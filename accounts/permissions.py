@@ -38,6 +38,7 @@ class UserCredentialsOnly(BasePermission):
 
     message = "API keys cannot manage credentials; authenticate with a JWT or a session."
     code = "user_credentials_required"
+    refuses_api_keys = True  # the schema leaves the API-key scheme out of these operations
 
     def has_permission(self, request, view) -> bool:
         return bool(request.user and request.user.is_authenticated) and not isinstance(
@@ -46,7 +47,11 @@ class UserCredentialsOnly(BasePermission):
 
 
 class AnyScopePermission(BasePermission):
-    """The caller holds at least one of ``scopes`` (as ScopePermission judges each)."""
+    """The caller holds at least one of ``scopes`` (as ScopePermission judges each).
+
+    Not DRF's ``A | B``: its ``OR`` carries neither operand's message nor code, so a refusal
+    would be the generic "permission denied" instead of naming the scopes wanted.
+    """
 
     scopes: tuple[str, ...] = ()
     code = "missing_scope"

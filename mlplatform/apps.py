@@ -22,4 +22,4 @@ class PlatformAdminConfig(admin_apps.AdminConfig):
 
     # Named by its path only: never the config Django picks for the ``mlplatform`` app itself.
     default = False
-    default_site = "mlplatform.admin_site.PlatformAdminSite"
+    default_site = "accounts.admin_site.PlatformAdminSite"

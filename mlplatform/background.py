@@ -14,16 +14,15 @@ the threads defined here, each started on first use (and again in a forked child
   are written in one transaction and each request answers once its own row is committed: one
   commit (and with ``synchronous=FULL``, one disk sync) for many requests, and no database
   work on the event loop, where it would stop every other request while it waits.
-* **The log writer**, one per process (``LogWriter``, the handler of the platform's log lines).
-  Lines are written a few times a second, several at a time, rather than with a system call
-  per request on the event loop, which the other threads would take the interpreter during.
+
+The log lines are written by the standard library's ``QueueListener`` thread
+(``mlplatform.logging.QueuedStreamHandler``), so that no request waits on a write.
 
 All are daemon threads: a process that exits loses what they hold, which its callers have not
 been answered for.
 """
 
 import asyncio
-import atexit
 import contextlib
 import logging
 import os
@@ -442,80 +441,6 @@ def _written_inline(rows: Sequence[Any], call: Callable[[], None] | None) -> Fut
 
 
 group_commit = GroupCommit()
-
-
-class LogWriter(_Thread, logging.Handler):
-    """A logging handler whose lines a thread of its own writes, several at a time.
-
-    A caller only puts its record on a queue; the thread formats what has queued and writes it
-    in one call, then waits ``INTERVAL`` seconds for more, so a line reaches the stream at most
-    that much later. Writing each line where it is logged costs the event loop a system call
-    per request, during which the other threads take the interpreter from it. The queue is
-    written out at exit; a process killed with SIGKILL loses what was still queued.
-    """
-
-    thread_name = "log-writer"
-    INTERVAL = 0.25
-    BATCH = 512
-
-    def __init__(self) -> None:
-        _Thread.__init__(self)
-        logging.Handler.__init__(self)
-        self.target = logging.StreamHandler()
-        self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-
-    def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802 - stdlib name
-        super().setFormatter(fmt)
-        self.target.setFormatter(fmt)
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        # As Handler.handle, without its lock: the queue is safe, and the record is copied.
-        passed = self.filter(record)
-        if passed:
-            self.emit(record)
-        return bool(passed)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # The message is merged now (its arguments may change later), in place (the text is
-        # the same for any other handler); formatting is left to the thread. The record stays
-        # in this process, so exc_info can travel.
-        record.msg, record.args = record.getMessage(), None
-        if self._started_in != os.getpid():
-            self._ensure_started()
-            atexit.register(self.flush)
-        self._queue.put(record)
-
-    def flush(self) -> None:
-        """Write whatever is queued now (tests, and the exit of the process)."""
-        self._write(self._drain([]))
-
-    def _reset(self) -> None:
-        self._queue = queue.SimpleQueue()
-
-    def _run(self) -> None:
-        while True:
-            self._write(self._drain([self._queue.get()]))
-            time.sleep(self.INTERVAL)
-
-    def _drain(self, records: list[logging.LogRecord]) -> list[logging.LogRecord]:
-        while len(records) < self.BATCH:
-            try:
-                records.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return records
-
-    def _write(self, records: list[logging.LogRecord]) -> None:
-        lines = []
-        for record in records:
-            try:
-                lines.append(self.target.format(record))
-            except Exception:  # noqa: BLE001 - as logging does: report, never raise
-                self.target.handleError(record)
-        if lines:
-            with self.target.lock:
-                self.target.stream.write("\n".join(lines) + "\n")
-                self.target.flush()
 
 
 def shutdown(timeout: float = 10.0) -> None:

@@ -5,76 +5,44 @@ import ipaddress
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from accounts.rates import GROUPS, parse_rate
-from mlplatform.conf import DEFAULTS
-
-_POSITIVE_NUMBERS = (
-    "MAX_BODY_BYTES",
-    "MAX_ARTIFACT_BYTES",
-    "MAX_UPLOAD_BYTES",
-    "MAX_BATCH_JSON_ROWS",
-    "MAX_BATCH_ROWS",
-    "MAX_ACTIVE_BATCH_JOBS",
-    "MAX_ACTIVE_API_KEYS",
-    "BATCH_CHUNK_ROWS",
-    "BATCH_PARALLEL_TASKS",
-    "WEBHOOK_TIMEOUT",
-    "WEBHOOK_MAX_ATTEMPTS",
-    "DEFAULT_TIMEOUT",
-    "MAX_TIMEOUT",
-    "API_KEY_TOUCH_SECONDS",
-    "PAGE_SIZE",
-    "MAX_PAGE_SIZE",
-    "MAX_FEATURES",
-    "MAX_OPEN_STREAMS",
-    "MAX_OPEN_STREAMS_PER_USER",
-    "STREAM_SEND_TIMEOUT",
-    "WS_MAX_MESSAGE_BYTES",
-    "WS_MAX_IN_FLIGHT",
-    "WS_IDLE_SECONDS",
-    "WS_PING_SECONDS",
-    "WS_RATE_LIMIT_GRACE",
-    "READY_TIMEOUT",
-)
+from mlplatform.conf import DEFAULTS, KNOB, KNOBS, platform_setting
 
 
 @register()
 def check_platform_settings(app_configs, **kwargs):
     """Refuse unknown knobs and values of the wrong kind in ``settings.PLATFORM``."""
-    errors = []
     overrides = getattr(settings, "PLATFORM", {})
     if not isinstance(overrides, dict):
         return [Error("settings.PLATFORM must be a dict", id="mlplatform.E001")]
+    errors = []
     for name in overrides:
-        if name not in DEFAULTS:
+        if name not in KNOB:
             errors.append(
                 Error(
                     f"settings.PLATFORM has an unknown key {name!r}",
-                    hint=f"Known keys: {', '.join(sorted(DEFAULTS))}",
+                    hint=f"Known keys: {', '.join(sorted(KNOB))}",
                     id="mlplatform.E002",
                 )
             )
     merged = {**DEFAULTS, **overrides}
-    for name in _POSITIVE_NUMBERS:
-        value = merged[name]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    for knob in KNOBS:
+        value = merged[knob.name]
+        if knob.bound and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (value <= 0 if knob.bound == ">0" else value < 0)
+        ):
+            kind = "a positive number" if knob.bound == ">0" else ">= 0"
+            errors.append(
+                Error(f"settings.PLATFORM[{knob.name!r}] must be {kind}", id="mlplatform.E003")
+            )
+        if knob.choices and value not in knob.choices:
             errors.append(
                 Error(
-                    f"settings.PLATFORM[{name!r}] must be a positive number", id="mlplatform.E003"
+                    f"settings.PLATFORM[{knob.name!r}] must be one of {', '.join(knob.choices)}",
+                    id="mlplatform.E004",
                 )
             )
-    for name in (
-        "REGISTRY_REFRESH_SECONDS",
-        "API_KEY_CACHE_SECONDS",
-        "BATCH_TASK_SECONDS",
-        "BATCH_RETENTION_DAYS",
-        "DRAIN_SECONDS",
-    ):
-        value = merged[name]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            errors.append(Error(f"settings.PLATFORM[{name!r}] must be >= 0", id="mlplatform.E004"))
-    errors += _check_rate_limits("RATE_LIMITS", merged["RATE_LIMITS"])
-    errors += _check_rate_limits("USER_RATE_LIMITS", merged["USER_RATE_LIMITS"])
     if not isinstance(merged["DEFAULT_MODEL"], str) or not merged["DEFAULT_MODEL"]:
         errors.append(
             Error("settings.PLATFORM['DEFAULT_MODEL'] must be a model name", id="mlplatform.E005")
@@ -82,35 +50,10 @@ def check_platform_settings(app_configs, **kwargs):
     return errors
 
 
-def _check_rate_limits(name: str, tiers) -> list[Error]:
-    """Every group has a rate, and every rate parses (``MLPLATFORM_<name>`` included)."""
-    if not isinstance(tiers, dict):
-        return [Error(f"settings.PLATFORM[{name!r}] must be a dict", id="mlplatform.E006")]
-    errors = []
-    for group in sorted(set(tiers) | set(GROUPS)):
-        if group not in GROUPS:
-            errors.append(
-                Error(
-                    f"settings.PLATFORM[{name!r}] has an unknown group {group!r}",
-                    hint=f"Groups: {', '.join(GROUPS)}",
-                    id="mlplatform.E006",
-                )
-            )
-            continue
-        try:
-            parse_rate(tiers.get(group))
-        except ValueError as exc:
-            errors.append(
-                Error(f"settings.PLATFORM[{name!r}][{group!r}]: {exc}", id="mlplatform.E006")
-            )
-    return errors
-
-
 @register(Tags.security, deploy=True)
 def check_metrics_access(app_configs, **kwargs):
     """``check --deploy``: warn when anyone who reaches the server could read ``/metrics``."""
-    observability = getattr(settings, "OBSERVABILITY", {})
-    mode = observability.get("METRICS_ACCESS", "network")
+    mode = platform_setting("METRICS_ACCESS")
     if mode == "open":
         return [
             Warning(
@@ -122,7 +65,7 @@ def check_metrics_access(app_configs, **kwargs):
     if mode != "network":
         return []
     public = []
-    for spec in observability.get("METRICS_ALLOWED_NETWORKS", ()):
+    for spec in platform_setting("METRICS_ALLOWED_NETWORKS"):
         network = ipaddress.ip_network(spec, strict=False)
         if not (network.is_private or network.is_loopback or network.is_link_local):
             public.append(spec)

@@ -1,4 +1,7 @@
-"""The one application error type; ``mlplatform.api.exceptions`` maps it to HTTP."""
+"""The one application error type and the one error shape; ``mlplatform.api.exceptions``
+maps errors to HTTP."""
+
+from mlplatform.logging import current_request_id
 
 
 class PlatformError(Exception):
@@ -49,3 +52,11 @@ class DatabaseUnavailable(PlatformError):
 
     def __init__(self, detail: str = "The database is unavailable; try again shortly.") -> None:
         super().__init__(detail)
+
+
+def error_body(detail: str, code: str, **extra) -> dict:
+    """The error shape, with the request id so a caller can quote it to an operator."""
+    request_id = current_request_id()
+    if request_id:
+        extra.setdefault("request_id", request_id)
+    return {"detail": detail, "code": code, **extra}

@@ -3,6 +3,7 @@
 import os
 import time
 import uuid
+from collections.abc import Callable
 
 from django.core.cache import cache
 from django.db import connection
@@ -11,8 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 from django_q.brokers import get_broker
 
-from mlplatform.conf import platform_setting
-from predictions.registry import registry
+from mlplatform.conf import env, platform_setting
 
 # Set by ``manage.py serve`` for its web processes: the path of a file whose presence means the
 # server is draining (stopping after DRAIN_SECONDS), so /ready must fail while requests are
@@ -53,31 +53,29 @@ def _check_broker() -> None:
         raise RuntimeError("the task broker did not answer")
 
 
-def _check_models() -> None:
-    entries = registry.models()
-    if not any(m.active_versions for m in entries):
-        raise RuntimeError("no model has an active version")
-    for model in entries:
-        for version in model.active_versions:
-            registry.predictor(version)
-
-
-CHECKS = {
+CHECKS: dict[str, Callable[[], None]] = {
     "database": _check_database,
     "cache": _check_cache,
     "broker": _check_broker,
-    "models": _check_models,
 }
 # Checks that read the database (the broker is django-q2's ORM broker): not run without it,
 # where each would wait out the pool's timeout.
-NEED_THE_DATABASE = ("broker", "models")
+NEED_THE_DATABASE = {"broker"}
+
+
+def readiness_check(name: str, check: Callable[[], None], *, needs_database: bool) -> None:
+    """Add an app's check to ``/ready``: ``check`` raises when the process is not ready."""
+    CHECKS[name] = check
+    if needs_database:
+        NEED_THE_DATABASE.add(name)
 
 
 @require_GET
 def ready(request):
-    """Readiness: database, cache, broker and models all answer; 503 otherwise, within about
-    ``READY_TIMEOUT`` seconds when the database is gone, and while the server drains."""
-    flag = os.environ.get(DRAINING_FLAG_VARIABLE)
+    """Readiness: database, cache, broker and the apps' checks (models) all answer; 503
+    otherwise, within about ``READY_TIMEOUT`` seconds when the database is gone, and while the
+    server drains."""
+    flag = env(DRAINING_FLAG_VARIABLE)
     if flag and os.path.exists(flag):
         body = {"status": "draining", "timestamp": timezone.now().isoformat(), "checks": {}}
         return JsonResponse(body, status=503)

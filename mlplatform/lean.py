@@ -22,9 +22,8 @@ from django.conf import settings
 from django.core.signals import setting_changed
 
 from mlplatform import metrics
-from mlplatform.api.exceptions import error_body
 from mlplatform.api.renderers import ORJSONRenderer
-from mlplatform.errors import PlatformError
+from mlplatform.errors import PlatformError, error_body
 from mlplatform.logging import request_logged
 from mlplatform.middleware import request_id_from
 

@@ -8,7 +8,12 @@ version, prediction or job id. Background tasks open their own context (``task_c
 so a batch job's lines carry the request id of the request that submitted it.
 """
 
+import atexit
 import logging
+import logging.handlers
+import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -131,6 +136,46 @@ class TextFormatter(logging.Formatter):
 # --- The request log line ---------------------------------------------------------------
 
 
+class QueuedStreamHandler(logging.handlers.QueueHandler):
+    """The platform's log handler: a caller only queues its record, and a ``QueueListener``
+    thread formats and writes it to standard error, so no request waits on a write.
+
+    The listener is started on the first record of each process (django-q2 forks its workers,
+    and a thread does not survive a fork) and stopped at exit, which writes what was queued.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(queue.SimpleQueue())
+        self.target = logging.StreamHandler()
+        self._listening_in: int | None = None
+        self._start_lock = threading.Lock()
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802 - stdlib name
+        super().setFormatter(fmt)
+        self.target.setFormatter(fmt)  # the listener formats (prepare() does not)
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The message is merged now (its arguments may change later), the rest formatted by the
+        # listener; the record stays in this process, so its exc_info can travel as it is.
+        record.msg, record.args = record.getMessage(), None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        if self._listening_in != os.getpid():
+            self._listen()
+        super().enqueue(record)
+
+    def _listen(self) -> None:
+        with self._start_lock:
+            if self._listening_in == os.getpid():
+                return
+            self.queue = queue.SimpleQueue()  # a parent's records are its own to write
+            listener = logging.handlers.QueueListener(self.queue, self.target)
+            listener.start()
+            atexit.register(listener.stop)
+            self._listening_in = os.getpid()
+
+
 def principal_of(request) -> str | None:
     """``key:<public prefix>`` or ``user:<id>``; None for anonymous callers. Never a secret."""
     user = request.__dict__.get("user")
@@ -158,6 +203,11 @@ def request_finished(request, response, started: float) -> None:
     )
 
 
+# Called with every answered request of a known user (``user_id``, ``error``, ``seconds``):
+# the apps' per-user tallies (``predictions.stats.usage_record``), added in their ``ready()``.
+USER_REQUEST_OBSERVERS: list[Callable[..., None]] = []
+
+
 def request_logged(
     *,
     method: str,
@@ -171,12 +221,12 @@ def request_logged(
 ) -> None:
     """The request's log line, its tally in the caller's stats, a rate limit refusal counted."""
     from mlplatform import metrics
-    from predictions.stats import usage_record
 
     if status == 429 and getattr(usage, "limited", False):
         metrics.rate_limited(usage.group)
     if user_id is not None and not path.startswith(("/admin/", "/static/")):
-        usage_record(user_id=user_id, error=status >= 400, seconds=seconds)
+        for observer in USER_REQUEST_OBSERVERS:
+            observer(user_id=user_id, error=status >= 400, seconds=seconds)
     level = logging.ERROR if status >= 500 else logging.INFO
     if not request_logger.isEnabledFor(level):
         return

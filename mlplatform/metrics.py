@@ -22,9 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import prometheus_client
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
 from django.http import HttpResponse
 from django_prometheus.middleware import Metrics as DjangoMetrics
 from django_prometheus.middleware import PrometheusAfterMiddleware
@@ -33,48 +31,15 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, multiproces
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from mlplatform.clients import client_ip, forwarded_by_an_unknown_proxy
+from mlplatform.conf import env, platform_setting
 
 logger = logging.getLogger(__name__)
 
-# --- Settings (``settings.OBSERVABILITY``, read at call time) ----------------------------
-
-DEFAULTS = {
-    # Platform metrics, the request log line and usage tallies; off only to measure their cost.
-    "INSTRUMENTATION": True,
-    # Who may read /metrics: "open", "token" (Authorization: Bearer <METRICS_TOKEN>) or
-    # "network" (REMOTE_ADDR inside METRICS_ALLOWED_NETWORKS).
-    "METRICS_ACCESS": "network",
-    "METRICS_TOKEN": "",
-    "METRICS_ALLOWED_NETWORKS": ("127.0.0.0/8", "::1/128"),
-    # Seconds between writes of each process's request tallies (the stats and the dashboard).
-    "USAGE_FLUSH_SECONDS": 2.0,
-}
 ACCESS_MODES = ("open", "token", "network")
 
 
-_merged: dict | None = None
-
-
-def observability_setting(name: str):
-    """One knob of ``settings.OBSERVABILITY``, falling back to ``DEFAULTS`` (kept until a
-    setting changes, as ``platform_setting`` keeps its own)."""
-    global _merged
-    if _merged is None:
-        _merged = {**DEFAULTS, **getattr(settings, "OBSERVABILITY", {})}
-    return _merged[name]
-
-
-def _forget(*, setting: str, **kwargs) -> None:
-    global _merged
-    if setting == "OBSERVABILITY":
-        _merged = None
-
-
-setting_changed.connect(_forget)
-
-
 def instrumented() -> bool:
-    return bool(observability_setting("INSTRUMENTATION"))
+    return bool(platform_setting("INSTRUMENTATION"))
 
 
 # --- Metrics ----------------------------------------------------------------------------
@@ -311,39 +276,13 @@ def model_loaded(*, model: str, version: str, seconds: float) -> None:
 # --- Collectors read at scrape time -----------------------------------------------------
 
 
-class BatchBacklogCollector:
-    """Batch jobs by status and the age of the oldest queued job, from the database."""
+# Apps' collectors, each read at every scrape (``scrape_collector``).
+SCRAPE_COLLECTORS: list = []
 
-    def collect(self) -> Iterator:
-        from django.db.models import Min
 
-        from predictions.models import BatchJob
-        from predictions.stats import count_by
-
-        try:
-            counts = count_by(BatchJob.objects, "status")
-            oldest = BatchJob.objects.filter(status=BatchJob.Status.QUEUED).aggregate(
-                at=Min("created_at")
-            )["at"]
-        except Exception as exc:  # a scrape must still answer when the database does not
-            logger.warning("metrics: cannot read batch jobs: %s", exc)
-            return
-        jobs = GaugeMetricFamily(
-            "mlplatform_batch_jobs", "Batch jobs now in each status.", labels=["status"]
-        )
-        for status in BatchJob.Status.values:
-            jobs.add_metric([status], counts.get(status, 0))
-        yield jobs
-        age = 0.0
-        if oldest is not None:
-            from django.utils import timezone
-
-            age = max((timezone.now() - oldest).total_seconds(), 0.0)
-        yield GaugeMetricFamily(
-            "mlplatform_batch_oldest_queued_seconds",
-            "Age of the oldest queued batch job (0 when none waits).",
-            value=age,
-        )
+def scrape_collector(collector) -> None:
+    """Add an object whose ``collect()`` yields metric families, read at every scrape."""
+    SCRAPE_COLLECTORS.append(collector)
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -437,13 +376,13 @@ class _Registry:
 
 
 def scrape_registry() -> _Registry:
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = env("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         recorded = CollectorRegistry()
         multiprocess.MultiProcessCollector(recorded, path=directory)
     else:
         recorded = prometheus_client.REGISTRY
-    return _Registry([recorded, BatchBacklogCollector(), ProcessCollector(directory)])
+    return _Registry([recorded, *SCRAPE_COLLECTORS, ProcessCollector(directory)])
 
 
 # --- /metrics ---------------------------------------------------------------------------
@@ -454,7 +393,7 @@ def _networks(spec: tuple[str, ...]) -> tuple:
     try:
         return tuple(ipaddress.ip_network(item, strict=False) for item in spec)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"OBSERVABILITY['METRICS_ALLOWED_NETWORKS']: {exc}") from exc
+        raise ImproperlyConfigured(f"PLATFORM['METRICS_ALLOWED_NETWORKS']: {exc}") from exc
 
 
 def metrics_access_denied(request) -> HttpResponse | None:
@@ -464,11 +403,11 @@ def metrics_access_denied(request) -> HttpResponse | None:
     in ``METRICS_ALLOWED_NETWORKS``; a request forwarded by a proxy that is not trusted is
     refused, as its peer address is the proxy's.
     """
-    mode = observability_setting("METRICS_ACCESS")
+    mode = platform_setting("METRICS_ACCESS")
     if mode == "open":
         return None
     if mode == "token":
-        token = str(observability_setting("METRICS_TOKEN"))
+        token = str(platform_setting("METRICS_TOKEN"))
         sent = request.headers.get("Authorization", "")
         if token and hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
             return None
@@ -487,12 +426,12 @@ def metrics_access_denied(request) -> HttpResponse | None:
             address = ipaddress.ip_address(client_ip(request))
         except ValueError:
             address = None
-        allowed = _networks(tuple(observability_setting("METRICS_ALLOWED_NETWORKS")))
+        allowed = _networks(tuple(platform_setting("METRICS_ALLOWED_NETWORKS")))
         if address is not None and any(address in network for network in allowed):
             return None
         return HttpResponse("Metrics are not served to this address.\n", status=403)
     raise ImproperlyConfigured(
-        f"OBSERVABILITY['METRICS_ACCESS'] must be one of {', '.join(ACCESS_MODES)}, got {mode!r}"
+        f"PLATFORM['METRICS_ACCESS'] must be one of {', '.join(ACCESS_MODES)}, got {mode!r}"
     )
 
 

@@ -9,6 +9,7 @@ from django.middleware.gzip import GZipMiddleware
 from uuid_utils.compat import uuid7
 
 from mlplatform.conf import platform_setting
+from mlplatform.errors import error_body
 from mlplatform.logging import log_context, request_finished
 from mlplatform.metrics import instrumented
 
@@ -45,8 +46,6 @@ def error_content(path: str, detail: str, code: str) -> bytes:
     """An error's JSON body in the shape its path's clients read (see ``error_response``)."""
     if speaks_v2(path):
         return orjson.dumps({"error": detail})
-    from mlplatform.api.exceptions import error_body
-
     return orjson.dumps(error_body(detail, code))
 
 
@@ -62,9 +61,6 @@ def error_response(request, detail: str, code: str, *, status: int) -> JsonRespo
     """
     if speaks_v2(request.path):
         return JsonResponse({"error": detail}, status=status)
-    # Imported here: that module imports DRF, whose parser settings import this module.
-    from mlplatform.api.exceptions import error_body
-
     return JsonResponse(error_body(detail, code), status=status)
 
 

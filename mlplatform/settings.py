@@ -18,6 +18,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from mlplatform.conf import env, knobs_from_environment, profile
+
 # BLAS runs one thread in each process: the platform's parallelism is its processes (web
 # processes, workers, the parts of a batch job), and a BLAS thread per core in each of them
 # would fight for the same cores. Set before the apps first import numpy.
@@ -27,41 +29,10 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    if value.lower() in {"1", "true", "yes", "on"}:
-        return True
-    if value.lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {value!r}")
-
-
-def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    try:
-        return int(value) if value else default
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
-
-
-def env_float(name: str, default: float) -> float:
-    value = os.environ.get(name, "")
-    try:
-        return float(value) if value else default
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from exc
-
-
-VAR_DIR = Path(os.environ.get("MLPLATFORM_VAR_DIR", BASE_DIR / "var")).resolve()
-DATABASE_URL = os.environ.get("DATABASE_URL", "")
-REDIS_URL = os.environ.get("REDIS_URL", "")
-PROFILE = "production" if DATABASE_URL else "embedded"
+VAR_DIR = (BASE_DIR / env("MLPLATFORM_VAR_DIR")).resolve()
+DATABASE_URL = env("DATABASE_URL")
+REDIS_URL = env("REDIS_URL")
+PROFILE = profile()
 
 
 def _local_secret(name: str) -> str:
@@ -75,13 +46,13 @@ def _local_secret(name: str) -> str:
     return path.read_text().strip()
 
 
-DEBUG = env_bool("DEBUG", default=False)
+DEBUG = env("DEBUG")
 
 if PROFILE == "production":
     if DEBUG:
         raise ImproperlyConfigured("DEBUG must be off on the production profile (DATABASE_URL)")
-    SECRET_KEY = os.environ.get("SECRET_KEY", "")
-    JWT_SIGNING_KEY = os.environ.get("JWT_SIGNING_KEY", "")
+    SECRET_KEY = env("SECRET_KEY")
+    JWT_SIGNING_KEY = env("JWT_SIGNING_KEY")
     for _name, _value in (("SECRET_KEY", SECRET_KEY), ("JWT_SIGNING_KEY", JWT_SIGNING_KEY)):
         if len(_value) < 32:
             raise ImproperlyConfigured(
@@ -91,11 +62,11 @@ if PROFILE == "production":
     if SECRET_KEY == JWT_SIGNING_KEY:
         raise ImproperlyConfigured("JWT_SIGNING_KEY must differ from SECRET_KEY")
 else:
-    SECRET_KEY = os.environ.get("SECRET_KEY") or _local_secret("secret_key")
-    JWT_SIGNING_KEY = os.environ.get("JWT_SIGNING_KEY") or _local_secret("jwt_signing_key")
+    SECRET_KEY = env("SECRET_KEY") or _local_secret("secret_key")
+    JWT_SIGNING_KEY = env("JWT_SIGNING_KEY") or _local_secret("jwt_signing_key")
 
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+ALLOWED_HOSTS = env("ALLOWED_HOSTS")
+CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "mlplatform.apps.PlatformAdminConfig",  # django.contrib.admin with the platform's admin site
@@ -138,7 +109,7 @@ MIDDLEWARE = [
 # Metrics, request log lines and usage tallies; off (MLPLATFORM_INSTRUMENTATION=0) only to
 # measure what they cost (bench/instrumentation_load.py): django-prometheus's middleware and
 # database wrappers go too, and /api/v1/stats stops counting requests.
-INSTRUMENTATION = env_bool("MLPLATFORM_INSTRUMENTATION", default=True)
+INSTRUMENTATION = env("MLPLATFORM_INSTRUMENTATION")
 if not INSTRUMENTATION:
     MIDDLEWARE.remove("mlplatform.metrics.RequestMetricsMiddleware")
 
@@ -181,7 +152,7 @@ TEMPLATES = [
 _BACKENDS = "django_prometheus.db.backends" if INSTRUMENTATION else "django.db.backends"
 _SQLITE = "mlplatform.db.sqlite3" if INSTRUMENTATION else "django.db.backends.sqlite3"
 # Threads of a web process that run Django's views (mlplatform/asgi.py).
-WEB_THREADS = env_int("WEB_THREADS", 8)
+WEB_THREADS = env("WEB_THREADS")
 if DATABASE_URL:
     # The view threads of a web process borrow a connection from a pool of DB_POOL_MAX per
     # process (psycopg_pool) and give it back when the request ends. mlplatform/asgi.py turns
@@ -192,8 +163,8 @@ if DATABASE_URL:
     # one that reads for the event loop: a view holds its connection while it waits for its
     # rows' commit or for an artifact another thread is loading, and those must still find one.
     _POOL_MAX = (
-        env_int("DB_POOL_MAX", WEB_THREADS + 2)
-        if os.environ.get("MLPLATFORM_DB_POOL") == "1"
+        (WEB_THREADS + 2 if env("DB_POOL_MAX") is None else env("DB_POOL_MAX"))
+        if env("MLPLATFORM_DB_POOL")
         else 0
     )
     if 0 < _POOL_MAX < WEB_THREADS + 2:
@@ -206,7 +177,7 @@ if DATABASE_URL:
         "default": dj_database_url.parse(
             DATABASE_URL,
             engine=f"{_BACKENDS}.postgresql",
-            conn_max_age=0 if _POOL_MAX else env_int("DB_CONN_MAX_AGE", 60),
+            conn_max_age=0 if _POOL_MAX else env("DB_CONN_MAX_AGE"),
             # With the pool: each connection is checked as it is borrowed (one empty round
             # trip), so a connection broken by an outage is replaced, never handed out.
             conn_health_checks=True,
@@ -219,7 +190,7 @@ if DATABASE_URL:
         DATABASES["default"]["OPTIONS"]["pool"] = {
             "min_size": min(2, _POOL_MAX),
             "max_size": _POOL_MAX,
-            "timeout": env_int("DB_POOL_TIMEOUT", 5),  # then 503, as with no database
+            "timeout": env("DB_POOL_TIMEOUT"),  # then 503, as with no database
             # psycopg_pool retries a failed connection with doubling waits until this many
             # seconds have passed, then the next request starts over: kept short, so that
             # the pool reconnects within seconds of the database's return after any outage.
@@ -227,17 +198,15 @@ if DATABASE_URL:
         }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    _SYNCHRONOUS = os.environ.get("SQLITE_SYNCHRONOUS", "FULL").upper()
-    if _SYNCHRONOUS not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-        raise ImproperlyConfigured("SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
+    _SYNCHRONOUS = env("SQLITE_SYNCHRONOUS")
     DATABASES = {
         "default": {
             "ENGINE": _SQLITE,
             "NAME": VAR_DIR / "db.sqlite3",
-            # Keep each thread's connection: opening one costs half a millisecond. The web
-            # server's threads live long (its pool, the group commit); a stream's thread ends
-            # with the stream, and its connection with it.
-            "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 600),
+            # Keep each thread's connection: opening one (a file and its pragmas) costs more
+            # than a prediction's own work. The web server's threads live long (its pool, the
+            # group commit); a stream's thread ends with the stream, and its connection with it.
+            "CONN_MAX_AGE": env("DB_CONN_MAX_AGE"),
             "OPTIONS": {
                 # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at
                 # BEGIN, so two writers queue on the busy timeout instead of failing mid-way.
@@ -264,7 +233,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "mlplatform"),
+            "KEY_PREFIX": env("CACHE_KEY_PREFIX"),
             "OPTIONS": {
                 "SOCKET_CONNECT_TIMEOUT": 2,
                 "SOCKET_TIMEOUT": 2,
@@ -299,13 +268,13 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
+STATIC_ROOT = Path(env("STATIC_ROOT") or VAR_DIR / "static")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+MEDIA_ROOT = Path(env("MEDIA_ROOT") or VAR_DIR / "media")
 # Serve static files straight from the apps when collectstatic has not run (embedded profile).
 # collectstatic itself writes the manifest and compressed copies the servers then use.
 WHITENOISE_USE_FINDERS = (
@@ -319,35 +288,33 @@ if WHITENOISE_USE_FINDERS:
 # the environment turns them off (a TLS-terminating proxy that redirects by itself, or a test
 # over plain HTTP on localhost). The probes answer over plain HTTP for load balancers.
 _HTTPS = PROFILE == "production"
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=_HTTPS)
+SECURE_SSL_REDIRECT = env("SECURE_SSL_REDIRECT")
 SECURE_REDIRECT_EXEMPT = [r"^health/?$", r"^ready/?$", r"^metrics/?$"]
-SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=_HTTPS)
-CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", default=_HTTPS)
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if _HTTPS else 0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_HTTPS)
+SESSION_COOKIE_SECURE = env("SESSION_COOKIE_SECURE")
+CSRF_COOKIE_SECURE = env("CSRF_COOKIE_SECURE")
+SECURE_HSTS_SECONDS = env("SECURE_HSTS_SECONDS")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env("SECURE_HSTS_INCLUDE_SUBDOMAINS")
 # Only a flag: nothing happens until the domain's owner submits it to the browsers' list.
-SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=_HTTPS)
+SECURE_HSTS_PRELOAD = env("SECURE_HSTS_PRELOAD")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-if os.environ.get("SECURE_PROXY_SSL_HEADER"):
-    SECURE_PROXY_SSL_HEADER = (os.environ["SECURE_PROXY_SSL_HEADER"], "https")
+if env("SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = (env("SECURE_PROXY_SSL_HEADER"), "https")
 
 # Client addresses (rate limits of anonymous endpoints): with TRUSTED_PROXY_COUNT proxies in
 # front, the client is that many entries from the right of CLIENT_IP_HEADER; with none,
 # REMOTE_ADDR. Never trust the header without a proxy that sets it: clients can forge it.
-TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
-CLIENT_IP_HEADER = "HTTP_" + os.environ.get("CLIENT_IP_HEADER", "X-Forwarded-For").upper().replace(
-    "-", "_"
-)
+TRUSTED_PROXY_COUNT = env("TRUSTED_PROXY_COUNT")
+CLIENT_IP_HEADER = "HTTP_" + env("CLIENT_IP_HEADER").upper().replace("-", "_")
 
 # --- Rate limits (django-ratelimit; groups and tiers in accounts/ratelimit.py) ----------
-RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", default=True)
+RATELIMIT_ENABLE = env("RATELIMIT_ENABLE")
 RATELIMIT_USE_CACHE = "default"
 
 # --- Cross-origin requests (django-cors-headers) ----------------------------------------
 # Browser apps on these origins may call the API; none by default. Credentials (cookies) are
 # never allowed cross-origin: API clients send a key or a bearer token in a header.
-CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
+CORS_ALLOWED_ORIGINS = env("CORS_ALLOWED_ORIGINS")
 if CORS_ALLOWED_ORIGINS == ["*"]:  # any origin, which is safe only because of the next line
     CORS_ALLOWED_ORIGINS, CORS_ALLOW_ALL_ORIGINS = [], True
 CORS_URLS_REGEX = r"^/(api/v1|v2|graphql)(/.*)?$"
@@ -400,8 +367,8 @@ REST_FRAMEWORK = {
 
 # --- djangorestframework-simplejwt ------------------------------------------------------
 SIMPLE_JWT = {
-    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("JWT_ACCESS_MINUTES", 10)),
-    "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("JWT_REFRESH_DAYS", 1)),
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env("JWT_ACCESS_MINUTES")),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env("JWT_REFRESH_DAYS")),
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     # Tokens carry a digest of the password hash: a password change ends them all.
@@ -443,12 +410,12 @@ SPECTACULAR_SETTINGS = {
 Q_CLUSTER = {
     "name": "mlplatform",
     "orm": "default",
-    "workers": env_int("Q_WORKERS", 1 if PROFILE == "embedded" else 2),
+    "workers": env("Q_WORKERS"),
     # A task running longer than "timeout" is stopped; one not acknowledged within "retry"
     # seconds (its worker died) is handed out again. A batch job runs as a chain of tasks of
     # about BATCH_TASK_SECONDS each, so both can be short.
-    "timeout": env_int("Q_TIMEOUT", 45),
-    "retry": env_int("Q_RETRY", 60),
+    "timeout": env("Q_TIMEOUT"),
+    "retry": env("Q_RETRY"),
     "max_attempts": 5,
     "catch_up": False,
     # Seconds between a cluster's looks at the queue: a job waits at most this long to start.
@@ -456,49 +423,10 @@ Q_CLUSTER = {
     "label": "Background tasks",
 }
 
-# --- The platform's own knobs (defaults in mlplatform/conf.py, checked at start-up) -------
-PLATFORM = {
-    "DEFAULT_MODEL": os.environ.get("MLPLATFORM_DEFAULT_MODEL", "iris"),
-    "LEAN_HANDLERS": env_bool("MLPLATFORM_LEAN_HANDLERS", default=True),
-    "MAX_BODY_BYTES": env_int("MLPLATFORM_MAX_BODY_BYTES", 1024 * 1024),
-    "MAX_ARTIFACT_BYTES": env_int("MLPLATFORM_MAX_ARTIFACT_BYTES", 2 * 1024**3),
-    "BATCH_CHUNK_ROWS": env_int("MLPLATFORM_BATCH_CHUNK_ROWS", 100_000),
-    "BATCH_TASK_SECONDS": env_float("MLPLATFORM_BATCH_TASK_SECONDS", 15.0),
-    "BATCH_PARALLEL_TASKS": env_int("MLPLATFORM_BATCH_PARALLEL_TASKS", 2),
-    # Behind a load balancer (production) a stopping server first fails /ready for a while;
-    # alone (embedded) there is nobody to tell.
-    "DRAIN_SECONDS": env_float("MLPLATFORM_DRAIN_SECONDS", 5.0 if PROFILE == "production" else 0),
-}
-# Rate-limit tiers, e.g. MLPLATFORM_RATE_LIMITS="predict=1200/m,auth=5/m" (the rest default),
-# and the ceilings per user, MLPLATFORM_USER_RATE_LIMITS likewise.
-for _tiers in ("RATE_LIMITS", "USER_RATE_LIMITS"):
-    if os.environ.get(f"MLPLATFORM_{_tiers}"):
-        from mlplatform.conf import DEFAULTS as _PLATFORM_DEFAULTS
-
-        PLATFORM[_tiers] = {
-            **_PLATFORM_DEFAULTS[_tiers],
-            **dict(
-                (part.split("=", 1)[0].strip(), part.split("=", 1)[-1].strip())
-                for part in env_list(f"MLPLATFORM_{_tiers}")
-            ),
-        }
-
-# --- Observability (mlplatform/metrics.py, logging.py, tracing.py; docs/observability.md) --
-OBSERVABILITY = {
-    "INSTRUMENTATION": INSTRUMENTATION,
-    # /metrics: "open", "token" (Authorization: Bearer MLPLATFORM_METRICS_TOKEN) or "network"
-    # (REMOTE_ADDR in MLPLATFORM_METRICS_NETWORKS; default: this host only).
-    "METRICS_ACCESS": os.environ.get("MLPLATFORM_METRICS_ACCESS", "network"),
-    "METRICS_TOKEN": os.environ.get("MLPLATFORM_METRICS_TOKEN", ""),
-    "METRICS_ALLOWED_NETWORKS": tuple(
-        env_list("MLPLATFORM_METRICS_NETWORKS", "127.0.0.0/8,::1/128")
-    ),
-    # Seconds between writes of a process's request tallies (/api/v1/stats); 0: every request.
-    "USAGE_FLUSH_SECONDS": float(os.environ.get("MLPLATFORM_USAGE_FLUSH_SECONDS") or 2.0),
-}
-if OBSERVABILITY["METRICS_ACCESS"] not in ("open", "token", "network"):
-    raise ImproperlyConfigured("MLPLATFORM_METRICS_ACCESS must be open, token or network")
-if OBSERVABILITY["METRICS_ACCESS"] == "token" and len(OBSERVABILITY["METRICS_TOKEN"]) < 16:
+# --- The platform's own knobs (declared, with their defaults, in mlplatform/conf.py) ------
+# The environment sets any of them as MLPLATFORM_<NAME>; a settings module may set more here.
+PLATFORM = knobs_from_environment()
+if PLATFORM.get("METRICS_ACCESS") == "token" and len(PLATFORM.get("METRICS_TOKEN", "")) < 16:
     raise ImproperlyConfigured(
         "MLPLATFORM_METRICS_ACCESS=token needs MLPLATFORM_METRICS_TOKEN of 16 characters or more"
     )
@@ -511,9 +439,7 @@ PROMETHEUS_LATENCY_BUCKETS = (
 # --- Logging ----------------------------------------------------------------------------
 # One JSON object per line (request lines from mlplatform.request); human-readable text when
 # DEBUG is on. LOG_FORMAT=json|text overrides.
-LOG_FORMAT = os.environ.get("LOG_FORMAT") or ("text" if DEBUG else "json")
-if LOG_FORMAT not in ("json", "text"):
-    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, got {LOG_FORMAT!r}")
+LOG_FORMAT = env("LOG_FORMAT") or ("text" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -524,11 +450,11 @@ LOGGING = {
     },
     "handlers": {
         "console": {
-            "()": "mlplatform.background.LogWriter",
+            "()": "mlplatform.logging.QueuedStreamHandler",
             "formatter": LOG_FORMAT,
             "filters": ["context"],
         }
     },
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }

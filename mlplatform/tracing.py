@@ -9,12 +9,13 @@ the span of the request that submitted the job: the submitting request puts its 
 the trace from it (``task_span``). The packages come with the ``otel`` extra.
 """
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+
+from mlplatform.conf import env
 
 _enabled = False
 
@@ -32,7 +33,7 @@ def setup(exporter: Any = None) -> bool:
     global _enabled
     if _enabled:
         return True
-    if exporter is None and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    if exporter is None and not env("OTEL_EXPORTER_OTLP_ENDPOINT"):
         return False
     try:
         from opentelemetry import trace
@@ -48,7 +49,7 @@ def setup(exporter: Any = None) -> bool:
             f"pip install 'mlplatform[otel]' ({exc})"
         ) from exc
 
-    service = os.environ.get("OTEL_SERVICE_NAME", "mlplatform")
+    service = env("OTEL_SERVICE_NAME")
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

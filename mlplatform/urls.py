@@ -7,8 +7,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts.login import ratelimit_login_form
 from mlplatform import health, views
-from mlplatform.dashboard import dashboard_view
 from mlplatform.metrics import metrics_view
+from predictions import pages
+from predictions.dashboard import dashboard_view
 from predictions.graphql.schema import schema as graphql_schema
 from predictions.graphql.views import PlatformGraphQLView
 
@@ -35,7 +36,7 @@ browsable_api_auth = [
 ]
 
 urlpatterns = [
-    path("", views.landing, name="landing"),
+    path("", pages.landing, name="landing"),
     path("api/v1/", include(api_v1)),
     path("health", health.health, name="health"),
     path("health/", health.health),
@@ -50,7 +51,7 @@ urlpatterns = [
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
-    path("demo/websocket", views.websocket_demo, name="websocket-demo"),
+    path("demo/websocket", pages.websocket_demo, name="websocket-demo"),
 ]
 
 handler400 = "mlplatform.views.bad_request"

@@ -1,6 +1,5 @@
-"""The landing page and the JSON error pages outside DRF views."""
+"""The API root and the JSON error pages outside DRF views."""
 
-from django.shortcuts import render
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import AllowAny
@@ -8,16 +7,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mlplatform.middleware import error_response
-from predictions.registry import registry
-
-
-def landing(request):
-    return render(request, "landing.html", {"models": registry.models()})
-
-
-def websocket_demo(request):
-    """A page that sends rows over /api/v1/predict/ws and shows the answers as they arrive."""
-    return render(request, "ws_demo.html")
 
 
 def not_found(request, exception=None):

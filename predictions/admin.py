@@ -148,7 +148,7 @@ class MLModelAdmin(admin.ModelAdmin):
 class ModelVersionForm(forms.ModelForm):
     artifact_file = forms.FileField(
         required=False,
-        help_text="numpy runtime: a .npz dense network (see the artifact format in the README); "
+        help_text="numpy runtime: a .npz dense network (its format: docs/models.md); "
         'ensemble runtime: a JSON file {"members": [{"version": "v1", "weight": 1}, ...]}. '
         "It is validated against the model's features and labels before it is saved.",
     )

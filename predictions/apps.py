@@ -8,5 +8,13 @@ class PredictionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from mlplatform import health, logging, metrics
+
         # Connect the receivers that delete files with their rows.
         from predictions import artifact_files, batch_files  # noqa: F401
+        from predictions.registry import check_models_ready
+        from predictions.stats import BatchBacklogCollector, usage_record
+
+        health.readiness_check("models", check_models_ready, needs_database=True)
+        metrics.scrape_collector(BatchBacklogCollector())
+        logging.USER_REQUEST_OBSERVERS.append(usage_record)

@@ -11,9 +11,55 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mlplatform.conf import platform_setting
+from mlplatform.errors import InvalidInput, PlatformError
 from predictions.models import BatchJob
+from predictions.runtime.errors import InputError
+from predictions.runtime.inputs import rows_from_input
 from predictions.runtime.outputs import describe
+from predictions.runtime.tables import FORMATS, Table, TooLarge, TooManyRows, read_table, table_of
 from predictions.services.batch import chunk_outputs, estimated_completion
+
+
+def submitted_rows(data: dict, n_features: int, feature_names) -> tuple[Table, str, str]:
+    """A submission's rows (JSON ``inputs`` or a ``file``), their format and the file's name;
+    InvalidInput (or a 413) names the problem."""
+    try:
+        if "inputs" in data:
+            rows = rows_from_input(
+                data["inputs"],
+                n_features=n_features,
+                feature_names=feature_names,
+                field="inputs",
+                max_rows=platform_setting("MAX_BATCH_JSON_ROWS"),
+            )
+            return table_of(rows), BatchJob.InputFormat.JSON, ""
+        upload = data["file"]
+        name = upload.name or ""
+        fmt = data.get("format") or name.rsplit(".", 1)[-1].lower()
+        if fmt not in FORMATS:
+            raise InvalidInput(
+                f"file: cannot tell the format of {name!r}; name it .csv, .npy or .jsonl or "
+                "send 'format'."
+            )
+        if data.get("header") is not None and fmt != "csv":
+            raise InvalidInput("header: only a CSV file has a header line.")
+        table = read_table(
+            upload,
+            fmt,
+            n_features=n_features,
+            max_rows=platform_setting("MAX_BATCH_ROWS"),
+            header=data.get("header"),
+        )
+        return table, fmt, name
+    except TooLarge as exc:
+        code = "too_many_rows" if isinstance(exc, TooManyRows) else "request_too_large"
+        raise PlatformError(f"file: {exc}", code=code, status_code=413) from None
+    except InputError as exc:
+        where = "inputs" if "inputs" in data else "file"
+        message = str(exc)
+        raise InvalidInput(
+            message if message.startswith(where) else f"{where}: {message}"
+        ) from None
 
 
 def job_links(job: BatchJob) -> dict:

@@ -4,11 +4,9 @@ import hashlib
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import (
-    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
-    extend_schema_serializer,
 )
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
@@ -24,58 +22,25 @@ from mlplatform.api.parsers import ORJSONParser
 from mlplatform.api.renderers import ORJSONRenderer
 from mlplatform.api.schema import ErrorSerializer, event_stream_schema
 from mlplatform.conf import platform_setting
-from mlplatform.errors import InvalidInput, PlatformError
-from predictions.batch_io import DOWNLOADS, job_detail, job_payload, job_state, result_rows
+from mlplatform.errors import InvalidInput
+from predictions.batch_io import (
+    DOWNLOADS,
+    job_detail,
+    job_payload,
+    job_state,
+    result_rows,
+    submitted_rows,
+)
 from predictions.models import BatchJob
 from predictions.pipeline import model_resolve, principal_id
-from predictions.runtime.errors import InputError
-from predictions.runtime.inputs import rows_from_input
-from predictions.runtime.tables import FORMATS, Table, TooLarge, TooManyRows, read_table, table_of
 from predictions.selectors import batch_job_get, batch_jobs_for
-from predictions.serializers import NullMeansAbsent, RowsField
+from predictions.serializers import BatchSubmitSerializer, RowsField
 from predictions.services import fingerprint, idempotent
 from predictions.services.batch import batch_job_cancel, batch_job_submit
 from predictions.stream_views import EventStreamRenderer, event_stream_response
 from predictions.streaming import watched_job_events
 
 READ = any_scope_required("read", "batch")
-
-
-@extend_schema_serializer(
-    examples=[
-        OpenApiExample(
-            "two iris rows",
-            value={"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], "model": "iris"},
-            request_only=True,
-            media_type="application/json",
-        )
-    ]
-)
-class BatchSubmitSerializer(NullMeansAbsent, serializers.Serializer):
-    inputs = RowsField(required=False, help_text="Rows of numbers (JSON body).")
-    file = serializers.FileField(
-        required=False, help_text="CSV (header optional), NPY float array, or JSONL rows."
-    )
-    format = serializers.ChoiceField(
-        choices=list(FORMATS), required=False, help_text="File format; default: by extension."
-    )
-    header = serializers.BooleanField(
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="CSV: whether the first line names the columns; by default it does when "
-        "every cell of it is a name, not a number.",
-    )
-    model = serializers.CharField(required=False, allow_null=True)
-    model_version = serializers.CharField(required=False, allow_null=True)
-    callback_url = serializers.URLField(
-        required=False, allow_blank=True, allow_null=True, max_length=2000
-    )
-
-    def validate(self, data):
-        if ("inputs" in data) == ("file" in data):
-            raise serializers.ValidationError("Send either JSON 'inputs' or a 'file' upload.")
-        return data
 
 
 # The two bodies of a submission, each documented with its own schema (the view reads both
@@ -159,47 +124,6 @@ class BatchResultsSerializer(serializers.Serializer):
     results = BatchResultRowSerializer(many=True)
 
 
-def _rows(data: dict, n_features: int, feature_names) -> tuple[Table, str, str]:
-    """The submitted rows, their format and name; InvalidInput names the problem."""
-    try:
-        if "inputs" in data:
-            rows = rows_from_input(
-                data["inputs"],
-                n_features=n_features,
-                feature_names=feature_names,
-                field="inputs",
-                max_rows=platform_setting("MAX_BATCH_JSON_ROWS"),
-            )
-            return table_of(rows), BatchJob.InputFormat.JSON, ""
-        upload = data["file"]
-        name = upload.name or ""
-        fmt = data.get("format") or name.rsplit(".", 1)[-1].lower()
-        if fmt not in FORMATS:
-            raise InvalidInput(
-                f"file: cannot tell the format of {name!r}; name it .csv, .npy or .jsonl or "
-                "send 'format'."
-            )
-        if data.get("header") is not None and fmt != "csv":
-            raise InvalidInput("header: only a CSV file has a header line.")
-        table = read_table(
-            upload,
-            fmt,
-            n_features=n_features,
-            max_rows=platform_setting("MAX_BATCH_ROWS"),
-            header=data.get("header"),
-        )
-        return table, fmt, name
-    except TooLarge as exc:
-        code = "too_many_rows" if isinstance(exc, TooManyRows) else "request_too_large"
-        raise PlatformError(f"file: {exc}", code=code, status_code=413) from None
-    except InputError as exc:
-        where = "inputs" if "inputs" in data else "file"
-        message = str(exc)
-        raise InvalidInput(
-            message if message.startswith(where) else f"{where}: {message}"
-        ) from None
-
-
 class BatchSubmitView(APIView):
     """Submit rows (JSON ``inputs`` or an uploaded file) for prediction in the background."""
 
@@ -226,7 +150,9 @@ class BatchSubmitView(APIView):
         data = serializer.validated_data
         api_key = request.auth if isinstance(request.auth, ApiKey) else None
         model = model_resolve(data.get("model"))
-        table, input_format, input_name = _rows(data, len(model.feature_names), model.feature_names)
+        table, input_format, input_name = submitted_rows(
+            data, len(model.feature_names), model.feature_names
+        )
 
         def submit() -> tuple[int, dict]:
             job = batch_job_submit(

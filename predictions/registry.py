@@ -283,3 +283,13 @@ async def _on_a_thread(function, *args):
 
 
 registry = Registry()
+
+
+def check_models_ready() -> None:
+    """``/ready``'s check: some model has an active version, and every active version loads."""
+    entries = registry.models()
+    if not any(m.active_versions for m in entries):
+        raise RuntimeError("no model has an active version")
+    for model in entries:
+        for version in model.active_versions:
+            registry.predictor(version)

@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from mlplatform.conf import platform_setting
 from predictions.models import Feedback, MLModel, ModelVersion, Prediction
+from predictions.runtime.tables import FORMATS
 
 # What the input parsers accept, so that a client (or a fuzzer) reading the schema knows it.
 ROW_SCHEMA = {
@@ -305,3 +306,40 @@ class VersionUploadSerializer(serializers.Serializer):
 
     def validate_feature_names(self, value: str) -> list[str]:
         return _names(value)
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "two iris rows",
+            value={"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], "model": "iris"},
+            request_only=True,
+            media_type="application/json",
+        )
+    ]
+)
+class BatchSubmitSerializer(NullMeansAbsent, serializers.Serializer):
+    inputs = RowsField(required=False, help_text="Rows of numbers (JSON body).")
+    file = serializers.FileField(
+        required=False, help_text="CSV (header optional), NPY float array, or JSONL rows."
+    )
+    format = serializers.ChoiceField(
+        choices=list(FORMATS), required=False, help_text="File format; default: by extension."
+    )
+    header = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="CSV: whether the first line names the columns; by default it does when "
+        "every cell of it is a name, not a number.",
+    )
+    model = serializers.CharField(required=False, allow_null=True)
+    model_version = serializers.CharField(required=False, allow_null=True)
+    callback_url = serializers.URLField(
+        required=False, allow_blank=True, allow_null=True, max_length=2000
+    )
+
+    def validate(self, data):
+        if ("inputs" in data) == ("file" in data):
+            raise serializers.ValidationError("Send either JSON 'inputs' or a 'file' upload.")
+        return data

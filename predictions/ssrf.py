@@ -1,10 +1,11 @@
 """SSRF guard: a callback URL is accepted only if every address its host resolves to is public."""
 
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from mlplatform.conf import env
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -102,7 +103,7 @@ def allowlist() -> tuple[frozenset[str], tuple[IPNetwork, ...]]:
     """Host names and networks from ``WEBHOOK_ALLOWED_HOSTS``, read now (not at import)."""
     names: set[str] = set()
     networks: list[IPNetwork] = []
-    for item in os.environ.get(ALLOWLIST_ENV, "").split(","):
+    for item in env(ALLOWLIST_ENV):
         item = item.strip().lower()
         if not item:
             continue

@@ -14,18 +14,20 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Max, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
+from prometheus_client.core import GaugeMetricFamily
 
 from accounts.models import User
 from mlplatform.background import group_commit
-from mlplatform.metrics import instrumented, observability_setting
+from mlplatform.conf import platform_setting
+from mlplatform.metrics import instrumented
 from predictions.models import BatchJob, Prediction, RequestTally
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ class Tallies:
             entry[2] += seconds
 
     def due(self) -> bool:
-        interval = float(observability_setting("USAGE_FLUSH_SECONDS"))
+        interval = float(platform_setting("USAGE_FLUSH_SECONDS"))
         return bool(self._pending) and self.timer() - self._flushed_at >= interval
 
     def mark_flushing(self) -> None:
@@ -206,3 +208,31 @@ def usage_stats(*, user: User) -> dict[str, Any]:
         "average_duration": (totals["duration"] or 0.0) / requests if requests else 0.0,
         "predictions_by_model": dict(sorted(by_model.items())),
     }
+
+
+class BatchBacklogCollector:
+    """Batch jobs by status and the age of the oldest queued job, from the database."""
+
+    def collect(self) -> Iterator:
+        try:
+            counts = count_by(BatchJob.objects, "status")
+            oldest = BatchJob.objects.filter(status=BatchJob.Status.QUEUED).aggregate(
+                at=Min("created_at")
+            )["at"]
+        except Exception as exc:  # a scrape must still answer when the database does not
+            logger.warning("metrics: cannot read batch jobs: %s", exc)
+            return
+        jobs = GaugeMetricFamily(
+            "mlplatform_batch_jobs", "Batch jobs now in each status.", labels=["status"]
+        )
+        for status in BatchJob.Status.values:
+            jobs.add_metric([status], counts.get(status, 0))
+        yield jobs
+        age = 0.0
+        if oldest is not None:
+            age = max((timezone.now() - oldest).total_seconds(), 0.0)
+        yield GaugeMetricFamily(
+            "mlplatform_batch_oldest_queued_seconds",
+            "Age of the oldest queued batch job (0 when none waits).",
+            value=age,
+        )

@@ -1,8 +1,5 @@
 """Webhooks: Standard Webhooks signing, one delivery attempt per task, retries via django-q2."""
 
-import base64
-import hashlib
-import hmac
 import http.client
 import json
 import logging
@@ -18,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
+from standardwebhooks import Webhook
 
 from mlplatform import metrics
 from mlplatform.conf import platform_setting
@@ -28,7 +26,6 @@ from predictions.ssrf import ResolvedTarget, UnresolvableHost, UnsafeURL, check_
 logger = logging.getLogger(__name__)
 
 TASK = "predictions.webhooks.webhook_deliver"
-SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 USER_AGENT = "mlplatform-webhooks/1"
 MAX_TIMEOUT = 15.0
 EXCERPT_CHARS = 500
@@ -46,16 +43,6 @@ def retry_delay(number: int) -> timedelta:
     """How long to wait after failed attempt ``number`` (1-based); the last delay repeats."""
     delays = list(platform_setting("WEBHOOK_RETRY_DELAYS"))
     return timedelta(seconds=delays[min(number, len(delays)) - 1])
-
-
-# --- Signing ----------------------------------------------------------------------------
-
-
-def webhook_sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``."""
-    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
 # --- Enqueue ----------------------------------------------------------------------------
@@ -216,14 +203,14 @@ def _send(delivery: WebhookDelivery) -> Outcome:
     )
     body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False).encode()
     msg_id = str(delivery.id)
-    timestamp = int(time.time())
+    timestamp = datetime.fromtimestamp(int(time.time()), UTC)
     headers = {
         "Host": target.host_header,
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": webhook_sign(secret, msg_id, timestamp, body),
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, timestamp, body),
     }
     timeout = webhook_timeout()
     try:

@@ -13,29 +13,20 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from mlplatform import metrics
-from mlplatform.errors import DatabaseUnavailable, PlatformError
-from mlplatform.logging import current_request_id
+from mlplatform.errors import DatabaseUnavailable, PlatformError, error_body
 
 logger = logging.getLogger(__name__)
 
 
-def _first_message(errors, path: str = "") -> str:
+def first_message(errors, path: str = "") -> str:
     """The first message of a (nested) validation error, prefixed with where it was found."""
     if isinstance(errors, dict) and errors:
         key, value = next(iter(errors.items()))
         where = path if key == "non_field_errors" else (f"{path}.{key}" if path else str(key))
-        return _first_message(value, where)
+        return first_message(value, where)
     if isinstance(errors, list) and errors:
-        return _first_message(errors[0], path)
+        return first_message(errors[0], path)
     return f"{path}: {errors}" if path else str(errors)
-
-
-def error_body(detail: str, code: str, **extra) -> dict:
-    """The error shape, with the request id so a caller can quote it to an operator."""
-    request_id = current_request_id()
-    if request_id:
-        extra.setdefault("request_id", request_id)
-    return {"detail": detail, "code": code, **extra}
 
 
 def exception_handler(exc, context):
@@ -75,7 +66,7 @@ def exception_handler(exc, context):
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        response.data = error_body(_first_message(exc.detail), "invalid", errors=exc.detail)
+        response.data = error_body(first_message(exc.detail), "invalid", errors=exc.detail)
         return response
     data = response.data
     detail = data.get("detail", data) if isinstance(data, dict) else data

@@ -101,10 +101,8 @@ class PlatformAutoSchema(AutoSchema):
 
     def get_auth(self):
         """As drf-spectacular says, but API keys are no way into operations they may not use."""
-        from accounts.permissions import UserCredentialsOnly
-
         auth = super().get_auth()
-        if any(issubclass(p, UserCredentialsOnly) for p in self.view.permission_classes):
+        if any(getattr(p, "refuses_api_keys", False) for p in self.view.permission_classes):
             auth = [scheme for scheme in auth if "ApiKeyAuth" not in scheme]
         return auth
 

@@ -4,7 +4,7 @@ from django.db import InterfaceError, OperationalError
 from graphql import GraphQLError
 from rest_framework import exceptions
 
-from mlplatform.api.exceptions import _first_message
+from mlplatform.api.exceptions import first_message
 from mlplatform.errors import DatabaseUnavailable, PlatformError
 
 
@@ -13,7 +13,7 @@ def _described(exc: Exception) -> tuple[str, str, int] | None:
     if isinstance(exc, PlatformError):
         return exc.detail, exc.code, exc.status_code
     if isinstance(exc, exceptions.ValidationError):
-        return _first_message(exc.detail), "invalid", 400
+        return first_message(exc.detail), "invalid", 400
     if isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()
         return str(exc.detail), codes if isinstance(codes, str) else "error", exc.status_code

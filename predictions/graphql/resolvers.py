@@ -11,7 +11,7 @@ from strawberry.utils.str_converters import to_camel_case
 
 from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput, NotFound
-from predictions.batch_views import BatchSubmitSerializer, _rows
+from predictions.batch_io import submitted_rows
 from predictions.graphql.auth import caller
 from predictions.graphql.types import BatchInput, BatchJob, MLModel, PredictInput, Prediction
 from predictions.models import BatchJob as BatchJobModel
@@ -26,7 +26,12 @@ from predictions.selectors import (
     predictions_filter,
     predictions_for,
 )
-from predictions.serializers import MLModelSerializer, PredictRequestSerializer, prediction_payload
+from predictions.serializers import (
+    BatchSubmitSerializer,
+    MLModelSerializer,
+    PredictRequestSerializer,
+    prediction_payload,
+)
 from predictions.services import prediction_create
 from predictions.services.batch import batch_job_cancel, batch_job_submit
 
@@ -181,7 +186,7 @@ def predict_batch(
     serializer.is_valid(raise_exception=True)
     data = serializer.validated_data
     entry = model_resolve(data.get("model"))
-    table, input_format, _ = _rows(data, len(entry.feature_names), entry.feature_names)
+    table, input_format, _ = submitted_rows(data, len(entry.feature_names), entry.feature_names)
     job = batch_job_submit(
         user=user,
         api_key=api_key,

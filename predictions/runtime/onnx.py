@@ -182,7 +182,7 @@ def _checked_input(session: ort.InferenceSession) -> str:
     if isinstance(batch, int):
         raise ArtifactError(
             f"input {node.name!r} has a fixed batch size of {batch}; export it with a dynamic "
-            "first dimension (torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}}), "
+            "first dimension (torch.onnx.export(..., dynamic_shapes=({0: 'batch'},)), "
             "or skl2onnx's initial_types=[('input', FloatTensorType([None, n_features]))])"
         )
     if not isinstance(features, int) or features < 1:

@@ -212,7 +212,7 @@ def test_database_metrics_count_statements_errors_and_their_duration(db):
 
 
 def set_access(settings, **knobs):
-    settings.OBSERVABILITY = {**settings.OBSERVABILITY, **knobs}
+    settings.PLATFORM = {**settings.PLATFORM, **knobs}
 
 
 def test_metrics_in_network_mode_are_refused_outside_the_allowed_networks(client, settings):

@@ -54,7 +54,7 @@ def _links(html: str) -> list[str]:
 def test_landing_page_links_everything_and_lists_models(anonymous):
     html = anonymous.get("/").content.decode()
 
-    # Everything the README's "What is served where" lists.
+    # Everything the README's map of the API and docs/api.md list outside /api/v1.
     for link in (
         "/api/v1/",
         "/api/docs/",

@@ -1,7 +1,10 @@
 """Fixtures shared by the prediction tests."""
 
 import pytest
+from django.contrib.auth.models import Permission
+from rest_framework.test import APIClient
 
+from accounts.models import User
 from predictions.artifact_files import artifact_bytes
 from predictions.models import MLModel
 from predictions.services import model_version_create, model_version_save
@@ -17,3 +20,16 @@ def shadow_v3(transactional_db, demo_models):
     version.shadow_share = 1.0
     model_version_save(version=version)
     return version
+
+
+@pytest.fixture
+def publisher(user) -> User:
+    """alice, given the 'models' scope permission beside the API users' scopes."""
+    user.user_permissions.add(Permission.objects.get(codename="scope_models"))
+    return User.objects.get(pk=user.pk)
+
+
+@pytest.fixture
+def models_client(publisher, make_key, client_for) -> APIClient:
+    """A key of alice's with the 'models' and 'predict' scopes."""
+    return client_for(make_key(publisher, scopes=["models", "predict"]))

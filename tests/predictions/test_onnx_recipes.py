@@ -1,4 +1,4 @@
-"""The ONNX export recipes of docs/v2.md, run as written: export, ``register_model``, serve."""
+"""A scikit-learn pipeline exported to ONNX as docs/models.md shows, served over V2."""
 
 import io
 import json
@@ -35,7 +35,7 @@ def v2_infer(client, path: str, rows: np.ndarray) -> dict[str, np.ndarray | list
 
 
 def test_the_scikit_learn_recipe_serves_the_pipelines_own_probabilities(tmp_path, key_client):
-    # docs/v2.md, "A scikit-learn model", on the project's iris data (classes 0..2 in the
+    # docs/models.md, "scikit-learn (skl2onnx)", on the project's iris data (classes 0..2 in the
     # order of the model's labels, as the recipe asks).
     iris = load_dataset("iris")
     X, y = iris.X, iris.y

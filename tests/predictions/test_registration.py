@@ -10,7 +10,6 @@ import io
 import numpy as np
 import onnx
 import pytest
-from django.contrib.auth.models import Permission
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
@@ -20,7 +19,6 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from accounts.models import User
 from predictions.models import MLModel, ModelVersion
 from predictions.runtime.datasets import load_dataset
 from predictions.runtime.signature import read_signature
@@ -73,18 +71,6 @@ def _predict(client, model: str, version: str, rows: np.ndarray) -> np.ndarray:
         assert response.status_code == 200, response.content
         answers.append(response.json()["prediction"])
     return np.asarray(answers)
-
-
-@pytest.fixture
-def publisher(user) -> User:
-    """alice, given the 'models' scope permission beside the API users' scopes."""
-    user.user_permissions.add(Permission.objects.get(codename="scope_models"))
-    return User.objects.get(pk=user.pk)
-
-
-@pytest.fixture
-def models_client(publisher, make_key, client_for) -> APIClient:
-    return client_for(make_key(publisher, scopes=["models", "predict"]))
 
 
 def _upload(client, name: str, data: bytes, filename: str = "model.onnx", **fields):

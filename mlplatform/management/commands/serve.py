@@ -12,7 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from mlplatform.conf import platform_setting
+from mlplatform.conf import env, platform_setting
 from mlplatform.health import DRAINING_FLAG_VARIABLE
 
 
@@ -39,10 +39,7 @@ def web_processes(requested: int | None) -> int:
     """How many web processes to run: asked for, else ``WEB_CONCURRENCY``, else by profile."""
     if requested:
         return requested
-    configured = os.environ.get("WEB_CONCURRENCY")
-    if configured:
-        return int(configured)
-    return (os.cpu_count() or 1) if settings.PROFILE == "production" else 1
+    return env("WEB_CONCURRENCY") or os.cpu_count() or 1
 
 
 def websocket_options() -> list[str]:
@@ -80,8 +77,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-worker", action="store_true", help="Run no background worker.")
 
     def handle(self, *args, host, port, workers, no_worker, **options):
-        env = dict(os.environ)
-        env.setdefault("DJANGO_SETTINGS_MODULE", "mlplatform.settings")
+        children_env = dict(os.environ)
+        children_env.setdefault("DJANGO_SETTINGS_MODULE", "mlplatform.settings")
         web = [sys.executable, "-m", "uvicorn", "mlplatform.asgi:application"]
         web += ["--host", host, "--port", str(port), "--workers", str(web_processes(workers))]
         # httptools parses HTTP in C and uvloop runs the event loop on libuv, where h11 and
@@ -90,17 +87,18 @@ class Command(BaseCommand):
         # Every request gets one JSON log line of the platform's (mlplatform.logging).
         web += ["--no-access-log", "--timeout-graceful-shutdown", "10"]
         web += websocket_options()
-        metrics_dir, made_metrics_dir = prepare_metrics_dir(env)
+        metrics_dir, made_metrics_dir = prepare_metrics_dir(children_env)
         # While this file exists, /ready answers 503 in every web process (mlplatform.health).
         flag_dir = Path(tempfile.mkdtemp(prefix="mlplatform-serve-"))
         draining_flag = flag_dir / "draining"
-        env[DRAINING_FLAG_VARIABLE] = str(draining_flag)
-        children = [("web", subprocess.Popen(web, env=env, cwd=settings.BASE_DIR))]  # noqa: S603
+        children_env[DRAINING_FLAG_VARIABLE] = str(draining_flag)
+        web_process = subprocess.Popen(web, env=children_env, cwd=settings.BASE_DIR)  # noqa: S603
+        children = [("web", web_process)]
         if not no_worker:
             # ``-m django``, not manage.py: an installed wheel (the container image) has none.
             worker = [sys.executable, "-m", "django", "qcluster"]
             children.append(
-                ("worker", subprocess.Popen(worker, env=env, cwd=settings.BASE_DIR))  # noqa: S603
+                ("worker", subprocess.Popen(worker, env=children_env, cwd=settings.BASE_DIR))  # noqa: S603
             )
         self.stdout.write(
             f"Serving on http://{host}:{port}/ (profile: {settings.PROFILE}); Ctrl-C stops."

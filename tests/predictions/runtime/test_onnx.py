@@ -203,7 +203,7 @@ def test_an_integer_input_is_refused():
 
 
 def test_a_fixed_batch_size_is_refused_with_the_export_option_that_fixes_it():
-    with pytest.raises(ArtifactError, match="fixed batch size of 1.*dynamic_axes"):
+    with pytest.raises(ArtifactError, match="fixed batch size of 1.*dynamic_shapes"):
         load_onnx(matmul_graph(input_shape=(1, 4)))
 
 
