@@ -21,8 +21,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DJANGO_SETTINGS_MODULE=mlplatform.settings \
     MLPLATFORM_VAR_DIR=/var/lib/mlplatform \
     STATIC_ROOT=/opt/mlplatform/static
+# media/ exists in the image, owned by the user, so that a volume mounted there is writable.
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/mlplatform --create-home \
-    mlplatform
+    mlplatform \
+    && install -d -o mlplatform -g mlplatform /var/lib/mlplatform/media
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels /wheels/mlplatform-*.whl
 # Static files collected at build time: whitenoise serves them, compressed, from the manifest.

@@ -65,10 +65,11 @@ for label, size in (("unbatched", 1), ("batched", 64)):
     model_version_create(model=m, label=label, artifact=art, status="active", max_batch_size=size)
 """
 TRAFFIC = """
+from predictions.artifact_files import artifact_bytes
 from predictions.models import MLModel
 from predictions.services import model_save, model_version_create, model_version_save
 iris = MLModel.objects.get(name="iris")
-art = {v.label: bytes(v.artifact) for v in iris.versions.all()}
+art = {v.label: artifact_bytes(v) for v in iris.versions.all()}
 for name, ttl in (("iris-cached", 600), ("iris-shadowed", 0)):
     m = model_save(model=MLModel(name=name, task=iris.task, feature_names=iris.feature_names,
                                  labels=iris.labels, cache_ttl=ttl))

@@ -135,7 +135,7 @@ KNOBS: tuple[Setting, ...] = (
     _knob("LEAN_HANDLERS", "bool", True, "The web server's lean handlers serve the common case of `/predict` and V2 `infer`; off, every request goes through Django and DRF."),
     _knob("INSTRUMENTATION", "bool", True, "Metrics, request log lines and usage tallies; off only to measure what they cost."),
     _knob("MAX_BODY_BYTES", "int", MiB, "Largest JSON request body (413 beyond).", bound=">0"),
-    _knob("MAX_ARTIFACT_BYTES", "int", 256 * MiB, "Largest model artifact upload (413 beyond).", bound=">0"),
+    _knob("MAX_ARTIFACT_BYTES", "int", 2048 * MiB, "Largest model artifact, however it is registered: REST, the admin or `register_model` (413 beyond). A single-file ONNX graph cannot pass 2 GiB anyway (protobuf).", bound=">0"),
     _knob("MAX_FEATURES", "int", 10_000, "Most features a model may take (so the widest row a request may send).", bound=">0"),
     _knob("MAX_ACTIVE_API_KEYS", "int", 25, "Most active API keys one user may hold (409 beyond).", bound=">0"),
     _knob("DEFAULT_TIMEOUT", "float", 30.0, "Seconds an inference may take when the request sets no `timeout`.", bound=">0"),

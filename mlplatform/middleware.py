@@ -15,6 +15,9 @@ from mlplatform.metrics import instrumented
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ARTIFACT_UPLOAD = re.compile(r"^/api/v1/models/[^/]+/versions/?$")
+# Room beside an artifact of the largest size for the form's other fields and multipart framing:
+# a file within MAX_ARTIFACT_BYTES is never refused for its envelope.
+FORM_BYTES = 1024 * 1024
 
 
 def body_limit(path: str) -> int:
@@ -22,7 +25,7 @@ def body_limit(path: str) -> int:
     if path.startswith("/api/v1/predict/batch"):
         return platform_setting("MAX_UPLOAD_BYTES")
     if path.startswith("/admin/") or _ARTIFACT_UPLOAD.match(path):
-        return platform_setting("MAX_ARTIFACT_BYTES")
+        return platform_setting("MAX_ARTIFACT_BYTES") + FORM_BYTES
     return platform_setting("MAX_BODY_BYTES")
 
 

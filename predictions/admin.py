@@ -13,6 +13,7 @@ from mlplatform.conf import platform_setting
 from mlplatform.errors import PlatformError
 from predictions import services, webhook_admin  # noqa: F401  (registers its admin)
 from predictions.admin_views import model_add_from_file_view, model_comparison_view
+from predictions.artifact_files import artifact_staged
 from predictions.models import BatchJob, MLModel, ModelVersion, Prediction
 from predictions.services.batch import batch_job_cancel, batch_job_retry, job_progress
 
@@ -57,9 +58,6 @@ class ModelVersionInline(admin.TabularInline):
     def holdout(self, version: ModelVersion) -> str:
         return _accuracy(version)
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).defer("artifact")
-
 
 class MLModelForm(forms.ModelForm):
     class Meta:
@@ -76,7 +74,7 @@ class MLModelForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        versions = ModelVersion.objects.defer("artifact")
+        versions = ModelVersion.objects.all()
         self.fields["default_version"].queryset = (
             versions.filter(model=self.instance) if self.instance.pk else versions.none()
         )
@@ -180,12 +178,13 @@ class ModelVersionForm(forms.ModelForm):
         model = cleaned.get("model") or getattr(self.instance, "model", None)
         if model is None:
             return cleaned
-        data = upload.read()
         try:
-            services.artifact_validate(model=model, runtime=cleaned.get("runtime"), data=data)
+            with artifact_staged(upload) as staged:
+                services.artifact_validate(
+                    model=model, runtime=cleaned.get("runtime"), data=staged.source
+                )
         except PlatformError as exc:
             self.add_error("artifact_file", exc.detail)
-        cleaned["artifact_bytes"] = data
         return cleaned
 
 
@@ -208,7 +207,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     actions = ["activate", "retire", "make_default"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).defer("artifact").select_related("model")
+        return super().get_queryset(request).select_related("model")
 
     def get_readonly_fields(self, request, obj=None):
         if obj is not None:
@@ -220,13 +219,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return _accuracy(version)
 
     def save_model(self, request, obj, form, change):
-        data = form.cleaned_data.get("artifact_bytes")
-        name = getattr(form.cleaned_data.get("artifact_file"), "name", "")
+        upload = form.cleaned_data.get("artifact_file")
+        name = getattr(upload, "name", "")
         if not change:
             created = services.model_version_create(
                 model=obj.model,
                 label=obj.label,
-                artifact=data,
+                artifact=upload,
                 runtime=obj.runtime,
                 artifact_name=name,
                 status=obj.status,
@@ -238,8 +237,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
             obj.pk = created.pk
             return
         services.model_version_save(version=obj)
-        if data is not None:
-            services.model_version_replace_artifact(version=obj, artifact=data, artifact_name=name)
+        if upload is not None:
+            services.model_version_replace_artifact(
+                version=obj, artifact=upload, artifact_name=name
+            )
 
     @admin.action(description="Activate selected versions")
     def activate(self, request, queryset):

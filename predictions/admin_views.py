@@ -76,7 +76,7 @@ def model_add_from_file_view(model_admin, request):
         try:
             registered = services.model_register(
                 name=data["name"],
-                artifact=upload.read(),
+                artifact=upload,
                 artifact_name=upload.name or "",
                 label=data["label"] or None,
                 task=data["task"] or None,

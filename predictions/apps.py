@@ -9,7 +9,9 @@ class PredictionsConfig(AppConfig):
 
     def ready(self) -> None:
         from mlplatform import health, logging, metrics
-        from predictions import batch_files  # noqa: F401 - connects the file deletion receivers
+
+        # Connect the receivers that delete files with their rows.
+        from predictions import artifact_files, batch_files  # noqa: F401
         from predictions.registry import check_models_ready
         from predictions.stats import BatchBacklogCollector, usage_record
 

@@ -11,6 +11,7 @@ from accounts.models import ApiKey, User
 from accounts.scopes import CLIENT_SCOPES, permission_codename
 from accounts.services import api_key_create, api_key_revoke
 from predictions import services
+from predictions.artifact_files import artifact_bytes
 from predictions.models import MLModel, ModelVersion
 from predictions.runtime.artifacts import checksum, load_dense
 from predictions.runtime.onnx import dense_to_onnx
@@ -76,7 +77,7 @@ def _seed_onnx_demo(report: SeedReport) -> None:
             model=model,
             label=label,
             runtime=ModelVersion.Runtime.ONNX,
-            artifact=dense_to_onnx(load_dense(bytes(source.artifact))),
+            artifact=dense_to_onnx(load_dense(artifact_bytes(source))),
             artifact_name=f"{name}-{label}.onnx",
             status=ModelVersion.Status.ACTIVE,
             traffic_weight=0.0,
@@ -107,7 +108,7 @@ def demo_seed(*, issue_key: bool = True, new_key: bool = False) -> SeedReport:
             },
         )
         for trained in demo.versions:
-            version = model.versions.filter(label=trained.label).defer("artifact").first()
+            version = model.versions.filter(label=trained.label).first()
             if version is None:
                 version = services.model_version_create(
                     model=model,

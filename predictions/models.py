@@ -52,7 +52,7 @@ class MLModel(models.Model):
 
 
 class ModelVersion(models.Model):
-    """One trained artifact of a model; its bytes live in the database so every host sees them."""
+    """One trained artifact of a model; its file lives in the storage every host shares."""
 
     class Status(models.TextChoices):
         STAGED = "staged"
@@ -68,7 +68,12 @@ class ModelVersion(models.Model):
     label = models.SlugField(max_length=50)
     description = models.TextField(blank=True)
     runtime = models.CharField(max_length=20, choices=Runtime.choices, default=Runtime.NUMPY)
-    artifact = models.BinaryField(editable=False)
+    artifact = models.FileField(
+        max_length=255,
+        editable=False,
+        blank=True,
+        help_text="The artifact's file in the storage, named by its SHA-256 (artifact_files.py).",
+    )
     artifact_name = models.CharField(max_length=255, blank=True)
     checksum = models.CharField(max_length=64, editable=False)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.STAGED)

@@ -24,10 +24,12 @@ from django.db import close_old_connections
 
 from mlplatform import metrics
 from mlplatform.conf import platform_setting
+from predictions.artifact_files import artifact_local
 from predictions.models import MLModel, ModelVersion, RegistryRevision
 from predictions.runtime.ensemble import Ensemble, parse_spec
 from predictions.runtime.errors import ArtifactError
 from predictions.runtime.predictors import Predictor, load_predictor
+from predictions.runtime.sources import Source
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,23 +192,24 @@ class Registry:
 
     def _load(self, version: VersionEntry) -> Loaded:
         started = time.perf_counter()
-        data = bytes(
+        name = (
             ModelVersion.objects.filter(pk=version.id, checksum=version.checksum)
             .values_list("artifact", flat=True)
             .get()
         )
-        if version.runtime == ModelVersion.Runtime.ENSEMBLE:
-            loaded: Loaded = self._ensemble(version, data)
-        else:
-            loaded = load_predictor(version.runtime, data)
+        with artifact_local(name, version.checksum) as source:
+            if version.runtime == ModelVersion.Runtime.ENSEMBLE:
+                loaded: Loaded = self._ensemble(version, source)
+            else:
+                loaded = load_predictor(version.runtime, source)
         seconds = time.perf_counter() - started
         metrics.model_loaded(model=version.model_name, version=version.label, seconds=seconds)
         return loaded
 
-    def _ensemble(self, version: VersionEntry, data: bytes) -> Ensemble[VersionEntry]:
+    def _ensemble(self, version: VersionEntry, source: Source) -> Ensemble[VersionEntry]:
         model = self._models[version.model_name]
         members = []
-        for label, weight in parse_spec(data).members:
+        for label, weight in parse_spec(source).members:
             member = model.versions.get(label)
             if member is None or member.runtime == ModelVersion.Runtime.ENSEMBLE:
                 raise ArtifactError(f"ensemble member {label!r} is not a plain version")
@@ -235,7 +238,7 @@ class Registry:
     @staticmethod
     def _read_rows() -> dict[str, ModelEntry]:
         versions: dict[int, dict[str, VersionEntry]] = {}
-        queryset = ModelVersion.objects.defer("artifact").select_related("model")
+        queryset = ModelVersion.objects.select_related("model")
         for v in queryset.order_by("created_at", "id"):
             versions.setdefault(v.model_id, {})[v.label] = VersionEntry(
                 id=v.id,

@@ -214,7 +214,7 @@ class PredictionListView(APIView):
 
 
 def _models():
-    versions = ModelVersion.objects.defer("artifact").select_related("model")
+    versions = ModelVersion.objects.select_related("model")
     return MLModel.objects.prefetch_related(Prefetch("versions", queryset=versions))
 
 
@@ -297,7 +297,7 @@ class ModelVersionCreateView(APIView):
         upload = data["artifact"]
         registered = model_register(
             name=name,
-            artifact=upload.read(),
+            artifact=upload,
             artifact_name=upload.name or "",
             label=data.get("label"),
             runtime=data.get("runtime"),

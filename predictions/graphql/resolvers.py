@@ -107,7 +107,7 @@ def batch_jobs(
 def _models(name: str | None = None) -> list[MLModel]:
     from django.db.models import Prefetch
 
-    versions = ModelVersionModel.objects.defer("artifact").select_related("model")
+    versions = ModelVersionModel.objects.select_related("model")
     models = MLModelModel.objects.prefetch_related(Prefetch("versions", queryset=versions))
     if name is not None:
         models = models.filter(name=name)

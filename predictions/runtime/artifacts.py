@@ -52,6 +52,7 @@ import numpy as np
 
 from predictions.runtime.dense import DenseNetwork
 from predictions.runtime.errors import ArtifactError
+from predictions.runtime.sources import Source, is_path, source_head, source_size
 
 FORMAT = "mlplatform.dense/1"
 # Unzipped size limit for all arrays together: ample for networks this runtime should serve,
@@ -102,15 +103,15 @@ def dump_dense(
     return buffer.getvalue()
 
 
-def load_dense(data: bytes) -> DenseNetwork:
-    """Parse and validate artifact bytes; raise ArtifactError saying what is wrong."""
-    if not data:
+def load_dense(source: Source) -> DenseNetwork:
+    """Parse and validate an artifact (bytes or a file); ArtifactError says what is wrong."""
+    if not source_size(source):
         raise ArtifactError("not a .npz archive: the artifact is empty")
-    head = bytes(data[:6])  # bytes() because a database driver may hand over a memoryview
+    head = source_head(source, 6)
     if not head.startswith(b"PK"):
         raise ArtifactError(f"not a .npz archive{_guess_kind(head)}")
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(source if is_path(source) else io.BytesIO(source))
     except Exception as exc:  # zipfile raises several types for damaged data
         raise ArtifactError(f"not a .npz archive: the zip data is damaged ({exc})") from exc
     with archive:

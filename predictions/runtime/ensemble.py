@@ -18,8 +18,11 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from predictions.runtime.errors import ArtifactError
+from predictions.runtime.sources import Source, source_bytes
 
 M = TypeVar("M")
+# An ensemble document names a few versions: anything larger is not one.
+MAX_SPEC_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +30,11 @@ class EnsembleSpec:
     members: tuple[tuple[str, float], ...]  # (version label, normalised weight)
 
 
-def parse_spec(data: bytes) -> EnsembleSpec:
+def parse_spec(source: Source) -> EnsembleSpec:
     """Read and check an ensemble document; ArtifactError says what is wrong."""
+    data = source_bytes(source, limit=MAX_SPEC_BYTES, what="an ensemble document")
     try:
-        document = json.loads(bytes(data).decode("utf-8"))
+        document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ArtifactError(f"an ensemble is a JSON document: {exc}") from None
     members = document.get("members") if isinstance(document, dict) else None

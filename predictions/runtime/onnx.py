@@ -17,6 +17,7 @@ message, never at request time. Each session uses `INTRA_OP_THREADS` threads (on
 run several request threads per process and the platform keeps one BLAS thread per thread).
 """
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,6 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from predictions.runtime.dense import DenseNetwork
 from predictions.runtime.errors import ArtifactError
+from predictions.runtime.sources import Source, is_path, source_head, source_size
 
 INTRA_OP_THREADS = 1
 # What `dense_to_onnx` writes: opset 17 (Softmax over the last axis) and the IR version that goes
@@ -86,20 +88,19 @@ def session_options(intra_op_threads: int = INTRA_OP_THREADS) -> ort.SessionOpti
     return options
 
 
-def load_onnx(data: bytes, *, intra_op_threads: int = INTRA_OP_THREADS) -> OnnxNetwork:
-    """Parse, check and load an ONNX graph; raise ArtifactError saying what does not fit."""
-    data = bytes(data)  # a database driver may hand over a memoryview
-    if not data:
+def load_onnx(source: Source, *, intra_op_threads: int = INTRA_OP_THREADS) -> OnnxNetwork:
+    """Parse, check and load an ONNX graph (bytes or a file); raise ArtifactError saying what
+    does not fit."""
+    if not is_path(source):
+        source = bytes(source)  # a memoryview would not do for onnx or onnxruntime
+    if not source_size(source):
         raise ArtifactError("not an ONNX model: the artifact is empty")
-    if data.startswith(b"PK"):
+    if source_head(source, 2) == b"PK":
         raise ArtifactError(
             "not an ONNX model: this is a zip archive (a .npz dense network belongs to the "
             "numpy runtime)"
         )
-    try:
-        model = onnx.load_model_from_string(data)
-    except Exception as exc:  # protobuf raises DecodeError and others for foreign bytes
-        raise ArtifactError(f"not an ONNX model: the bytes do not parse ({exc})") from None
+    model = parse_model(source)
     if not model.graph.node:
         raise ArtifactError("not an ONNX model: it has no graph nodes")
     for name in _external_tensors(model.graph):
@@ -107,20 +108,38 @@ def load_onnx(data: bytes, *, intra_op_threads: int = INTRA_OP_THREADS) -> OnnxN
             f"tensor {name!r} keeps its data in an external file; save the model as one file "
             "(onnx.save_model(model, path, save_as_external_data=False))"
         )
+    if is_path(source):
+        # The checker and the session read the file themselves: the parsed copy need not stay,
+        # nor be serialised again for the checker.
+        del model
+        model = os.fspath(source)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx.checker.ValidationError, or a C++ error for odd graphs
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"the graph is not valid ONNX: {first_line}") from None
+    del model
     try:
         session = ort.InferenceSession(
-            data, sess_options=session_options(intra_op_threads), providers=["CPUExecutionProvider"]
+            str(source) if is_path(source) else source,
+            sess_options=session_options(intra_op_threads),
+            providers=["CPUExecutionProvider"],
         )
     except Exception as exc:  # onnxruntime's Fail, InvalidGraph, NotImplemented, ...
         raise ArtifactError(f"onnxruntime cannot load the graph: {exc}") from None
     input_name = _checked_input(session)
     output_name = _chosen_output(session)
     return OnnxNetwork(session, input_name=input_name, output_name=output_name)
+
+
+def parse_model(source: Source) -> onnx.ModelProto:
+    """The graph of an artifact, without reading any external data file it names."""
+    try:
+        if is_path(source):
+            return onnx.load_model(os.fspath(source), load_external_data=False)
+        return onnx.load_model_from_string(bytes(source))
+    except Exception as exc:  # protobuf raises DecodeError and others for foreign bytes
+        raise ArtifactError(f"not an ONNX model: the bytes do not parse ({exc})") from None
 
 
 def _external_tensors(graph: onnx.GraphProto) -> Iterator[str]:

@@ -8,6 +8,7 @@ import numpy as np
 from predictions.runtime.artifacts import load_dense
 from predictions.runtime.dense import DenseNetwork
 from predictions.runtime.errors import ArtifactError
+from predictions.runtime.sources import Source
 
 __all__ = ["RUNTIMES", "DenseNetwork", "Predictor", "load_predictor"]
 
@@ -23,19 +24,20 @@ class Predictor(Protocol):
         ...
 
 
-def _load_onnx(data: bytes) -> Predictor:
+def _load_onnx(source: Source) -> Predictor:
     # Imported on first use: onnxruntime costs a process that serves no ONNX model nothing.
     from predictions.runtime.onnx import load_onnx
 
-    return load_onnx(data)
+    return load_onnx(source)
 
 
-RUNTIMES: dict[str, Callable[[bytes], Predictor]] = {"numpy": load_dense, "onnx": _load_onnx}
+RUNTIMES: dict[str, Callable[[Source], Predictor]] = {"numpy": load_dense, "onnx": _load_onnx}
 
 
-def load_predictor(runtime: str, data: bytes) -> Predictor:
-    """Load artifact bytes with the named runtime; raise ArtifactError for unknown runtimes."""
+def load_predictor(runtime: str, source: Source) -> Predictor:
+    """Load an artifact (bytes or a local file) with the named runtime; raise ArtifactError for
+    unknown runtimes."""
     loader = RUNTIMES.get(runtime)
     if loader is None:
         raise ArtifactError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
-    return loader(data)
+    return loader(source)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from predictions.runtime.errors import ArtifactError
 from predictions.runtime.predictors import Predictor, load_predictor
+from predictions.runtime.sources import Source, source_head
 
 ONNX, NUMPY = "onnx", "numpy"
 _CLASS_LABEL_ATTRIBUTES = ("classlabels_strings", "classlabels_int64s", "classlabels_ints")
@@ -37,7 +38,7 @@ class ArtifactSignature:
         return "classification" if self.probabilities or self.class_labels else "regression"
 
 
-def runtime_for(data: bytes, filename: str = "") -> str:
+def runtime_for(source: Source, filename: str = "") -> str:
     """The runtime of a file: from its suffix, else from its first bytes (a zip is a `.npz`)."""
     name = filename.lower()
     if name.endswith(".onnx"):
@@ -46,7 +47,7 @@ def runtime_for(data: bytes, filename: str = "") -> str:
         return NUMPY
     if name.endswith(".json"):
         return "ensemble"
-    if bytes(data[:2]) == b"PK":
+    if source_head(source, 2) == b"PK":
         return NUMPY
     if name and "." in name.rsplit("/", 1)[-1]:
         raise ArtifactError(
@@ -55,11 +56,14 @@ def runtime_for(data: bytes, filename: str = "") -> str:
     return ONNX
 
 
-def read_signature(runtime: str, data: bytes) -> tuple[Predictor, ArtifactSignature]:
+def read_signature(runtime: str, source: Source) -> tuple[Predictor, ArtifactSignature]:
     """Load and check an artifact; return its predictor and what it says about itself."""
-    predictor = load_predictor(runtime, data)
-    if runtime == ONNX:
-        extra = _onnx_details(bytes(data), output_name=predictor.output_name)
+    # An ONNX file's details are read before its session is made: a large graph is then parsed
+    # while no session holds its weights.
+    facts = _onnx_facts(source) if runtime == ONNX else None
+    predictor = load_predictor(runtime, source)
+    if facts is not None:
+        extra = facts.details(output_name=predictor.output_name)
     elif runtime == NUMPY:
         extra = {"probabilities": predictor.activations[-1] == "softmax"}
     else:
@@ -81,35 +85,60 @@ def read_signature(runtime: str, data: bytes) -> tuple[Predictor, ArtifactSignat
     return predictor, signature
 
 
-def _onnx_details(data: bytes, *, output_name: str) -> dict:
-    import onnx  # imported here: only the onnx runtime needs it, and it loads slowly
+@dataclass(frozen=True, slots=True)
+class _OnnxFacts:
+    """What an ONNX graph says about itself, apart from which output answers."""
 
-    model = onnx.load_model_from_string(data)
-    details: dict = {}
+    feature_names: tuple[str, ...] | None
+    class_labels: tuple[str, ...] | None
+    producers: dict[str, str]  # output name -> op type of the node that makes it
+    label_outputs: frozenset[str]  # outputs of a classifier's label type
+
+    def details(self, *, output_name: str) -> dict:
+        details: dict = {}
+        if self.feature_names is not None:
+            details["feature_names"] = self.feature_names
+        if self.class_labels is not None:
+            details["class_labels"] = self.class_labels
+        details["probabilities"] = bool(
+            "prob" in output_name.lower()
+            or self.producers.get(output_name) == "Softmax"
+            or self.label_outputs - {output_name}
+        )
+        return details
+
+
+def _onnx_facts(source: Source) -> _OnnxFacts:
+    # Imported here: only the onnx runtime needs it, and it loads slowly.
+    from predictions.runtime.onnx import parse_model
+
+    model = parse_model(source)
     props = {p.key: p.value for p in model.metadata_props}
-    if raw := props.get("feature_names", "").strip():
-        details["feature_names"] = _names(raw)
+    raw = props.get("feature_names", "").strip()
+    class_labels = None
     graph = model.graph
     for node in graph.node:
         for attribute in node.attribute:
             if attribute.name in _CLASS_LABEL_ATTRIBUTES:
                 values = attribute.strings or attribute.ints
-                details["class_labels"] = tuple(
-                    v.decode() if isinstance(v, bytes) else str(v) for v in values
-                )
+                class_labels = tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values)
                 break
-        if "class_labels" in details:
+        if class_labels is not None:
             break
-    producer = next((n for n in graph.node if output_name in n.output), None)
-    label_output = any(
-        o.name != output_name and o.type.tensor_type.elem_type in _LABEL_TYPES for o in graph.output
+    outputs = {o.name for o in graph.output}
+    producers: dict[str, str] = {}
+    for node in graph.node:
+        for name in node.output:
+            if name in outputs:
+                producers.setdefault(name, node.op_type)
+    return _OnnxFacts(
+        feature_names=_names(raw) if raw else None,
+        class_labels=class_labels,
+        producers=producers,
+        label_outputs=frozenset(
+            o.name for o in graph.output if o.type.tensor_type.elem_type in _LABEL_TYPES
+        ),
     )
-    details["probabilities"] = bool(
-        "prob" in output_name.lower()
-        or (producer is not None and producer.op_type == "Softmax")
-        or label_output
-    )
-    return details
 
 
 # onnx.TensorProto.INT64 and STRING: the element types of a classifier's `label` output.

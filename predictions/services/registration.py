@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from mlplatform.conf import platform_setting
-from mlplatform.errors import InvalidInput, NotFound, PayloadTooLarge, PlatformError
+from mlplatform.errors import InvalidInput, NotFound, PlatformError
+from predictions.artifact_files import Upload, artifact_staged
 from predictions.models import MLModel, ModelVersion
 from predictions.runtime.errors import ArtifactError
 from predictions.runtime.signature import ArtifactSignature, read_signature, runtime_for
+from predictions.runtime.sources import Source
 from predictions.services.versions import (
     artifact_validate,
     model_save,
@@ -111,9 +113,9 @@ def _next_label(model: MLModel) -> str:
     return f"v{n}"
 
 
-def _signature(runtime: str, data: bytes) -> ArtifactSignature:
+def _signature(runtime: str, source: Source) -> ArtifactSignature:
     try:
-        return read_signature(runtime, data)[1]
+        return read_signature(runtime, source)[1]
     except ArtifactError as exc:
         raise InvalidInput(f"artifact: the file is not a valid {runtime} model: {exc}") from None
 
@@ -182,7 +184,7 @@ def _fill_in(
 def model_register(
     *,
     name: str,
-    artifact: bytes,
+    artifact: Upload,
     artifact_name: str = "",
     label: str | None = None,
     runtime: str | None = None,
@@ -195,7 +197,8 @@ def model_register(
     make_default: bool = False,
     create_model: bool = True,
 ) -> Registration:
-    """Register ``artifact`` as a new version of model ``name``, creating the model if needed.
+    """Register ``artifact`` (bytes, a path or an uploaded file) as a new version of model
+    ``name``, creating the model if needed.
 
     ``task``, ``feature_names`` and ``labels`` describe a new model (or one created without
     them); for an existing model they must agree with it. Everything is checked before anything
@@ -213,70 +216,68 @@ def model_register(
         raise InvalidInput("traffic_weight: must be between 0 and 1000000.")
     if make_default and status != ModelVersion.Status.ACTIVE:
         raise InvalidInput("Only an active version can be the default (status active).")
-    limit = platform_setting("MAX_ARTIFACT_BYTES")
-    if len(artifact) > limit:
-        raise PayloadTooLarge(f"artifact: the file is {len(artifact)} bytes; the limit is {limit}.")
-    if not artifact:
-        raise InvalidInput("artifact: the file is empty.")
-    try:
-        runtime = runtime or runtime_for(artifact, artifact_name)
-    except ArtifactError as exc:
-        raise InvalidInput(f"artifact: {exc}") from None
-    if runtime not in ModelVersion.Runtime.values:
-        raise InvalidInput(
-            f"runtime: {runtime!r} is not one of {', '.join(ModelVersion.Runtime.values)}."
-        )
-
-    model = MLModel.objects.select_for_update().filter(name=name).first()
-    created = model is None
-    if created and not create_model:
-        raise NotFound(f"Unknown model {name!r}.", code="model_not_found")
-    if created:
-        model = MLModel(name=name, description=description)
-    if label is not None:
-        label = _checked_name(label, "label", max_length=50)
-    else:
-        label = _next_label(model)
-
-    signature = None
-    if runtime == ModelVersion.Runtime.ENSEMBLE:
-        if created or not model.versions.exists():
+    with artifact_staged(artifact) as staged:
+        try:
+            runtime = runtime or runtime_for(staged.source, artifact_name)
+        except ArtifactError as exc:
+            raise InvalidInput(f"artifact: {exc}") from None
+        if runtime not in ModelVersion.Runtime.values:
             raise InvalidInput(
-                "artifact: an ensemble combines versions of an existing model; register its "
-                "members first."
-            )
-        artifact_validate(model=model, runtime=runtime, data=artifact)
-    else:
-        signature = _signature(runtime, artifact)
-        if not created and task is not None and task != model.task:
-            raise PlatformError(
-                f"Model {model.name!r} is a {model.task} model; this registration says {task}.",
-                code="task_mismatch",
-                status_code=409,
-            )
-        if created or not model.versions.exists():
-            _fill_in(model, signature, task=task, feature_names=feature_names, labels=labels)
-            model.save()
-        else:
-            _agree(model, feature_names=feature_names, labels=labels)
-            signature_check(
-                model=model, n_features=signature.n_features, n_outputs=signature.n_outputs
+                f"runtime: {runtime!r} is not one of {', '.join(ModelVersion.Runtime.values)}."
             )
 
-    version = model_version_insert(
-        model=model,
-        label=label,
-        artifact=artifact,
-        runtime=runtime,
-        artifact_name=artifact_name,
-        status=status,
-        traffic_weight=traffic_weight,
-        description=description,
-    )
-    if make_default:
-        model.default_version = version
-        model_save(model=model)
-    return Registration(model=model, version=version, model_created=created, signature=signature)
+        model = MLModel.objects.select_for_update().filter(name=name).first()
+        created = model is None
+        if created and not create_model:
+            raise NotFound(f"Unknown model {name!r}.", code="model_not_found")
+        if created:
+            model = MLModel(name=name, description=description)
+        if label is not None:
+            label = _checked_name(label, "label", max_length=50)
+        else:
+            label = _next_label(model)
+
+        signature = None
+        if runtime == ModelVersion.Runtime.ENSEMBLE:
+            if created or not model.versions.exists():
+                raise InvalidInput(
+                    "artifact: an ensemble combines versions of an existing model; register its "
+                    "members first."
+                )
+            artifact_validate(model=model, runtime=runtime, data=staged.source)
+        else:
+            signature = _signature(runtime, staged.source)
+            if not created and task is not None and task != model.task:
+                raise PlatformError(
+                    f"Model {model.name!r} is a {model.task} model; this registration says {task}.",
+                    code="task_mismatch",
+                    status_code=409,
+                )
+            if created or not model.versions.exists():
+                _fill_in(model, signature, task=task, feature_names=feature_names, labels=labels)
+                model.save()
+            else:
+                _agree(model, feature_names=feature_names, labels=labels)
+                signature_check(
+                    model=model, n_features=signature.n_features, n_outputs=signature.n_outputs
+                )
+
+        version = model_version_insert(
+            model=model,
+            label=label,
+            artifact=staged,
+            runtime=runtime,
+            artifact_name=artifact_name,
+            status=status,
+            traffic_weight=traffic_weight,
+            description=description,
+        )
+        if make_default:
+            model.default_version = version
+            model_save(model=model)
+        return Registration(
+            model=model, version=version, model_created=created, signature=signature
+        )
 
 
 def _agree(model: MLModel, *, feature_names: list[str] | None, labels: list[str] | None) -> None:

@@ -4,12 +4,21 @@ from django.db import transaction
 from django.db.models import F
 
 from mlplatform.errors import InvalidInput, PlatformError
+from predictions.artifact_files import (
+    StagedArtifact,
+    Upload,
+    artifact_local,
+    artifact_release,
+    artifact_staged,
+    artifact_store,
+    release_on_commit,
+)
 from predictions.models import MLModel, ModelVersion, RegistryRevision
 from predictions.registry import registry
-from predictions.runtime.artifacts import checksum as artifact_checksum
 from predictions.runtime.ensemble import Ensemble, parse_spec
 from predictions.runtime.errors import ArtifactError
 from predictions.runtime.predictors import Predictor, load_predictor
+from predictions.runtime.sources import Source
 
 
 def registry_touch() -> None:
@@ -23,15 +32,15 @@ def registry_touch() -> None:
     transaction.on_commit(registry.mark_stale)
 
 
-def _load(*, model: MLModel, runtime: str, data: bytes) -> Predictor | Ensemble:
+def _load(*, model: MLModel, runtime: str, source: Source) -> Predictor | Ensemble:
     if runtime != ModelVersion.Runtime.ENSEMBLE:
-        return load_predictor(runtime, data)
-    spec = parse_spec(data)
+        return load_predictor(runtime, source)
+    spec = parse_spec(source)
     labels = [label for label, _ in spec.members]
     members = {
         v.label: v
         for v in ModelVersion.objects.filter(model=model, label__in=labels).only(
-            "label", "runtime", "artifact"
+            "label", "runtime", "artifact", "checksum"
         )
     }
     predictors = []
@@ -41,15 +50,17 @@ def _load(*, model: MLModel, runtime: str, data: bytes) -> Predictor | Ensemble:
             raise ArtifactError(f"model {model.name!r} has no version {label!r}")
         if member.runtime == ModelVersion.Runtime.ENSEMBLE:
             raise ArtifactError(f"member {label!r} is itself an ensemble")
-        predictor = load_predictor(member.runtime, bytes(member.artifact))
+        with artifact_local(member.artifact.name, member.checksum) as member_source:
+            predictor = load_predictor(member.runtime, member_source)
         predictors.append((predictor, weight, predictor.n_inputs, predictor.n_outputs))
     return Ensemble(predictors)
 
 
-def artifact_validate(*, model: MLModel, runtime: str, data: bytes) -> Predictor | Ensemble:
-    """Load an artifact and check it fits the model's inputs and outputs; InvalidInput if not."""
+def artifact_validate(*, model: MLModel, runtime: str, data: Source) -> Predictor | Ensemble:
+    """Load an artifact (bytes or a local file) and check it fits the model's inputs and
+    outputs; InvalidInput if not."""
     try:
-        predictor = _load(model=model, runtime=runtime, data=data)
+        predictor = _load(model=model, runtime=runtime, source=data)
     except ArtifactError as exc:
         raise InvalidInput(f"The artifact is not a valid {runtime} model: {exc}") from None
     signature_check(model=model, n_features=predictor.n_inputs, n_outputs=predictor.n_outputs)
@@ -75,15 +86,16 @@ def signature_check(*, model: MLModel, n_features: int, n_outputs: int) -> None:
 def model_version_create(
     *,
     model: MLModel,
-    artifact: bytes,
+    artifact: Upload,
     runtime: str = ModelVersion.Runtime.NUMPY,
     **fields,
 ) -> ModelVersion:
-    """Register a validated artifact as a new version of ``model``; ``fields`` are those of
-    ``model_version_insert`` (``label``, ``status``, ``traffic_weight``, ``max_batch_size``,
-    ``batch_wait_ms``, ...)."""
-    artifact_validate(model=model, runtime=runtime, data=artifact)
-    return model_version_insert(model=model, artifact=artifact, runtime=runtime, **fields)
+    """Register a validated artifact (bytes, a path or an uploaded file) as a new version of
+    ``model``; ``fields`` are those of ``model_version_insert`` (``label``, ``status``,
+    ``traffic_weight``, ``max_batch_size``, ``batch_wait_ms``, ...)."""
+    with artifact_staged(artifact) as staged:
+        artifact_validate(model=model, runtime=runtime, data=staged.source)
+        return model_version_insert(model=model, artifact=staged, runtime=runtime, **fields)
 
 
 @transaction.atomic
@@ -91,7 +103,7 @@ def model_version_insert(
     *,
     model: MLModel,
     label: str,
-    artifact: bytes,
+    artifact: StagedArtifact,
     runtime: str,
     artifact_name: str = "",
     status: str = ModelVersion.Status.STAGED,
@@ -101,47 +113,62 @@ def model_version_insert(
     max_batch_size: int | None = None,
     batch_wait_ms: float | None = None,
 ) -> ModelVersion:
-    """Store a version whose artifact the caller has validated against ``model``."""
+    """Store a version whose artifact the caller has staged and validated against ``model``.
+
+    The file is in the storage before the row commits, so no process looks for it in vain; if
+    the row is not written, a file no other version names is deleted again.
+    """
     if ModelVersion.objects.filter(model=model, label=label).exists():
         raise PlatformError(
             f"Model {model.name!r} already has a version {label!r}.",
             code="version_exists",
             status_code=409,
         )
-    version = ModelVersion.objects.create(
-        model=model,
-        label=label,
-        runtime=runtime,
-        artifact=artifact,
-        artifact_name=artifact_name,
-        checksum=artifact_checksum(artifact),
-        status=status,
-        traffic_weight=traffic_weight,
-        description=description,
-        metrics=metrics or {},
-        **{
-            name: value
-            for name, value in (
-                ("max_batch_size", max_batch_size),
-                ("batch_wait_ms", batch_wait_ms),
+    stored = artifact_store(artifact)
+    try:
+        with transaction.atomic():
+            version = ModelVersion.objects.create(
+                model=model,
+                label=label,
+                runtime=runtime,
+                artifact=stored,
+                artifact_name=artifact_name,
+                checksum=artifact.sha256,
+                status=status,
+                traffic_weight=traffic_weight,
+                description=description,
+                metrics=metrics or {},
+                **{
+                    name: value
+                    for name, value in (
+                        ("max_batch_size", max_batch_size),
+                        ("batch_wait_ms", batch_wait_ms),
+                    )
+                    if value is not None
+                },
             )
-            if value is not None
-        },
-    )
+    except Exception:
+        artifact_release(stored)
+        raise
     registry_touch()
     return version
 
 
 @transaction.atomic
 def model_version_replace_artifact(
-    *, version: ModelVersion, artifact: bytes, artifact_name: str = ""
+    *, version: ModelVersion, artifact: Upload, artifact_name: str = ""
 ) -> ModelVersion:
-    """Swap a version's artifact after validating it (the checksum changes with it)."""
-    artifact_validate(model=version.model, runtime=version.runtime, data=artifact)
-    version.artifact = artifact
+    """Swap a version's artifact after validating it (the checksum changes with it); the old
+    file goes after the commit unless another version names it."""
+    with artifact_staged(artifact) as staged:
+        artifact_validate(model=version.model, runtime=version.runtime, data=staged.source)
+        old = version.artifact.name
+        version.artifact = artifact_store(staged)
+        version.checksum = staged.sha256
     version.artifact_name = artifact_name
-    version.checksum = artifact_checksum(artifact)
     version.save()
+    if old != version.artifact.name:
+        release_on_commit(old)
     registry_touch()
     return version
 

@@ -41,6 +41,15 @@ def test_the_topology_has_its_services_and_workers_scale():
     assert SERVICES["postgres"]["volumes"][0].endswith(":/var/lib/postgresql/data")
 
 
+def test_web_and_worker_containers_share_the_storage_of_artifacts_and_batch_files():
+    # MEDIA_ROOT is MLPLATFORM_VAR_DIR/media; the image creates it owned by its user.
+    image_var_dir = "/var/lib/mlplatform"
+    assert f"MLPLATFORM_VAR_DIR={image_var_dir}" in (ROOT / "Dockerfile").read_text()
+    for name in ("web1", "web2", "worker", "migrate"):
+        assert f"media:{image_var_dir}/media" in SERVICES[name]["volumes"], name
+    assert "media" in COMPOSE["volumes"]
+
+
 def test_every_file_compose_mounts_is_in_the_repository():
     mounted = [
         volume.split(":")[0]

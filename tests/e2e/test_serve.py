@@ -157,10 +157,11 @@ def test_a_shadow_version_answers_copies_that_are_stored_and_never_returned(serv
     instance.manage(
         "shell",
         "-c",
+        "from predictions.artifact_files import artifact_bytes\n"
         "from predictions.models import MLModel\n"
         "from predictions.services import model_version_create, model_version_save\n"
         "model = MLModel.objects.get(name='breast-cancer')\n"
-        "artifact = bytes(model.versions.get(label='v1').artifact)\n"
+        "artifact = artifact_bytes(model.versions.get(label='v1'))\n"
         f"v = model_version_create(model=model, label={SHADOW!r}, artifact=artifact,"
         " status='active')\n"
         "v.is_shadow = True; v.shadow_share = 1.0; model_version_save(version=v)",

@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,9 +33,8 @@ def test_batch_blobs_move_to_files_and_back_without_losing_a_job(settings):
     executor = MigrationExecutor(connection)
     executor.migrate(before)
     old = executor.loader.project_state(before).apps
-    call_command("seed_demo", "--no-key", stdout=io.StringIO())
     user = User.objects.create_user("migrated")  # accounts stays migrated
-    version = old.get_model("predictions", "ModelVersion").objects.first()
+    version = _old_demo_versions(old)[0]
     job = old.get_model("predictions", "BatchJob").objects.create(
         owner_id=user.pk,
         model_version=version,
@@ -65,6 +65,92 @@ def test_batch_blobs_move_to_files_and_back_without_losing_a_job(settings):
     back = executor.loader.project_state(before).apps
     restored = back.get_model("predictions", "BatchJob").objects.get(pk=job.pk)
     assert np.array_equal(np.load(io.BytesIO(bytes(restored.input_data))), rows)
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def _old_demo_versions(apps) -> list:
+    """The demo models' versions, written as a schema before 0009 keeps them: bytes in rows."""
+    from predictions.demo import TRAFFIC, _trained
+
+    MLModel = apps.get_model("predictions", "MLModel")
+    ModelVersion = apps.get_model("predictions", "ModelVersion")
+    versions = []
+    for demo in _trained():
+        model = MLModel.objects.create(
+            name=demo.name,
+            task=demo.task,
+            feature_names=list(demo.feature_names),
+            labels=list(demo.labels),
+        )
+        for trained in demo.versions:
+            versions.append(
+                ModelVersion.objects.create(
+                    model=model,
+                    label=trained.label,
+                    artifact=trained.artifact,
+                    artifact_name=f"{demo.name}-{trained.label}.npz",
+                    checksum=hashlib.sha256(trained.artifact).hexdigest(),
+                    status="active",
+                    traffic_weight=TRAFFIC.get((demo.name, trained.label), 100.0),
+                )
+            )
+    return versions
+
+
+@pytest.mark.django_db(transaction=True)
+def test_artifacts_move_to_files_with_the_same_checksums_and_predictions_and_back():
+    """0009 writes each version's bytes to artifacts/<sha256> (one file for identical bytes)
+    and drops the column; the checksums stay, and each version predicts as before. Its reverse
+    reads the files back into the column."""
+    from django.core.files.storage import default_storage
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from predictions.runtime.predictors import load_predictor
+
+    before = [("predictions", "0008_batch_files")]
+    after = [("predictions", "0009_artifact_files")]
+    rows = np.random.default_rng(0).uniform(0, 8, size=(5, 64)).astype(np.float32)
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
+    versions = _old_demo_versions(old)
+    twin = versions[0]  # a second version with the same bytes: one file for both
+    OldVersion = old.get_model("predictions", "ModelVersion")
+    OldVersion.objects.create(
+        model_id=twin.model_id, label="twin", artifact=twin.artifact, checksum=twin.checksum
+    )
+    expected = {}
+    for version in OldVersion.objects.select_related("model"):
+        n = len(version.model.feature_names)
+        outputs = load_predictor("numpy", bytes(version.artifact)).predict(rows[:, :n])
+        expected[version.pk] = (version.checksum, bytes(version.artifact), outputs)
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(after)
+    new = executor.loader.project_state(after).apps
+    moved = {v.pk: v for v in new.get_model("predictions", "ModelVersion").objects.all()}
+    assert set(moved) == set(expected)
+    for pk, (checksum, data, outputs) in expected.items():
+        version = moved[pk]
+        assert version.checksum == checksum
+        assert version.artifact.name == f"artifacts/{checksum}"
+        assert default_storage.open(version.artifact.name, "rb").read() == data
+        n = len(version.model.feature_names)
+        path = Path(default_storage.path(version.artifact.name))
+        predicted = load_predictor("numpy", path).predict(rows[:, :n])
+        np.testing.assert_array_equal(predicted, outputs)
+    files = default_storage.listdir("artifacts")[1]
+    assert sorted(files) == sorted({checksum for checksum, _, _ in expected.values()})
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    back = executor.loader.project_state(before).apps
+    for version in back.get_model("predictions", "ModelVersion").objects.all():
+        assert (version.checksum, bytes(version.artifact)) == expected[version.pk][:2]
 
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())

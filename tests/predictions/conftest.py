@@ -5,6 +5,7 @@ from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
 from accounts.models import User
+from predictions.artifact_files import artifact_bytes
 from predictions.models import MLModel
 from predictions.services import model_version_create, model_version_save
 
@@ -13,7 +14,7 @@ from predictions.services import model_version_create, model_version_save
 def shadow_v3(transactional_db, demo_models):
     """iris v3 (v2's weights) listening to every request as a shadow."""
     iris = MLModel.objects.get(name="iris")
-    artifact = bytes(iris.versions.get(label="v2").artifact)
+    artifact = artifact_bytes(iris.versions.get(label="v2"))
     version = model_version_create(model=iris, label="v3", artifact=artifact, status="active")
     version.is_shadow = True
     version.shadow_share = 1.0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from predictions.artifact_files import artifact_bytes
 from predictions.models import MLModel, ModelVersion, Prediction
 from predictions.runtime.artifacts import dump_dense
 
@@ -142,7 +143,7 @@ def test_uploading_a_valid_artifact_creates_a_version_with_its_checksum(admin_cl
     assert response.status_code == 302, page_text(response)
     version = iris_version("v3")
     assert version.checksum == hashlib.sha256(artifact).hexdigest()
-    assert bytes(version.artifact) == artifact
+    assert artifact_bytes(version) == artifact
     assert version.artifact_name == "v3.npz"
     assert version.status == "staged"
     assert (version.max_batch_size, version.batch_wait_ms) == (16, 0.5)

@@ -3,6 +3,7 @@
 import pytest
 from django.core.cache import cache
 
+from predictions.artifact_files import artifact_bytes
 from predictions.models import MLModel, ModelVersion, Prediction
 from predictions.services import model_save, model_version_replace_artifact
 
@@ -64,7 +65,7 @@ def test_with_ttl_zero_nothing_is_cached(key_client):
 def test_a_new_artifact_never_serves_a_stale_entry(key_client):
     before = predict(key_client)
     v1 = ModelVersion.objects.get(model__name="iris", label="v1")
-    v2_artifact = bytes(ModelVersion.objects.get(model__name="iris", label="v2").artifact)
+    v2_artifact = artifact_bytes(ModelVersion.objects.get(model__name="iris", label="v2"))
 
     model_version_replace_artifact(version=v1, artifact=v2_artifact)
     after = predict(key_client)

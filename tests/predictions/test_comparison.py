@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from predictions import comparison as comparison_module
+from predictions.artifact_files import artifact_bytes
 from predictions.comparison import model_comparison
 from predictions.models import Feedback, MLModel, ModelVersion, Prediction, ShadowPrediction
 from predictions.services import model_version_create
@@ -75,7 +76,7 @@ def make_predictions(
 def shadow_v3(demo_models) -> ModelVersion:
     """A third iris version, active and shadowing the others (its answers are never returned)."""
     created = model_version_create(
-        model=iris(), label="v3", artifact=bytes(version("v1").artifact), status="active"
+        model=iris(), label="v3", artifact=artifact_bytes(version("v1")), status="active"
     )
     ModelVersion.objects.filter(pk=created.pk).update(is_shadow=True)
     return version("v3")
@@ -246,7 +247,7 @@ def test_regressors_are_judged_by_mean_absolute_error_with_welchs_test(user):
     for label in ("a", "b"):
         # The selector only reads: an artifact that would not load does not matter here.
         ModelVersion.objects.create(
-            model=model, label=label, status="active", traffic_weight=1, artifact=b"", checksum="-"
+            model=model, label=label, status="active", traffic_weight=1, artifact="", checksum="-"
         )
     errors = {"a": [1.0, 1.2, 0.8, 1.1, 0.9, 1.0], "b": [0.5, 0.6, 0.4, 0.5, 0.55, 0.45]}
     for label, values in errors.items():

@@ -10,6 +10,7 @@ import io
 import numpy as np
 import onnx
 import pytest
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
@@ -49,9 +50,12 @@ def _regressor_onnx(n_features: int) -> bytes:
 
 
 def _state() -> tuple:
+    """The models, their versions and the artifact files in the storage."""
+    stored = default_storage.listdir("artifacts")[1] if default_storage.exists("artifacts") else []
     return (
         sorted(MLModel.objects.values_list("name", "task", "feature_names", "labels")),
         sorted(ModelVersion.objects.values_list("model__name", "label", "checksum")),
+        sorted(stored),
     )
 
 

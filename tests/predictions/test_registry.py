@@ -9,6 +9,7 @@ from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 
 from predictions import registry as registry_module
+from predictions.artifact_files import artifact_save
 from predictions.models import MLModel, ModelVersion, RegistryRevision
 from predictions.registry import Registry
 from predictions.runtime.errors import ArtifactError
@@ -88,7 +89,7 @@ def test_predictors_are_loaded_once_and_dropped_when_the_artifact_changes(local_
 @pytest.mark.django_db(transaction=True)
 def test_threads_asking_at_once_for_a_version_not_loaded_yet_load_it_once():
     # The first requests after a start or a new artifact arrive together; if each loaded the
-    # artifact, a large model would be read from the database by every thread at once.
+    # artifact, a large model would be read from the storage by every thread at once.
 
     from prometheus_client import REGISTRY
 
@@ -192,7 +193,10 @@ def test_if_a_read_fails_the_next_request_reads_again(local_registry, held_read)
 
 def test_a_version_whose_artifact_fails_is_not_read_again(local_registry):
     registry, clock = local_registry
-    ModelVersion.objects.filter(model__name="iris", label="v1").update(artifact=b"broken")
+    name, sha256 = artifact_save(b"broken")
+    ModelVersion.objects.filter(model__name="iris", label="v1").update(
+        artifact=name, checksum=sha256
+    )
     version = registry.model("iris").versions["v1"]
 
     with pytest.raises(ArtifactError) as first:

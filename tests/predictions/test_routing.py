@@ -4,6 +4,7 @@ from collections import Counter
 
 import pytest
 
+from predictions.artifact_files import artifact_bytes
 from predictions.models import ModelVersion
 from predictions.pipeline import version_resolve
 from predictions.registry import registry
@@ -89,7 +90,7 @@ def test_shadow_versions_are_never_chosen_by_split_or_latest(key_client):
     from predictions.models import MLModel
 
     iris = MLModel.objects.get(name="iris")
-    artifact = bytes(iris.versions.get(label="v1").artifact)
+    artifact = artifact_bytes(iris.versions.get(label="v1"))
     model_version_create(
         model=iris, label="v3", artifact=artifact, status="active", traffic_weight=1000
     )

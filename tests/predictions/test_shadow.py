@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from predictions.artifact_files import artifact_save
 from predictions.models import ModelVersion, Prediction, ShadowPrediction
 from predictions.pipeline import route
 from predictions.services import model_version_save, registry_touch
@@ -63,7 +64,8 @@ def test_copies_beyond_the_limit_under_way_are_dropped_and_counted(
 
 def test_a_failing_shadow_is_recorded_and_never_fails_the_caller(key_client, shadow_v3):
     # Bytes no runtime can load: only possible behind the admin's back, yet it must not hurt.
-    ModelVersion.objects.filter(pk=shadow_v3.pk).update(artifact=b"not an artifact")
+    name, sha256 = artifact_save(b"not an artifact")
+    ModelVersion.objects.filter(pk=shadow_v3.pk).update(artifact=name, checksum=sha256)
     registry_touch()
 
     failed = copies("failed")

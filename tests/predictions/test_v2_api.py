@@ -16,6 +16,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from mlplatform.conf import DEFAULTS
+from predictions.artifact_files import artifact_save
 from predictions.models import MLModel, ModelVersion, Prediction, ShadowPrediction
 from predictions.runtime.datasets import load_dataset
 from predictions.services import model_save, registry_touch
@@ -270,8 +271,9 @@ def test_model_readiness_answers_200_with_a_body_without_credentials(client):
 
 def break_artifact(model: str, label: str) -> None:
     # Only possible behind the admin's back (uploads are validated), yet it must not be a 500.
+    name, sha256 = artifact_save(b"broken")
     ModelVersion.objects.filter(model__name=model, label=label).update(
-        artifact=b"broken", checksum="changed"
+        artifact=name, checksum=sha256
     )
     registry_touch()
 

@@ -9,6 +9,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
+from predictions.artifact_files import artifact_bytes, artifact_save
 from predictions.demo import demo_seed
 from predictions.models import MLModel, ModelVersion
 from predictions.runtime.artifacts import checksum, dump_dense, load_dense
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("demo_models")
 def exported(model: str, label: str) -> bytes:
     """A demo version's weights as an ONNX graph."""
     version = ModelVersion.objects.get(model__name=model, label=label)
-    return dense_to_onnx(load_dense(bytes(version.artifact)))
+    return dense_to_onnx(load_dense(artifact_bytes(version)))
 
 
 def random_onnx(n_inputs: int, n_outputs: int) -> bytes:
@@ -174,7 +175,7 @@ def test_the_onnx_demo_is_exported_from_the_stored_v1_not_from_a_new_training_ru
     stored = digits.versions.get(label="v1")
     # The stored v1 is no longer what training gives today (training changed, or v1 was
     # replaced): the ONNX version must still serve v1's weights.
-    network = load_dense(bytes(stored.artifact))
+    network = load_dense(artifact_bytes(stored))
     changed = dump_dense(
         [w * 1.5 for w in network.weights],
         network.biases,
@@ -182,7 +183,8 @@ def test_the_onnx_demo_is_exported_from_the_stored_v1_not_from_a_new_training_ru
         input_mean=network.input_mean,
         input_scale=network.input_scale,
     )
-    ModelVersion.objects.filter(pk=stored.pk).update(artifact=changed, checksum=checksum(changed))
+    name, sha256 = artifact_save(changed)
+    ModelVersion.objects.filter(pk=stored.pk).update(artifact=name, checksum=sha256)
     digits.versions.filter(label="v1-onnx").delete()
 
     first, second = demo_seed(issue_key=False), demo_seed(issue_key=False)

@@ -4,7 +4,6 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from mlplatform.conf import platform_setting
 from mlplatform.errors import PlatformError
 from predictions import services
 from predictions.models import MLModel, ModelVersion
@@ -76,17 +75,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, name, path, **options):
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise CommandError(f"Cannot read {path}: {exc.strerror}.") from None
-        limit = platform_setting("MAX_ARTIFACT_BYTES")
-        if size > limit:
-            raise CommandError(f"{path.name} is {size} bytes; the limit is {limit}.")
+        if not path.is_file():
+            raise CommandError(f"Cannot read {path}: no such file.")
         try:
             registered = services.model_register(
                 name=name,
-                artifact=path.read_bytes(),
+                artifact=path,
                 artifact_name=path.name,
                 label=options["label"],
                 runtime=options["runtime"],
