@@ -204,10 +204,14 @@ def env(name: str) -> Any:
     try:
         value = _PARSERS[setting.kind](raw)
     except ValueError as exc:
-        reason = str(exc) if setting.kind in ("bool", "rates") else f"must be a {setting.kind}"
+        reason = {"int": "must be an integer", "float": "must be a number"}.get(
+            setting.kind, "must be a list of integers" if setting.kind == "ints" else str(exc)
+        )
         raise ImproperlyConfigured(f"{name} {reason}, got {raw!r}") from None
-    if setting.choices and value not in setting.choices:
-        raise ImproperlyConfigured(f"{name} must be one of {', '.join(setting.choices)}")
+    if setting.choices:
+        value = next((c for c in setting.choices if c.lower() == value.lower()), None)
+        if value is None:
+            raise ImproperlyConfigured(f"{name} must be one of {', '.join(setting.choices)}")
     if setting.kind == "rates":
         value = {**default(setting), **value}
     return value

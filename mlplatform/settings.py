@@ -315,7 +315,7 @@ RATELIMIT_USE_CACHE = "default"
 # Browser apps on these origins may call the API; none by default. Credentials (cookies) are
 # never allowed cross-origin: API clients send a key or a bearer token in a header.
 CORS_ALLOWED_ORIGINS = env("CORS_ALLOWED_ORIGINS")
-if CORS_ALLOWED_ORIGINS == ["*"]:  # any origin, which is safe only because of the next line
+if CORS_ALLOWED_ORIGINS == ("*",):  # any origin, which is safe only because of the next line
     CORS_ALLOWED_ORIGINS, CORS_ALLOW_ALL_ORIGINS = [], True
 CORS_URLS_REGEX = r"^/(api/v1|v2|graphql)(/.*)?$"
 CORS_ALLOW_CREDENTIALS = False

@@ -66,6 +66,40 @@ def test_embedded_profile_needs_no_configuration(tmp_path):
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MLPLATFORM_MAX_STREAM_ROWS": "many"}, "MLPLATFORM_MAX_STREAM_ROWS must be an integer"),
+        ({"MLPLATFORM_LEAN_HANDLERS": "maybe"}, "MLPLATFORM_LEAN_HANDLERS must be a boolean"),
+        ({"MLPLATFORM_RATE_LIMITS": "predict"}, "MLPLATFORM_RATE_LIMITS must be group=rate"),
+        ({"SQLITE_SYNCHRONOUS": "sometimes"}, "SQLITE_SYNCHRONOUS must be one of OFF, NORMAL"),
+    ],
+)
+def test_a_variable_of_the_wrong_type_stops_the_start_naming_it(env, message, tmp_path):
+    result = _start_django(MLPLATFORM_VAR_DIR=str(tmp_path), **env)
+
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_variables_set_the_knobs_and_partial_rate_limits_keep_the_other_groups(tmp_path):
+    code = (
+        "import django; django.setup(); from mlplatform.conf import platform_setting as s; "
+        "print(s('MAX_STREAM_ROWS'), s('RATE_LIMITS')['predict'], s('RATE_LIMITS')['auth'])"
+    )
+    env = {"MLPLATFORM_MAX_STREAM_ROWS": "7", "MLPLATFORM_RATE_LIMITS": "predict=5/s"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env, "MLPLATFORM_VAR_DIR": str(tmp_path)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.stdout.split() == ["7", "5/s", "10/m"], result.stderr
+
+
 def test_platform_settings_are_checked_at_start_up(settings):
     settings.PLATFORM = {"MAX_BODY_BYTES": -1, "NO_SUCH_KNOB": 1}
 
