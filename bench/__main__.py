@@ -187,10 +187,10 @@ def instrumentation(inst, args) -> None:
 
 
 def batch(inst, args) -> None:
-    from predictions.runtime.datasets import load_dataset
+    from predictions.demo.datasets import load_dataset
+    from predictions.demo.training import train_demo_models
     from predictions.runtime.outputs import describe
     from predictions.runtime.predictors import load_predictor
-    from predictions.runtime.training import train_demo_models
 
     iris, rng = load_dataset("iris"), np.random.default_rng(0)
     x = iris.X[rng.integers(0, len(iris.X), args.rows)]

@@ -11,9 +11,9 @@ import numpy as np
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
+from predictions.demo.training import train_demo_models
 from predictions.runtime.outputs import describe
 from predictions.runtime.predictors import load_predictor
-from predictions.runtime.training import train_demo_models
 
 models: dict[str, tuple] = {}
 

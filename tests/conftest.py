@@ -85,7 +85,7 @@ def _fresh_registry():
 
 @pytest.fixture
 def api_users(db) -> Group:
-    from predictions.demo import api_users_group
+    from predictions.demo.seed import api_users_group
 
     return api_users_group()
 
@@ -144,6 +144,6 @@ def key_client(user, make_key, client_for) -> APIClient:
 @pytest.fixture
 def demo_models(db):
     """The demo models (iris v1+v2, breast-cancer, digits), trained once per test run."""
-    from predictions.demo import demo_seed
+    from predictions.demo.seed import demo_seed
 
     demo_seed(issue_key=False)

@@ -40,7 +40,7 @@ def other_key(instance) -> str:
     code = (
         "from accounts.models import User\n"
         "from accounts.services import api_key_create\n"
-        "from predictions.demo import api_users_group\n"
+        "from predictions.demo.seed import api_users_group\n"
         "user, _ = User.objects.get_or_create(username='eve-graphql')\n"
         "user.groups.add(api_users_group())\n"
         "print(api_key_create(owner=user, name='e2e', scopes=['predict', 'read', 'batch'])[1])"

@@ -64,7 +64,7 @@ def keys(instance, cluster) -> list[str]:
     code = f"""
 from accounts.models import User
 from accounts.services import api_key_create
-from predictions.demo import api_users_group
+from predictions.demo.seed import api_users_group
 group = api_users_group()
 for i in range({USERS}):
     user, _ = User.objects.get_or_create(username=f"many{{i}}")

@@ -134,7 +134,7 @@ def test_a_weight_change_made_by_another_process_is_served_within_seconds(server
 
 
 def breast_cancer_rows(count: int) -> list[list[float]]:
-    lines = (Path(__file__).parents[2] / "predictions/demo_data/breast_cancer.csv").open()
+    lines = (Path(__file__).parents[2] / "predictions/demo/data/breast_cancer.csv").open()
     next(lines)  # rows, features, class names
     return [[float(x) for x in next(lines).split(",")[:-1]] for _ in range(count)]
 

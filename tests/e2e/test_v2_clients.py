@@ -17,7 +17,7 @@ import tritonclient.http as httpclient
 from kserve.protocol.rest.v2_datamodels import ListModelsResponse
 from tritonclient.utils import InferenceServerException
 
-from predictions.runtime.datasets import load_dataset
+from predictions.demo.datasets import load_dataset
 
 IRIS_ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], "f4")
 IRIS_LABELS = ["setosa", "virginica", "versicolor"]

@@ -72,7 +72,7 @@ def test_batch_blobs_move_to_files_and_back_without_losing_a_job(settings):
 
 def _old_demo_versions(apps) -> list:
     """The demo models' versions, written as a schema before 0009 keeps them: bytes in rows."""
-    from predictions.demo import TRAFFIC, _trained
+    from predictions.demo.seed import TRAFFIC, _trained
 
     MLModel = apps.get_model("predictions", "MLModel")
     ModelVersion = apps.get_model("predictions", "ModelVersion")

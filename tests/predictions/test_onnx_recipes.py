@@ -11,8 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from predictions.demo.datasets import load_dataset
 from predictions.models import ModelVersion
-from predictions.runtime.datasets import load_dataset
 
 pytestmark = pytest.mark.usefixtures("demo_models")
 

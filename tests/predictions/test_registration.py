@@ -19,8 +19,8 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from predictions.demo.datasets import load_dataset
 from predictions.models import MLModel, ModelVersion
-from predictions.runtime.datasets import load_dataset
 from predictions.runtime.signature import read_signature
 from predictions.services import registry_touch
 

@@ -17,8 +17,8 @@ from django.test.utils import CaptureQueriesContext
 
 from mlplatform.conf import DEFAULTS
 from predictions.artifact_files import artifact_save
+from predictions.demo.datasets import load_dataset
 from predictions.models import MLModel, ModelVersion, Prediction, ShadowPrediction
-from predictions.runtime.datasets import load_dataset
 from predictions.services import model_save, registry_touch
 from predictions.services.shadow import shadows_join
 from predictions.v2 import views

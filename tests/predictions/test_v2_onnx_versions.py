@@ -10,10 +10,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
 from predictions.artifact_files import artifact_bytes, artifact_save
-from predictions.demo import demo_seed
+from predictions.demo.datasets import load_dataset
+from predictions.demo.seed import demo_seed
 from predictions.models import MLModel, ModelVersion
 from predictions.runtime.artifacts import checksum, dump_dense, load_dense
-from predictions.runtime.datasets import load_dataset
 from predictions.runtime.dense import DenseNetwork
 from predictions.runtime.onnx import dense_to_onnx
 from predictions.services import registry_touch

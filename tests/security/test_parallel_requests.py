@@ -36,7 +36,7 @@ def racer(instance) -> tuple[str, str]:
     instance.manage(
         "shell",
         "-c",
-        "from accounts.models import User; from predictions.demo import api_users_group; "
+        "from accounts.models import User; from predictions.demo.seed import api_users_group; "
         f"u = User.objects.create_user({name!r}, password={password!r}); "
         "u.groups.add(api_users_group())",
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from predictions.demo import demo_seed
+from predictions.demo.seed import demo_seed
 
 CREDENTIALS_FILE = "demo-credentials"
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from predictions.runtime.datasets import DATA_DIR, load_dataset
+from predictions.demo.datasets import DATA_DIR, load_dataset
 
 
 @pytest.mark.parametrize(

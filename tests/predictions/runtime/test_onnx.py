@@ -5,13 +5,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from predictions.demo.datasets import load_dataset
+from predictions.demo.training import train_demo_models
 from predictions.runtime.artifacts import dump_dense, load_dense
-from predictions.runtime.datasets import load_dataset
 from predictions.runtime.dense import DenseNetwork
 from predictions.runtime.errors import ArtifactError
 from predictions.runtime.onnx import dense_to_onnx, load_onnx
 from predictions.runtime.predictors import RUNTIMES, load_predictor
-from predictions.runtime.training import train_demo_models
 
 ROWS = 3000
 

@@ -9,20 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from predictions.runtime.artifacts import checksum, load_dense
-from predictions.runtime.datasets import load_dataset
-from predictions.runtime.training import (
+from predictions.demo.datasets import load_dataset
+from predictions.demo.training import (
     DemoModel,
     standardisation,
     stratified_split,
     train_demo_models,
 )
+from predictions.runtime.artifacts import checksum, load_dense
 
 ROOT = Path(__file__).resolve().parents[3]
 CHECKSUMS_SCRIPT = """
 import json
 from predictions.runtime.artifacts import checksum
-from predictions.runtime.training import train_demo_models
+from predictions.demo.training import train_demo_models
 print(json.dumps([[m.name, v.label, checksum(v.artifact)] for m in train_demo_models()
                   for v in m.versions]))
 """

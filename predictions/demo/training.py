@@ -5,8 +5,8 @@ from typing import Any
 
 import numpy as np
 
+from predictions.demo.datasets import Dataset, load_dataset
 from predictions.runtime.artifacts import dump_dense, load_dense
-from predictions.runtime.datasets import Dataset, load_dataset
 
 HIDDEN_ACTIVATIONS = ("relu", "tanh")
 

@@ -12,10 +12,10 @@ from accounts.scopes import CLIENT_SCOPES, permission_codename
 from accounts.services import api_key_create, api_key_revoke
 from predictions import services
 from predictions.artifact_files import artifact_bytes
+from predictions.demo.training import train_demo_models
 from predictions.models import MLModel, ModelVersion
 from predictions.runtime.artifacts import checksum, load_dense
 from predictions.runtime.onnx import dense_to_onnx
-from predictions.runtime.training import train_demo_models
 
 API_USERS_GROUP = "API users"
 DEMO_KEY_NAME = "demo"

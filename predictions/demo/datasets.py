@@ -1,11 +1,11 @@
-"""The demo data sets shipped in `predictions/demo_data`, loaded as numpy arrays."""
+"""The demo data sets shipped in `predictions/demo/data`, loaded as numpy arrays."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "demo_data"
+DATA_DIR = Path(__file__).resolve().parent / "data"
 
 _CANCER_MEASURES = (
     "radius",
