@@ -11,11 +11,12 @@ from django.utils.html import format_html
 
 from mlplatform.conf import platform_setting
 from mlplatform.errors import PlatformError
-from predictions import services, webhook_admin  # noqa: F401  (registers its admin)
+from predictions import services
 from predictions.admin_views import model_add_from_file_view, model_comparison_view
 from predictions.artifact_files import artifact_staged
 from predictions.models import BatchJob, MLModel, ModelVersion, Prediction
 from predictions.services.batch import batch_job_cancel, batch_job_retry, job_progress
+from predictions.webhooks import admin as webhook_admin  # noqa: F401  (registers its admin)
 
 
 def progress_text(done: int, total: int, rate, end, terminal: bool) -> str:

@@ -111,7 +111,7 @@ def batch_job_submit(
             status_code=413,
         )
     if callback_url:
-        from predictions.ssrf import UnsafeURL, check_callback_url
+        from predictions.webhooks.ssrf import UnsafeURL, check_callback_url
 
         try:
             check_callback_url(callback_url)

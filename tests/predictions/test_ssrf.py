@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from predictions.ssrf import (
+from predictions.webhooks.ssrf import (
     UnresolvableHost,
     UnsafeURL,
     address_problem,

@@ -1,4 +1,8 @@
-"""Webhooks: Standard Webhooks signing, one delivery attempt per task, retries via django-q2."""
+"""Webhooks: Standard Webhooks signing, one delivery attempt per task, retries via django-q2.
+
+The package holds the delivery itself here, so that queued tasks keep their dotted path
+(``TASK``); its admin (``admin``) and the SSRF guard of callback URLs (``ssrf``) beside it.
+"""
 
 import http.client
 import json
@@ -21,7 +25,12 @@ from mlplatform import metrics
 from mlplatform.conf import platform_setting
 from mlplatform.logging import log_context_set, task_context
 from predictions.models import BatchJob, ModelVersion, WebhookAttempt, WebhookDelivery
-from predictions.ssrf import ResolvedTarget, UnresolvableHost, UnsafeURL, check_callback_url
+from predictions.webhooks.ssrf import (
+    ResolvedTarget,
+    UnresolvableHost,
+    UnsafeURL,
+    check_callback_url,
+)
 
 logger = logging.getLogger(__name__)
 
