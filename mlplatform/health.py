@@ -76,7 +76,8 @@ NEED_THE_DATABASE = ("broker", "models")
 @require_GET
 def ready(request):
     """Readiness: database, cache, broker and models all answer; 503 otherwise, within about
-    ``READY_TIMEOUT`` seconds when the database is gone, and while the server drains."""
+    ``READY_TIMEOUT`` seconds when the database is gone, and while the server drains. The
+    upstreams of remote versions are reported under ``remote`` without deciding readiness."""
     flag = os.environ.get(DRAINING_FLAG_VARIABLE)
     if flag and os.path.exists(flag):
         body = {"status": "draining", "timestamp": timezone.now().isoformat(), "checks": {}}
@@ -102,4 +103,11 @@ def ready(request):
         "timestamp": timezone.now().isoformat(),
         "checks": results,
     }
+    if results["models"]["status"] == "ok":
+        # Shown, not counted: a remote server that is down fails its own version's requests
+        # (502), while this process goes on serving everything else.
+        from predictions.services.remote import remote_versions_health
+
+        if remote := remote_versions_health(timeout=platform_setting("READY_TIMEOUT") * 2 / 3):
+            body["remote"] = remote
     return JsonResponse(body, status=200 if ok else 503)

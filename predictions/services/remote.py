@@ -12,6 +12,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import orjson
@@ -20,8 +21,8 @@ from django.db import transaction
 from mlplatform.errors import InvalidInput, NotFound, PlatformError
 from predictions.models import MLModel, ModelVersion
 from predictions.pipeline import UpstreamFailed
-from predictions.registry import REMOTE_FIELDS, remote_target
-from predictions.runtime.errors import UpstreamError
+from predictions.registry import REMOTE_FIELDS, registry, remote_target
+from predictions.runtime.errors import ArtifactError, UpstreamError
 from predictions.runtime.remote import (
     PROBABILITY_NAMES,
     Discovery,
@@ -303,3 +304,32 @@ def remote_health(version: ModelVersion, *, timeout: float = READY_TIMEOUT) -> d
     if problem is not None:
         body["error"] = problem
     return body
+
+
+def remote_versions_health(*, timeout: float = READY_TIMEOUT) -> dict[str, dict]:
+    """The readiness of every active remote version's upstream, asked at once through the
+    versions' own connections: ``{"model:label": {"status", "upstream"[, "error"]}}``."""
+    versions = [
+        version
+        for model in registry.models()
+        for version in model.active_versions
+        if version.runtime == ModelVersion.Runtime.REMOTE
+    ]
+    if not versions:
+        return {}
+
+    def health(version) -> dict:
+        try:
+            predictor = registry.predictor(version)
+        except ArtifactError as exc:
+            return {"status": "error", "upstream": "", "error": str(exc)}
+        problem = predictor.ready(timeout=min(timeout, predictor.target.timeout))
+        body = {"status": "ok" if problem is None else "error"}
+        body["upstream"] = predictor.target.upstream
+        if problem is not None:
+            body["error"] = problem
+        return body
+
+    with ThreadPoolExecutor(max_workers=min(8, len(versions))) as pool:
+        results = list(pool.map(health, versions))
+    return {f"{v.model_name}:{v.label}": r for v, r in zip(versions, results, strict=True)}
