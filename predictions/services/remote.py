@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 from django.db import transaction
@@ -264,7 +264,7 @@ def remote_version_configure(
     if version.runtime != ModelVersion.Runtime.REMOTE:
         raise InvalidInput(f"Version {version.label!r} is not a remote version.")
     if keep_credential and not upstream.credential:
-        upstream = Upstream(**{**upstream.__dict__, "credential": version.remote_credential})
+        upstream = replace(upstream, credential=version.remote_credential)
     target = upstream_checked(upstream)
     model = version.model
     found, signature = _asked(
@@ -333,3 +333,17 @@ def remote_versions_health(*, timeout: float = READY_TIMEOUT) -> dict[str, dict]
     with ThreadPoolExecutor(max_workers=min(8, len(versions))) as pool:
         results = list(pool.map(health, versions))
     return {f"{v.model_name}:{v.label}": r for v, r in zip(versions, results, strict=True)}
+
+
+def remote_upstream_check(*, model: MLModel, upstream: Upstream) -> RemoteSignature:
+    """Ask an upstream as registration does and check it fits ``model``, storing nothing (the
+    admin's form shows the refusal beside the fields)."""
+    target = upstream_checked(upstream)
+    _, signature = _asked(
+        target,
+        n_features=model.n_features,
+        output=upstream.output,
+        classifier=model.task != MLModel.Task.REGRESSION,
+    )
+    signature_check(model=model, n_features=model.n_features, n_outputs=signature.n_outputs)
+    return signature

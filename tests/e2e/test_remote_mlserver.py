@@ -7,8 +7,12 @@ with the pipeline converted to ONNX as version ``local`` and MLServer's model as
 ones pause and stop MLServer.
 """
 
+import html
 import io
 import json
+import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -16,7 +20,7 @@ import pytest
 import requests
 
 from tests.mlserver import MODEL_NAME, MODEL_VERSION, iris_models, start_mlserver
-from tests.servers import free_port
+from tests.servers import MANAGE, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -304,6 +308,62 @@ def test_ready_reports_the_upstreams_health(server, registered, mlserver):
         "status": "ok",
         "upstream": f"model {MODEL_NAME!r} (version {MODEL_VERSION}) at {mlserver.url}",
     }
+
+
+def test_register_model_adds_a_remote_version_with_the_credential_from_the_environment(
+    instance, registered, mlserver
+):
+    done = subprocess.run(
+        [sys.executable, str(MANAGE), "register_model", MODEL, "--label", "from-cli"]
+        + ["--remote-url", mlserver.url, "--remote-model", MODEL_NAME]
+        + ["--remote-credential-env", "UPSTREAM_TOKEN"],
+        env={**instance.env, "UPSTREAM_TOKEN": CREDENTIAL},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert f"{MODEL}:from-cli registered (remote, staged, weight 0)" in done.stdout
+    assert CREDENTIAL not in done.stdout + done.stderr
+
+
+def admin_session(server, instance) -> requests.Session:
+    session = requests.Session()
+    page = session.get(server.url("/admin/login/"), timeout=10)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    signed_in = session.post(
+        server.url("/admin/login/?next=/admin/"),
+        data={
+            "csrfmiddlewaretoken": token,
+            "username": "admin",
+            "password": instance.passwords["admin"],
+        },
+        headers={"Referer": server.url("/admin/login/")},
+        timeout=10,
+    )
+    assert signed_in.status_code == 200 and "/admin/login/" not in signed_in.url, signed_in.text
+    return session
+
+
+def test_the_admin_shows_the_upstreams_health_and_never_the_credential(
+    server, instance, registered, mlserver
+):
+    session = admin_session(server, instance)
+    listed = session.get(
+        server.url("/admin/predictions/modelversion/"), params={"runtime": "remote"}, timeout=30
+    )
+    assert listed.status_code == 200
+    assert "✔ ready" in listed.text
+    link = re.search(
+        r'href="(/admin/predictions/modelversion/\d+/change/[^"]*)">iris-remote:remote<',
+        listed.text,
+    )
+    page = session.get(server.url(link.group(1).replace("&amp;", "&")), timeout=30)
+    assert page.status_code == 200
+    assert f"ready: model {MODEL_NAME!r}" in html.unescape(page.text)
+    assert "stored (never shown)" in page.text
+    assert CREDENTIAL not in listed.text + page.text
 
 
 def test_a_slow_upstream_is_a_504_and_a_stopped_one_a_502_naming_it(
