@@ -208,10 +208,15 @@ class ModelVersionForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["remote_timeout"].required = False  # only remote versions need one
         if self.instance.pk and self.instance.runtime == ModelVersion.Runtime.REMOTE:
             self.fields["remote_output"].initial = (self.instance.remote_signature or {}).get(
                 "output", ""
             )
+
+    def clean_remote_timeout(self):
+        value = self.cleaned_data.get("remote_timeout")
+        return self.instance.remote_timeout if value is None else value
 
     def upstream(self) -> Upstream:
         cleaned = self.cleaned_data

@@ -291,33 +291,38 @@ class RemotePredictor:
         self.client.close()
 
 
-def infer(
-    client: V2Client, X: np.ndarray, signature: RemoteSignature, *, path: str | None = None
-) -> np.ndarray:
-    """One ``infer`` call: the rows of ``X`` in, the named output as float32 rows out."""
-    target = client.target
+def encode_request(X: np.ndarray, signature: RemoteSignature) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of an ``infer`` request for the rows of ``X`` (JSON, or binary
+    tensors beyond ``JSON_MAX_VALUES`` numbers when the server takes them)."""
     tensor: dict[str, Any] = {
         "name": signature.input_name,
         "shape": list(X.shape),
         "datatype": signature.datatype,
     }
     output: dict[str, Any] = {"name": signature.output_name}
-    headers = {"Content-Type": "application/json"}
     if signature.binary and X.size > JSON_MAX_VALUES:
         tensor["parameters"] = {"binary_data_size": X.nbytes}
         output["parameters"] = {"binary_data": True}
         header = orjson.dumps({"inputs": [tensor], "outputs": [output]})
-        body = header + X.tobytes()
         headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
-    else:
-        tensor["data"] = X.reshape(-1)
-        body = orjson.dumps(
-            {"inputs": [tensor], "outputs": [output]}, option=orjson.OPT_SERIALIZE_NUMPY
-        )
+        return header + X.tobytes(), headers
+    tensor["data"] = X.reshape(-1)
+    body = orjson.dumps(
+        {"inputs": [tensor], "outputs": [output]}, option=orjson.OPT_SERIALIZE_NUMPY
+    )
+    return body, {"Content-Type": "application/json"}
+
+
+def infer(
+    client: V2Client, X: np.ndarray, signature: RemoteSignature, *, path: str | None = None
+) -> np.ndarray:
+    """One ``infer`` call: the rows of ``X`` in, the named output as float32 rows out."""
+    target = client.target
+    body, headers = encode_request(X, signature)
     answer = client.request("POST", path or target.model_path("/infer"), body=body, headers=headers)
     if answer.status != 200:
         raise UpstreamError(f"{target.upstream} answered HTTP {answer.status}: {_said(answer)}")
-    return _outputs(answer, target, signature.output_name, n_rows=X.shape[0])
+    return decode_outputs(answer, target, signature.output_name, n_rows=X.shape[0])
 
 
 def _said(answer: Answer) -> str:
@@ -334,7 +339,8 @@ def _said(answer: Answer) -> str:
     return orjson.dumps(document)[:_ERROR_TEXT].decode("utf-8", "replace")
 
 
-def _outputs(answer: Answer, target: RemoteTarget, name: str, *, n_rows: int) -> np.ndarray:
+def decode_outputs(answer: Answer, target: RemoteTarget, name: str, *, n_rows: int) -> np.ndarray:
+    """The output ``name`` of an ``infer`` answer (JSON or binary) as float32 rows."""
     upstream = target.upstream
     header_length = answer.headers.get(HEADER_LENGTH)
     data = memoryview(answer.data)

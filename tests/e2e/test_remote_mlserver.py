@@ -261,43 +261,69 @@ def test_a_remote_shadow_answers_copies_of_the_local_versions_requests(
         )
 
 
-def test_a_batch_job_runs_through_the_remote_version(server, admin_key, registered, iris):
-    rows = np.tile(iris.X, (20, 1))  # 3,000 rows
+def batch_outputs(server, key: str, rows: np.ndarray, version: str) -> np.ndarray:
+    """Run a batch job of ``rows`` on a version; its results once it completed."""
     buffer = io.BytesIO()
     np.save(buffer, rows, allow_pickle=False)
     submitted = post(
         server,
-        admin_key,
+        key,
         "/api/v1/predict/batch",
         files={"file": ("rows.npy", buffer.getvalue(), "application/octet-stream")},
-        data={"model": MODEL, "model_version": "remote"},
+        data={"model": MODEL, "model_version": version},
     )
     assert submitted.status_code == 202, submitted.text
-    job_id = submitted.json()["job_id"]
-
+    job_url = server.url(f"/api/v1/predict/batch/{submitted.json()['job_id']}")
     deadline = time.monotonic() + 60
     while True:
-        job = requests.get(
-            server.url(f"/api/v1/predict/batch/{job_id}"),
-            headers={"X-API-Key": admin_key},
-            timeout=10,
-        ).json()
+        job = requests.get(job_url, headers={"X-API-Key": key}, timeout=10).json()
         if job["status"] not in ("queued", "processing"):
             break
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
     assert job["status"] == "completed", job
-    assert job["model_version"] == "remote"
-
+    assert job["model_version"] == version
     results = requests.get(
-        server.url(f"/api/v1/predict/batch/{job_id}/results"),
-        params={"format": "npy"},
-        headers={"X-API-Key": admin_key},
-        timeout=60,
+        f"{job_url}/results", params={"format": "npy"}, headers={"X-API-Key": key}, timeout=60
     )
     assert results.status_code == 200, results.text
-    outputs = np.load(io.BytesIO(results.content), allow_pickle=False)
+    return np.load(io.BytesIO(results.content), allow_pickle=False)
+
+
+def test_a_batch_job_runs_through_the_remote_version(server, admin_key, registered, iris):
+    rows = np.tile(iris.X, (20, 1))  # 3,000 rows: one chunk, one request to MLServer
+
+    outputs = batch_outputs(server, admin_key, rows, "remote")
+
     np.testing.assert_allclose(outputs, iris.pipeline.predict_proba(rows), atol=1e-5)
+
+
+def test_a_server_that_takes_binary_tensors_answers_batch_chunks_sent_so(
+    server, admin_key, admin_bearer, registered, iris
+):
+    # This platform's own /v2 lists binary_tensor_data: version "loopback" is "local" asked
+    # over V2, with a key of its own in X-API-Key; a 3,000-row chunk goes as binary data.
+    upstream_key = new_key(server, admin_bearer, "as-upstream", ["predict"])
+    created = post(
+        server,
+        admin_key,
+        f"/api/v1/models/{MODEL}/versions",
+        json={
+            "remote_url": server.base_url,
+            "remote_model": MODEL,
+            "remote_model_version": "local",
+            "remote_credential": upstream_key,
+            "remote_credential_header": "X-API-Key",
+            "label": "loopback",
+        },
+    )
+    assert created.status_code == 201, created.text
+    rows = np.tile(iris.X, (20, 1))
+
+    outputs = batch_outputs(server, admin_key, rows, "loopback")
+
+    np.testing.assert_allclose(outputs, iris.pipeline.predict_proba(rows), atol=1e-5)
+    assert upstream_key not in created.text
 
 
 def test_ready_reports_the_upstreams_health(server, registered, mlserver):
