@@ -241,6 +241,10 @@ def batch_job_process(*, job_id: str, part: int = 0, parts: int = 1) -> None:
     )
     model = registry.model(job.model_version.model.name)
     version = model.versions.get(job.model_version.label) if model else None
+    if version is None:  # registered since this process last read the registry, maybe
+        registry.mark_stale()
+        model = registry.model(job.model_version.model.name)
+        version = model.versions.get(job.model_version.label) if model else None
     if version is None:
         _finish(job.pk, BatchJob.Status.FAILED, "The job's model version no longer exists.")
         return

@@ -281,7 +281,7 @@ def batch_outputs(server, key: str, rows: np.ndarray, version: str) -> np.ndarra
             break
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
-    assert job["status"] == "completed", job
+    assert job["status"] == "completed", job["error"]
     assert job["model_version"] == version
     results = requests.get(
         f"{job_url}/results", params={"format": "npy"}, headers={"X-API-Key": key}, timeout=60
