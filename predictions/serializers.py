@@ -391,3 +391,16 @@ class RemoteVersionSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="")
     max_batch_size = serializers.IntegerField(min_value=1, max_value=100_000, required=False)
     batch_wait_ms = serializers.FloatField(min_value=0, max_value=1000, required=False)
+    feature_names = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        allow_empty=False,
+        help_text="A model's first version: its feature names in input order, when the server "
+        "does not say how many features it takes.",
+    )
+    labels = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        allow_empty=False,
+        help_text="A model's first version: class names in output order (classifiers).",
+    )

@@ -344,5 +344,7 @@ class ModelVersionCreateView(APIView):
             make_default=data["default"],
             max_batch_size=data.get("max_batch_size"),
             batch_wait_ms=data.get("batch_wait_ms"),
+            feature_names=data.get("feature_names"),
+            labels=data.get("labels"),
         )
         return Response(_model_body(registered.model.name), status=201)

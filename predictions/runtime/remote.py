@@ -279,16 +279,21 @@ class RemotePredictor:
 
     def ready(self, *, timeout: float | None = None) -> str | None:
         """None when the upstream says the model is ready, else why not."""
-        try:
-            answer = self.client.request("GET", self.target.model_path("/ready"), timeout=timeout)
-        except UpstreamError as exc:
-            return str(exc)
-        if answer.status == 200:
-            return None
-        return f"{self.target.upstream} is not ready (HTTP {answer.status})"
+        return model_ready(self.client, timeout=timeout)
 
     def close(self) -> None:
         self.client.close()
+
+
+def model_ready(client: V2Client, *, timeout: float | None = None) -> str | None:
+    """None when the server says the model is ready (``GET .../ready``), else why not."""
+    try:
+        answer = client.request("GET", client.target.model_path("/ready"), timeout=timeout)
+    except UpstreamError as exc:
+        return str(exc)
+    if answer.status == 200:
+        return None
+    return f"{client.target.upstream} is not ready (HTTP {answer.status})"
 
 
 def encode_request(X: np.ndarray, signature: RemoteSignature) -> tuple[bytes, dict[str, str]]:
@@ -321,7 +326,10 @@ def infer(
     body, headers = encode_request(X, signature)
     answer = client.request("POST", path or target.model_path("/infer"), body=body, headers=headers)
     if answer.status != 200:
-        raise UpstreamError(f"{target.upstream} answered HTTP {answer.status}: {_said(answer)}")
+        said = _said(answer)
+        if target.credential:  # a server that echoes the request's headers must not leak it
+            said = said.replace(target.credential, "[credential]")
+        raise UpstreamError(f"{target.upstream} answered HTTP {answer.status}: {said}")
     return decode_outputs(answer, target, signature.output_name, n_rows=X.shape[0])
 
 

@@ -26,11 +26,11 @@ from predictions.runtime.errors import ArtifactError, UpstreamError
 from predictions.runtime.remote import (
     PROBABILITY_NAMES,
     Discovery,
-    RemotePredictor,
     RemoteSignature,
     RemoteTarget,
     V2Client,
     discover,
+    model_ready,
     probe,
     url_problem,
 )
@@ -292,12 +292,7 @@ def remote_health(version: ModelVersion, *, timeout: float = READY_TIMEOUT) -> d
         return {"status": "error", "upstream": "", "error": str(exc)}
     client = V2Client(target, pool_size=1)
     try:
-        signature = RemoteSignature.from_dict(row["remote_signature"])
-        problem = RemotePredictor(target, signature, n_inputs=1, client=client).ready(
-            timeout=min(timeout, target.timeout)
-        )
-    except (KeyError, ValueError) as exc:
-        problem = f"its settings are incomplete: {exc}"
+        problem = model_ready(client, timeout=min(timeout, target.timeout))
     finally:
         client.close()
     body = {"status": "ok" if problem is None else "error", "upstream": target.upstream}
