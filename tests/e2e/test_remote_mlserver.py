@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -96,7 +97,7 @@ def register_remote(server, key: str, mlserver, label: str, **fields) -> request
 
 
 @pytest.fixture(scope="module")
-def registered(server, admin_key, mlserver, iris) -> dict:
+def registered(server, instance, admin_key, mlserver, iris) -> Iterator[dict]:
     """The model, its ONNX version ``local`` and its MLServer version ``remote``, both active
     with equal weights; the body of the remote registration."""
     created = post(
@@ -123,7 +124,16 @@ def registered(server, admin_key, mlserver, iris) -> dict:
         server, admin_key, mlserver, "remote", status="active", traffic_weight=1
     )
     assert remote.status_code == 201, remote.text
-    return remote.json()
+    yield remote.json()
+    # The instance is shared with the other end-to-end modules, which list its models.
+    instance.manage(
+        "shell",
+        "-c",
+        "from predictions.models import ModelVersion\n"
+        "from predictions.services import model_version_set_status\n"
+        f"for v in ModelVersion.objects.filter(model__name={MODEL!r}):\n"
+        "    model_version_set_status(version=v, status='retired')",
+    )
 
 
 def predict(server, key: str, row, version: str | None = None) -> requests.Response:
