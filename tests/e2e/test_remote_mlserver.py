@@ -402,6 +402,44 @@ def test_the_admin_shows_the_upstreams_health_and_never_the_credential(
     assert CREDENTIAL not in listed.text + page.text
 
 
+def set_cache_ttl(instance, seconds: int) -> None:
+    instance.manage(
+        "shell",
+        "-c",
+        "from predictions.models import MLModel\n"
+        "from predictions.services import model_save\n"
+        f"m = MLModel.objects.get(name={MODEL!r}); m.cache_ttl = {seconds}; model_save(model=m)",
+    )
+
+
+def test_the_response_cache_and_idempotency_keys_serve_a_remote_version(
+    server, instance, admin_key, registered, mlserver, iris
+):
+    set_cache_ttl(instance, 60)
+    try:
+        time.sleep(2.0)  # every web process re-reads the registry within a second
+        first = predict(server, admin_key, iris.X[99], "remote")
+        mlserver.pause()  # a cached answer needs no upstream
+        try:
+            cached = predict(server, admin_key, iris.X[99], "remote")
+        finally:
+            mlserver.resume()
+    finally:
+        set_cache_ttl(instance, 0)
+    assert first.status_code == cached.status_code == 200, cached.text
+    assert (first.json()["cached"], cached.json()["cached"]) == (False, True)
+    assert cached.json()["prediction"] == first.json()["prediction"]
+
+    body = {"input_data": iris.X[120].tolist(), "model": MODEL, "model_version": "remote"}
+    headers = {"X-API-Key": admin_key, "Idempotency-Key": "remote-e2e-1"}
+    once, twice = (
+        requests.post(server.url("/api/v1/predict"), json=body, headers=headers, timeout=30)
+        for _ in range(2)
+    )
+    assert once.status_code == twice.status_code == 200, twice.text
+    assert twice.json()["prediction_id"] == once.json()["prediction_id"]
+
+
 def test_a_slow_upstream_is_a_504_and_a_stopped_one_a_502_naming_it(
     server, admin_key, registered, mlserver, iris
 ):
