@@ -402,6 +402,44 @@ def test_the_admin_shows_the_upstreams_health_and_never_the_credential(
     assert CREDENTIAL not in listed.text + page.text
 
 
+def test_the_admin_adds_a_remote_version_after_asking_the_server(
+    server, instance, admin_bearer, registered, mlserver
+):
+    session = admin_session(server, instance)
+    add = server.url("/admin/predictions/modelversion/add/")
+    form = session.get(add, timeout=30)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
+    model_id = re.search(rf'<option value="(\d+)">{MODEL}</option>', form.text).group(1)
+    fields = {
+        "csrfmiddlewaretoken": token,
+        "model": model_id,
+        "label": "from-admin",
+        "runtime": "remote",
+        "status": "staged",
+        "traffic_weight": "0",
+        "shadow_share": "1",
+        "max_batch_size": "64",
+        "batch_wait_ms": "0",
+        "remote_url": mlserver.url,
+        "remote_model": MODEL_NAME,
+        "remote_timeout": "3",
+        "remote_credential_header": "Authorization",
+        "credential": CREDENTIAL,
+    }
+
+    wrong = session.post(add, data={**fields, "remote_model": "no-such-model"}, timeout=30)
+    added = session.post(add, data=fields, timeout=30)
+
+    assert wrong.status_code == 200  # the form again, with the server's refusal
+    assert "does not exist there (HTTP 404)" in html.unescape(wrong.text)
+    assert added.status_code == 200 and "was added successfully" in added.text, added.text[-2000:]
+    assert CREDENTIAL not in wrong.text + added.text
+    key = new_key(server, admin_bearer, "admin-check", ["predict"])
+    answer = predict(server, key, [5.1, 3.5, 1.4, 0.2], "from-admin")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["label"] == "setosa"
+
+
 def set_cache_ttl(instance, seconds: int) -> None:
     instance.manage(
         "shell",
