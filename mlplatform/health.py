@@ -63,6 +63,11 @@ CHECKS: dict[str, Callable[[], None]] = {
 NEED_THE_DATABASE = {"broker"}
 
 
+# Shown in /ready's body under their name, without deciding readiness (the upstreams of remote
+# versions: one that is down fails its own versions' requests, not the process).
+REPORTS: dict[str, Callable[[float], dict | None]] = {}
+
+
 def readiness_check(name: str, check: Callable[[], None], *, needs_database: bool) -> None:
     """Add an app's check to ``/ready``: ``check`` raises when the process is not ready."""
     CHECKS[name] = check
@@ -70,11 +75,17 @@ def readiness_check(name: str, check: Callable[[], None], *, needs_database: boo
         NEED_THE_DATABASE.add(name)
 
 
+def readiness_report(name: str, report: Callable[[float], dict | None]) -> None:
+    """Add an app's report to ``/ready``: ``report(timeout=...)`` gives what to show, or None."""
+    REPORTS[name] = report
+
+
 @require_GET
 def ready(request):
     """Readiness: database, cache, broker and the apps' checks (models) all answer; 503
     otherwise, within about ``READY_TIMEOUT`` seconds when the database is gone, and while the
-    server drains."""
+    server drains. The apps' reports (remote versions' upstreams) are shown when every check
+    passed, without deciding readiness."""
     flag = env(DRAINING_FLAG_VARIABLE)
     if flag and os.path.exists(flag):
         body = {"status": "draining", "timestamp": timezone.now().isoformat(), "checks": {}}
@@ -100,4 +111,8 @@ def ready(request):
         "timestamp": timezone.now().isoformat(),
         "checks": results,
     }
+    if ok:
+        for name, report in REPORTS.items():
+            if shown := report(timeout=platform_setting("READY_TIMEOUT") * 2 / 3):
+                body[name] = shown
     return JsonResponse(body, status=200 if ok else 503)

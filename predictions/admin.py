@@ -1,5 +1,7 @@
 """Admin: models, versions (artifact upload, activation, weights) and stored predictions."""
 
+from dataclasses import replace
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -16,7 +18,22 @@ from predictions.admin_views import model_add_from_file_view, model_comparison_v
 from predictions.artifact_files import artifact_staged
 from predictions.models import BatchJob, MLModel, ModelVersion, Prediction
 from predictions.services.batch import batch_job_cancel, batch_job_retry, job_progress
+from predictions.services.remote import (
+    Upstream,
+    remote_health,
+    remote_upstream_check,
+    remote_version_configure,
+    remote_version_register,
+)
 from predictions.webhooks import admin as webhook_admin  # noqa: F401  (registers its admin)
+
+_REMOTE_SETTINGS = (
+    "remote_url",
+    "remote_model",
+    "remote_model_version",
+    "remote_timeout",
+    "remote_credential_header",
+)
 
 
 def progress_text(done: int, total: int, rate, end, terminal: bool) -> str:
@@ -151,7 +168,25 @@ class ModelVersionForm(forms.ModelForm):
         required=False,
         help_text="numpy runtime: a .npz dense network (its format: docs/models.md); "
         'ensemble runtime: a JSON file {"members": [{"version": "v1", "weight": 1}, ...]}. '
-        "It is validated against the model's features and labels before it is saved.",
+        "It is validated against the model's features and labels before it is saved. "
+        "A remote version has none: fill in its upstream below.",
+    )
+    credential = forms.CharField(
+        required=False,
+        strip=False,
+        max_length=4000,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Remote runtime: sent to the server in the credential header; never shown "
+        "again. Leave empty to keep the one stored.",
+    )
+    clear_credential = forms.BooleanField(
+        required=False, help_text="Remote runtime: send no credential from now on."
+    )
+    remote_output = forms.CharField(
+        required=False,
+        max_length=200,
+        help_text="Remote runtime: the output that is the answer (empty: from the server's "
+        "metadata, class probabilities for a classifier).",
     )
 
     class Meta:
@@ -167,16 +202,65 @@ class ModelVersionForm(forms.ModelForm):
             "shadow_share",
             "max_batch_size",
             "batch_wait_ms",
+            *_REMOTE_SETTINGS,
         ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["remote_timeout"].required = False  # only remote versions need one
+        if self.instance.pk and self.instance.runtime == ModelVersion.Runtime.REMOTE:
+            self.fields["remote_output"].initial = (self.instance.remote_signature or {}).get(
+                "output", ""
+            )
+
+    def clean_remote_timeout(self):
+        value = self.cleaned_data.get("remote_timeout")
+        return self.instance.remote_timeout if value is None else value
+
+    def upstream(self) -> Upstream:
+        cleaned = self.cleaned_data
+        return Upstream(
+            url=cleaned.get("remote_url") or "",
+            model=cleaned.get("remote_model") or "",
+            version=cleaned.get("remote_model_version") or "",
+            timeout=cleaned.get("remote_timeout") or 10.0,
+            credential=cleaned.get("credential") or "",
+            credential_header=cleaned.get("remote_credential_header") or "Authorization",
+            output=cleaned.get("remote_output") or "",
+        )
+
+    def upstream_changed(self) -> bool:
+        return bool(
+            {*_REMOTE_SETTINGS, "remote_output"} & set(self.changed_data)
+            or self.cleaned_data.get("credential")
+            or self.cleaned_data.get("clear_credential")
+        )
 
     def clean(self):
         cleaned = super().clean()
+        runtime = cleaned.get("runtime") or self.instance.runtime
+        model = cleaned.get("model") or getattr(self.instance, "model", None)
         upload = cleaned.get("artifact_file")
+        if runtime == ModelVersion.Runtime.REMOTE:
+            if upload is not None:
+                self.add_error("artifact_file", "A remote version has no artifact file.")
+            elif model is not None and (not self.instance.pk or self.upstream_changed()):
+                upstream = self.upstream()
+                if (
+                    self.instance.pk
+                    and not upstream.credential
+                    and not cleaned.get("clear_credential")
+                ):
+                    upstream = replace(upstream, credential=self.instance.remote_credential)
+                try:
+                    remote_upstream_check(model=model, upstream=upstream)
+                except PlatformError as exc:
+                    self.add_error(None, exc.detail)
+            return cleaned
         if upload is None:
             if not self.instance.pk:
                 self.add_error("artifact_file", "Upload the version's artifact.")
             return cleaned
-        model = cleaned.get("model") or getattr(self.instance, "model", None)
         if model is None:
             return cleaned
         try:
@@ -200,11 +284,21 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "max_batch_size",
         "holdout",
         "runtime",
+        "upstream",
         "created_at",
     ]
     list_filter = ["model", "status", "runtime", "is_shadow"]
     list_editable = ["traffic_weight"]
-    readonly_fields = ["checksum", "artifact_name", "metrics", "created_at", "updated_at"]
+    readonly_fields = [
+        "checksum",
+        "artifact_name",
+        "metrics",
+        "upstream_health",
+        "credential_stored",
+        "remote_signature",
+        "created_at",
+        "updated_at",
+    ]
     actions = ["activate", "retire", "make_default"]
 
     def get_queryset(self, request):
@@ -219,7 +313,35 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def holdout(self, version: ModelVersion) -> str:
         return _accuracy(version)
 
+    @admin.display(description="upstream")
+    def upstream(self, version: ModelVersion) -> str:
+        """A remote version's server: ready or not, asked now (the list's column)."""
+        if version.runtime != ModelVersion.Runtime.REMOTE:
+            return "—"
+        health = remote_health(version)
+        if health["status"] == "ok":
+            return format_html('<span title="{}">✔ ready</span>', health["upstream"])
+        return format_html('<span title="{}">✘ {}</span>', health["upstream"], health["error"])
+
+    @admin.display(description="upstream health")
+    def upstream_health(self, version: ModelVersion) -> str:
+        if version.runtime != ModelVersion.Runtime.REMOTE:
+            return "—"
+        health = remote_health(version)
+        if health["status"] == "ok":
+            return f"ready: {health['upstream']}"
+        return f"not ready: {health['error']}"
+
+    @admin.display(description="credential")
+    def credential_stored(self, version: ModelVersion) -> str:
+        if version.runtime != ModelVersion.Runtime.REMOTE:
+            return "—"
+        return "stored (never shown)" if version.remote_credential else "none"
+
     def save_model(self, request, obj, form, change):
+        if obj.runtime == ModelVersion.Runtime.REMOTE:
+            self._save_remote(obj, form, change)
+            return
         upload = form.cleaned_data.get("artifact_file")
         name = getattr(upload, "name", "")
         if not change:
@@ -241,6 +363,32 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if upload is not None:
             services.model_version_replace_artifact(
                 version=obj, artifact=upload, artifact_name=name
+            )
+
+    def _save_remote(self, obj, form, change):
+        upstream = form.upstream()
+        if not change:
+            created = remote_version_register(
+                name=obj.model.name,
+                upstream=upstream,
+                label=obj.label,
+                description=obj.description,
+                status=obj.status,
+                traffic_weight=obj.traffic_weight,
+                max_batch_size=obj.max_batch_size,
+                batch_wait_ms=obj.batch_wait_ms,
+            )
+            if obj.is_shadow:
+                created.version.is_shadow, created.version.shadow_share = True, obj.shadow_share
+                services.model_version_save(version=created.version)
+            obj.pk = created.version.pk
+            return
+        services.model_version_save(version=obj)
+        if form.upstream_changed():
+            remote_version_configure(
+                version=obj,
+                upstream=upstream,
+                keep_credential=not form.cleaned_data.get("clear_credential"),
             )
 
     @admin.action(description="Activate selected versions")

@@ -13,8 +13,10 @@ class PredictionsConfig(AppConfig):
         # Connect the receivers that delete files with their rows.
         from predictions import artifact_files, batch_files  # noqa: F401
         from predictions.registry import check_models_ready
+        from predictions.services.remote import remote_versions_health
         from predictions.stats import BatchBacklogCollector, usage_record
 
         health.readiness_check("models", check_models_ready, needs_database=True)
+        health.readiness_report("remote", remote_versions_health)
         metrics.scrape_collector(BatchBacklogCollector())
         logging.USER_REQUEST_OBSERVERS.append(usage_record)

@@ -63,6 +63,7 @@ class ModelVersion(models.Model):
         NUMPY = "numpy", "numpy (.npz dense network)"
         ENSEMBLE = "ensemble", "ensemble (weighted average of other versions)"
         ONNX = "onnx", "onnx (.onnx graph run by onnxruntime)"
+        REMOTE = "remote", "remote (a V2 inference server: Triton, KServe, MLServer)"
 
     model = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="versions")
     label = models.SlugField(max_length=50)
@@ -103,6 +104,47 @@ class ModelVersion(models.Model):
         "first one (0: never wait; an idle model answers at once).",
     )
     metrics = models.JSONField(default=dict, blank=True, help_text="Metrics from training.")
+    # Runtime "remote": the Open Inference Protocol (V2) server that answers for the version.
+    remote_url = models.CharField(
+        "upstream URL",
+        max_length=500,
+        blank=True,
+        help_text="Base URL of the V2 server, e.g. http://triton:8000 (remote runtime).",
+    )
+    remote_model = models.CharField(
+        "upstream model", max_length=200, blank=True, help_text="The model's name on that server."
+    )
+    remote_model_version = models.CharField(
+        "upstream model version",
+        max_length=100,
+        blank=True,
+        help_text="The model's version there (blank: the server's choice).",
+    )
+    remote_timeout = models.FloatField(
+        "upstream timeout",
+        default=10.0,
+        validators=[MinValueValidator(0.01), MaxValueValidator(300)],
+        help_text="Seconds one request to the server may take (504 beyond).",
+    )
+    remote_credential = models.CharField(
+        max_length=4000,
+        blank=True,
+        editable=False,
+        help_text="Sent to the server; never shown, logged or returned.",
+    )
+    remote_credential_header = models.CharField(
+        "credential header",
+        max_length=100,
+        blank=True,
+        default="Authorization",
+        help_text="The header the credential goes in (Authorization: as a Bearer token).",
+    )
+    remote_signature = models.JSONField(
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text="Input, output and output count read from the server at registration.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 

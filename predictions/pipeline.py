@@ -45,7 +45,7 @@ from mlplatform.errors import (
 from predictions.models import ModelVersion
 from predictions.registry import Loaded, ModelEntry, VersionEntry, registry
 from predictions.runtime.ensemble import Ensemble, weighted_sum
-from predictions.runtime.errors import ArtifactError
+from predictions.runtime.errors import ArtifactError, UpstreamError, UpstreamTimeout
 from predictions.runtime.outputs import Outcome, describe
 from predictions.runtime.predictors import Predictor
 from predictions.runtime.routing import pick_weighted, stable_unit
@@ -181,6 +181,25 @@ class NonFiniteOutputs(InvalidInput):
         )
 
 
+class UpstreamFailed(PlatformError):
+    """A remote version's server failed to answer (502); the detail names it."""
+
+    status_code = 502
+    code = "upstream_error"
+
+
+class UpstreamTimedOut(UpstreamFailed):
+    """A remote version's server did not answer within the version's timeout (504)."""
+
+    status_code = 504
+    code = "upstream_timeout"
+
+
+def upstream_failed(version: VersionEntry, exc: UpstreamError) -> UpstreamFailed:
+    kind = UpstreamTimedOut if isinstance(exc, UpstreamTimeout) else UpstreamFailed
+    return kind(f"Version {version.label!r} of model {version.model_name!r}: {exc}.")
+
+
 @dataclass(frozen=True, slots=True)
 class Inference:
     """The outputs for some rows: one row of outputs per input row."""
@@ -299,6 +318,8 @@ def _model_call(version: VersionEntry, predictor: Predictor):
         rows = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
         try:
             outputs = predictor.predict(rows)
+        except UpstreamError as exc:  # the server failed, not a block: no block is run again
+            return [upstream_failed(version, exc) for _ in blocks]
         except Exception as exc:  # noqa: BLE001 - the caller of the block gets it
             if len(blocks) == 1:
                 return [exc]

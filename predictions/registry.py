@@ -29,7 +29,35 @@ from predictions.models import MLModel, ModelVersion, RegistryRevision
 from predictions.runtime.ensemble import Ensemble, parse_spec
 from predictions.runtime.errors import ArtifactError
 from predictions.runtime.predictors import Predictor, load_predictor
+from predictions.runtime.remote import RemotePredictor, RemoteSignature, RemoteTarget
 from predictions.runtime.sources import Source
+
+REMOTE_FIELDS = (
+    "remote_url",
+    "remote_model",
+    "remote_model_version",
+    "remote_timeout",
+    "remote_credential",
+    "remote_credential_header",
+    "remote_signature",
+)
+
+
+def remote_target(row: dict) -> RemoteTarget:
+    """A remote version's upstream, from the values of its ``REMOTE_FIELDS``."""
+    return RemoteTarget(
+        url=row["remote_url"],
+        model=row["remote_model"],
+        version=row["remote_model_version"],
+        timeout=row["remote_timeout"],
+        credential=row["remote_credential"],
+        credential_header=row["remote_credential_header"] or "Authorization",
+    )
+
+
+def remote_predictor(row: dict, *, n_inputs: int) -> RemotePredictor:
+    signature = RemoteSignature.from_dict(row["remote_signature"])
+    return RemotePredictor(remote_target(row), signature, n_inputs=n_inputs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +219,8 @@ class Registry:
                 await _on_a_thread(self.predictor, version)
 
     def _load(self, version: VersionEntry) -> Loaded:
+        if version.runtime == ModelVersion.Runtime.REMOTE:
+            return self._remote(version)
         started = time.perf_counter()
         name = (
             ModelVersion.objects.filter(pk=version.id, checksum=version.checksum)
@@ -205,6 +235,20 @@ class Registry:
         seconds = time.perf_counter() - started
         metrics.model_loaded(model=version.model_name, version=version.label, seconds=seconds)
         return loaded
+
+    def _remote(self, version: VersionEntry) -> Predictor:
+        """A remote version's predictor, from its upstream settings: nothing is asked of the
+        upstream here, so a version whose server is down loads, and answers 502 until it is up."""
+        row = (
+            ModelVersion.objects.filter(pk=version.id, checksum=version.checksum)
+            .values(*REMOTE_FIELDS)
+            .get()
+        )
+        model = self._models[version.model_name]
+        try:
+            return remote_predictor(row, n_inputs=len(model.feature_names))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"its upstream settings are incomplete: {exc}") from None
 
     def _ensemble(self, version: VersionEntry, source: Source) -> Ensemble[VersionEntry]:
         model = self._models[version.model_name]

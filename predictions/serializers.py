@@ -144,8 +144,22 @@ class LiveMetricsSerializer(serializers.Serializer):
     mean_absolute_error = serializers.FloatField(allow_null=True)
 
 
+class RemoteUpstreamSerializer(serializers.Serializer):
+    url = serializers.CharField()
+    model = serializers.CharField()
+    version = serializers.CharField()
+    timeout = serializers.FloatField()
+    output = serializers.CharField()
+    credential_set = serializers.BooleanField(
+        help_text="Whether a credential is sent (never shown)."
+    )
+
+
 class ModelVersionSerializer(serializers.ModelSerializer):
     is_default = serializers.SerializerMethodField()
+    remote = serializers.SerializerMethodField(
+        help_text="Runtime remote: the V2 server that answers for the version; else null."
+    )
     live_metrics = serializers.SerializerMethodField(
         help_text="From feedback: accuracy (classifiers) or mean absolute error (regressors)."
     )
@@ -167,10 +181,24 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "created_at",
             "is_default",
             "live_metrics",
+            "remote",
         ]
 
     def get_is_default(self, version: ModelVersion) -> bool:
         return version.id == version.model.default_version_id
+
+    @extend_schema_field(RemoteUpstreamSerializer(allow_null=True))
+    def get_remote(self, version: ModelVersion) -> dict | None:
+        if version.runtime != ModelVersion.Runtime.REMOTE:
+            return None
+        return {
+            "url": version.remote_url,
+            "model": version.remote_model,
+            "version": version.remote_model_version,
+            "timeout": version.remote_timeout,
+            "output": (version.remote_signature or {}).get("output", ""),
+            "credential_set": bool(version.remote_credential),
+        }
 
     @extend_schema_field(LiveMetricsSerializer)
     def get_live_metrics(self, version: ModelVersion) -> dict:
@@ -343,3 +371,74 @@ class BatchSubmitSerializer(NullMeansAbsent, serializers.Serializer):
         if ("inputs" in data) == ("file" in data):
             raise serializers.ValidationError("Send either JSON 'inputs' or a 'file' upload.")
         return data
+
+
+class RemoteVersionSerializer(serializers.Serializer):
+    """A new version served by an Open Inference Protocol (V2) server: Triton, KServe, MLServer."""
+
+    remote_url = serializers.CharField(
+        max_length=500, help_text="The server's base URL, e.g. http://triton:8000."
+    )
+    remote_model = serializers.CharField(max_length=200, help_text="The model's name there.")
+    remote_model_version = serializers.CharField(
+        max_length=100,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="The model's version there (default: the server's choice).",
+    )
+    remote_timeout = serializers.FloatField(
+        min_value=0.01,
+        max_value=300,
+        default=10.0,
+        help_text="Seconds one request to the server may take (504 beyond).",
+    )
+    remote_credential = serializers.CharField(
+        max_length=4000,
+        required=False,
+        default="",
+        allow_blank=True,
+        trim_whitespace=False,
+        write_only=True,
+        help_text="Sent with every request to the server; never shown again.",
+    )
+    remote_credential_header = serializers.CharField(
+        max_length=100,
+        required=False,
+        default="Authorization",
+        help_text="The header the credential goes in (Authorization: as a Bearer token).",
+    )
+    remote_output = serializers.CharField(
+        max_length=200,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="The output that is the answer (default: from the server's metadata: class "
+        "probabilities for a classifier).",
+    )
+    label = serializers.SlugField(
+        max_length=50, required=False, help_text="Default: the first free v1, v2, ..."
+    )
+    status = serializers.ChoiceField(
+        choices=ModelVersion.Status.choices, default=ModelVersion.Status.STAGED
+    )
+    traffic_weight = serializers.FloatField(min_value=0, max_value=1_000_000, default=0.0)
+    default = serializers.BooleanField(
+        default=False, help_text="Make it the model's default version (needs status active)."
+    )
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    max_batch_size = serializers.IntegerField(min_value=1, max_value=100_000, required=False)
+    batch_wait_ms = serializers.FloatField(min_value=0, max_value=1000, required=False)
+    feature_names = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        allow_empty=False,
+        help_text="A model's first version: its feature names in input order, when the server "
+        "does not say how many features it takes.",
+    )
+    labels = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        allow_empty=False,
+        help_text="A model's first version: class names in output order (classifiers).",
+    )

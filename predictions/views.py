@@ -30,6 +30,7 @@ from predictions.serializers import (
     PredictionFilterSerializer,
     PredictionSerializer,
     PredictRequestSerializer,
+    RemoteVersionSerializer,
     VersionUploadSerializer,
     prediction_payload,
 )
@@ -42,6 +43,7 @@ from predictions.services import (
     prediction_create,
     prediction_create_in_parallel,
 )
+from predictions.services.remote import Upstream, remote_version_register
 
 # Seconds ``/predict/cached`` keeps an answer of a model that has no cache time to live.
 CACHED_ROUTE_TTL = 300
@@ -273,24 +275,32 @@ class ModelDetailView(APIView):
 
 
 class ModelVersionCreateView(APIView):
-    """Register an artifact file as a new version of a model; its signature is read from it."""
+    """Register a new version of a model: an artifact file (multipart), whose signature is read
+    from it, or a model served by a V2 server (JSON with ``remote_url``), whose signature is
+    read from that server."""
 
-    parser_classes = [MultiPartParser]
+    parser_classes = [MultiPartParser, ORJSONParser]
 
     def get_permissions(self):
         # Only POST is offered: other methods answer 405 to any signed-in caller.
         return [MODELS_SCOPE() if self.request.method == "POST" else IsAuthenticated()]
 
     @extend_schema(
-        request={"multipart/form-data": VersionUploadSerializer},
+        request={
+            "multipart/form-data": VersionUploadSerializer,
+            "application/json": RemoteVersionSerializer,
+        },
         responses={
             201: MLModelSerializer,
             404: OpenApiResponse(ErrorSerializer, "Unknown model."),
             413: OpenApiResponse(ErrorSerializer, "The file is larger than MAX_ARTIFACT_BYTES."),
+            502: OpenApiResponse(ErrorSerializer, "The V2 server failed to answer (remote)."),
             **_REGISTRATION_ERRORS,
         },
     )
     def post(self, request, name: str):
+        if "artifact" not in request.data and "remote_url" in request.data:
+            return self._remote(request, name)
         serializer = VersionUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -309,5 +319,32 @@ class ModelVersionCreateView(APIView):
             traffic_weight=data["traffic_weight"],
             make_default=data["default"],
             create_model=False,
+        )
+        return Response(_model_body(registered.model.name), status=201)
+
+    def _remote(self, request, name: str) -> Response:
+        serializer = RemoteVersionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        registered = remote_version_register(
+            name=name,
+            upstream=Upstream(
+                url=data["remote_url"],
+                model=data["remote_model"],
+                version=data["remote_model_version"],
+                timeout=data["remote_timeout"],
+                credential=data["remote_credential"],
+                credential_header=data["remote_credential_header"],
+                output=data["remote_output"],
+            ),
+            label=data.get("label"),
+            description=data["description"],
+            status=data["status"],
+            traffic_weight=data["traffic_weight"],
+            make_default=data["default"],
+            max_batch_size=data.get("max_batch_size"),
+            batch_wait_ms=data.get("batch_wait_ms"),
+            feature_names=data.get("feature_names"),
+            labels=data.get("labels"),
         )
         return Response(_model_body(registered.model.name), status=201)

@@ -45,6 +45,18 @@ class LiveMetrics:
     mean_absolute_error: float | None
 
 
+@strawberry.type(description="The V2 server that answers for a remote version.")
+class RemoteUpstream:
+    url: str
+    model: str
+    version: str
+    timeout: float
+    output: str
+    credential_set: bool = strawberry.field(
+        description="Whether a credential is sent (never shown)."
+    )
+
+
 @strawberry.type(description="A version of a model.")
 class ModelVersion:
     label: str
@@ -65,6 +77,9 @@ class ModelVersion:
     created_at: datetime
     is_default: bool
     live_metrics: LiveMetrics
+    remote: RemoteUpstream | None = strawberry.field(
+        description="Runtime remote: the V2 server that answers for the version; else null."
+    )
 
 
 @strawberry.type(description="A registered model, as GET /api/v1/models/{name} shows it.")
@@ -85,7 +100,13 @@ class MLModel:
     def from_data(cls, data: dict[str, Any]) -> "MLModel":
         """From the REST serializer's data, so that both APIs show the same values."""
         versions = [
-            ModelVersion(**{**version, "live_metrics": LiveMetrics(**version["live_metrics"])})
+            ModelVersion(
+                **{
+                    **version,
+                    "live_metrics": LiveMetrics(**version["live_metrics"]),
+                    "remote": RemoteUpstream(**version["remote"]) if version["remote"] else None,
+                }
+            )
             for version in data["versions"]
         ]
         return cls(**{**data, "versions": versions})

@@ -33,7 +33,14 @@ from predictions.batch_files import (
 )
 from predictions.batch_files import input_name as input_name_of
 from predictions.models import BatchChunk, BatchJob
-from predictions.pipeline import NonFiniteOutputs, Served, pipeline, principal_id, route
+from predictions.pipeline import (
+    NonFiniteOutputs,
+    Served,
+    UpstreamFailed,
+    pipeline,
+    principal_id,
+    route,
+)
 from predictions.registry import registry
 from predictions.runtime.tables import Table
 
@@ -234,6 +241,10 @@ def batch_job_process(*, job_id: str, part: int = 0, parts: int = 1) -> None:
     )
     model = registry.model(job.model_version.model.name)
     version = model.versions.get(job.model_version.label) if model else None
+    if version is None:  # registered since this process last read the registry, maybe
+        registry.mark_stale()
+        model = registry.model(job.model_version.model.name)
+        version = model.versions.get(job.model_version.label) if model else None
     if version is None:
         _finish(job.pk, BatchJob.Status.FAILED, "The job's model version no longer exists.")
         return
@@ -272,7 +283,8 @@ def batch_job_process(*, job_id: str, part: int = 0, parts: int = 1) -> None:
 
 def _chunk_stored(job: BatchJob, served: Served, rows: np.ndarray, index: int) -> bool:
     """Predict one chunk and store its outputs once, however often it is computed; False when
-    its rows overflow the model (the job then fails, naming the row)."""
+    its rows overflow the model or a remote version's server fails (the job then fails, naming
+    the rows)."""
     start, stop = index * job.chunk_size, min((index + 1) * job.chunk_size, job.total_inputs)
     started = time.perf_counter()
     try:
@@ -284,6 +296,9 @@ def _chunk_stored(job: BatchJob, served: Served, rows: np.ndarray, index: int) -
             f"row {start + exc.row + 1}: the values overflow the model (its outputs are not "
             "finite numbers).",
         )
+        return False
+    except UpstreamFailed as exc:  # a remote version's server: the job can be retried later
+        _finish(job.pk, BatchJob.Status.FAILED, f"rows {start + 1}-{stop}: {exc.detail}")
         return False
     name, sha256 = file_save(chunk_name(job.pk, index), npy_bytes(outputs))
     with transaction.atomic():

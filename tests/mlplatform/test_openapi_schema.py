@@ -107,16 +107,19 @@ def test_a_batch_is_documented_as_json_rows_or_an_uploaded_file(schema):
     assert "inputs" not in upload["properties"]
 
 
-def test_a_version_upload_is_documented_as_a_binary_artifact_and_form_fields(schema):
+def test_a_new_version_is_documented_as_a_file_upload_or_a_remote_server_in_json(schema):
     operation = schema["paths"]["/api/v1/models/{name}/versions"]["post"]
-    (media,) = operation["requestBody"]["content"]
-    upload = _resolved(schema, operation["requestBody"]["content"][media]["schema"])
+    content = operation["requestBody"]["content"]
+    upload = _resolved(schema, content["multipart/form-data"]["schema"])
+    remote = _resolved(schema, content["application/json"]["schema"])
 
-    assert media == "multipart/form-data"
+    assert list(content) == ["multipart/form-data", "application/json"]
     assert upload["required"] == ["artifact"]
     assert upload["properties"]["artifact"]["format"] == "binary"
     assert {"label", "status", "traffic_weight", "labels"} <= set(upload["properties"])
-    assert {"201", "400", "403", "404", "409", "413"} <= set(operation["responses"])
+    assert sorted(remote["required"]) == ["remote_model", "remote_url"]
+    assert remote["properties"]["remote_credential"]["writeOnly"] is True
+    assert {"201", "400", "403", "404", "409", "413", "502"} <= set(operation["responses"])
 
 
 def test_a_new_model_is_documented_as_json(schema):

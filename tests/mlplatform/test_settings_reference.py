@@ -11,7 +11,12 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("mlplatform", "accounts", "predictions")
 # The web server's start-up sets variables for the processes it starts.
 MAY_TOUCH_THE_ENVIRONMENT = {"mlplatform/conf.py", "mlplatform/asgi.py", "mlplatform/settings.py"}
-MAY_READ_THE_ENVIRONMENT = {"mlplatform/conf.py", "mlplatform/management/commands/serve.py"}
+MAY_READ_THE_ENVIRONMENT = {
+    "mlplatform/conf.py",
+    "mlplatform/management/commands/serve.py",
+    # Reads the variable its operator names for a remote server's credential: input, not a setting.
+    "predictions/management/commands/register_model.py",
+}
 BEGIN, END = (
     "<!-- rendered from mlplatform/conf.py: begin -->\n",
     "<!-- rendered from mlplatform/conf.py: end -->",

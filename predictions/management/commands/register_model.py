@@ -1,5 +1,6 @@
 """``manage.py register_model NAME FILE``: a model (created if needed) and a version in one step."""
 
+import os
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -7,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from mlplatform.errors import PlatformError
 from predictions import services
 from predictions.models import MLModel, ModelVersion
+from predictions.services.remote import Upstream, remote_version_register
 
 
 def _names(value: str) -> list[str]:
@@ -28,7 +30,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="The model's name, e.g. iris (created if needed).")
-        parser.add_argument("path", type=Path, help="The artifact file.")
+        parser.add_argument(
+            "path", type=Path, nargs="?", help="The artifact file (none for --remote-url)."
+        )
         parser.add_argument(
             "--label", help="The new version's label (default: the first free v1, v2, ...)."
         )
@@ -68,6 +72,26 @@ class Command(BaseCommand):
             help="Traffic weight in the model's split (default 0: reachable by name only).",
         )
         parser.add_argument("--description", default="")
+        remote = parser.add_argument_group(
+            "remote versions", "A model served by a V2 server (Triton, KServe, MLServer)."
+        )
+        remote.add_argument("--remote-url", help="The server's base URL, e.g. http://triton:8000.")
+        remote.add_argument("--remote-model", help="The model's name on the server.")
+        remote.add_argument("--remote-model-version", default="", help="Its version there.")
+        remote.add_argument(
+            "--remote-timeout", type=float, default=10.0, help="Seconds per request (10)."
+        )
+        remote.add_argument(
+            "--remote-credential-env",
+            metavar="VARIABLE",
+            help="The environment variable holding the credential (kept off the command line).",
+        )
+        remote.add_argument(
+            "--remote-credential-header",
+            default="Authorization",
+            help="The header the credential goes in (Authorization: as a Bearer token).",
+        )
+        remote.add_argument("--remote-output", default="", help="The output that is the answer.")
         parser.add_argument(
             "--default",
             action="store_true",
@@ -75,6 +99,49 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, name, path, **options):
+        if options["remote_url"]:
+            if path is not None:
+                raise CommandError("Give a file or --remote-url, not both.")
+            registered = self._remote(name, options)
+        elif path is None:
+            raise CommandError("Give the artifact file (or --remote-url for a remote version).")
+        else:
+            registered = self._file(name, path, options)
+        self._report(registered, options)
+
+    def _remote(self, name: str, options: dict):
+        variable = options["remote_credential_env"]
+        credential = ""
+        if variable:
+            if variable not in os.environ:
+                raise CommandError(f"The environment variable {variable} is not set.")
+            credential = os.environ[variable]
+        try:
+            return remote_version_register(
+                name=name,
+                upstream=Upstream(
+                    url=options["remote_url"],
+                    model=options["remote_model"] or "",
+                    version=options["remote_model_version"],
+                    timeout=options["remote_timeout"],
+                    credential=credential,
+                    credential_header=options["remote_credential_header"],
+                    output=options["remote_output"],
+                ),
+                label=options["label"],
+                task=options["task"],
+                description=options["description"],
+                feature_names=options["features"],
+                labels=options["labels"],
+                status=options["status"],
+                traffic_weight=options["weight"],
+                make_default=options["default"],
+                create_model=True,
+            )
+        except PlatformError as exc:
+            raise CommandError(exc.detail) from None
+
+    def _file(self, name: str, path: Path, options: dict):
         if not path.is_file():
             raise CommandError(f"Cannot read {path}: no such file.")
         try:
@@ -94,6 +161,9 @@ class Command(BaseCommand):
             )
         except PlatformError as exc:
             raise CommandError(exc.detail) from None
+        return registered
+
+    def _report(self, registered, options: dict) -> None:
         model, version = registered.model, registered.version
         if registered.model_created:
             self.stdout.write(
