@@ -11,6 +11,9 @@
   instrumentation  /predict with metrics and logs vs MLPLATFORM_INSTRUMENTATION=0
   batch            a batch job (--rows, --format) from upload to completed, and its CSV
                    download, vs the tutorial's per-row loop over the same rows
+  remote           one client: /predict to a remote version (a real MLServer, tests/mlserver.py)
+                   and to the same pipeline as a local ONNX version vs MLServer's own infer;
+                   a batch job's rows/s through the remote vs its rows sent to MLServer directly
 
 Every comparison loads its sides in turn, --rounds times, and prints the median of each
 figure: req/s, server CPU per request (all the server's processes, from /proc), p50, p99,
@@ -35,6 +38,7 @@ import requests
 from bench.clients import stalled_streams, ws_load
 from bench.harness import (
     FAILED,
+    Server,
     Side,
     compare,
     free_port,
@@ -269,6 +273,99 @@ def batch(inst, args) -> None:
         sys.exit("the job's results differ from the runtime's")
 
 
+def remote(inst, args) -> None:
+    import statistics
+    import tempfile
+
+    from tests.mlserver import MODEL_NAME, MODEL_VERSION, iris_models, start_mlserver
+
+    iris, work = iris_models(), Path(tempfile.mkdtemp(prefix="bench-remote-"))
+    upstream = start_mlserver(work, iris.pipeline, http_port=free_port(), grpc_port=free_port())
+    try:
+        (work / "iris.onnx").write_bytes(iris.onnx)
+        labels = ["--labels", ",".join(iris.labels), "--status", "active"]
+        manage(
+            inst.env,
+            "register_model",
+            "iris-remote",
+            str(work / "iris.onnx"),
+            "--label",
+            "local",
+            *labels,
+        )
+        target = ["--remote-url", upstream.url, "--remote-model", MODEL_NAME]
+        target += [
+            "--remote-model-version",
+            MODEL_VERSION,
+            "--label",
+            "remote",
+            "--status",
+            "active",
+        ]
+        manage(inst.env, "register_model", "iris-remote", *target)
+        row = iris.X[60].tolist()
+        tensor = {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row}
+        v2 = json.dumps({"inputs": [tensor], "outputs": [{"name": "predict_proba"}]})
+        infer = f"/v2/models/{MODEL_NAME}/versions/{MODEL_VERSION}/infer"
+        with platform(inst, worker=True) as ours:
+            direct = post(
+                Server(upstream.process, upstream.url, upstream.log),
+                infer,
+                v2,
+                inst,
+                "MLServer infer, directly",
+            )
+            sides = [
+                direct,
+                post(
+                    ours,
+                    PREDICT,
+                    body("iris-remote", row, "remote"),
+                    inst,
+                    "/predict, remote version",
+                ),
+                post(
+                    ours, PREDICT, body("iris-remote", row, "local"), inst, "/predict, local ONNX"
+                ),
+            ]
+            compare(f"one client, a remote version, {inst.profile}", sides, 1, args)
+            p50 = [statistics.median(r.p50 for r in side.rounds) for side in sides]
+            print(f"  added by the platform to MLServer's p50: {p50[1] - p50[0]:+.2f} ms")
+
+            rows = np.tile(iris.X, (args.rows // len(iris.X) + 1, 1))[: args.rows]
+            upload = io.BytesIO()
+            np.save(upload, rows)
+            session = requests.Session()
+            session.headers["X-API-Key"] = inst.key
+            answer = session.post(
+                f"{ours.base}/api/v1/predict/batch",
+                data={"model": "iris-remote", "model_version": "remote"},
+                files={"file": ("rows.npy", upload.getvalue())},
+                timeout=args.timeout,
+            )
+            status = ours.base + answer.json()["links"]["self"]
+            while (job := session.get(status, timeout=30).json())["status"] not in TERMINAL:
+                time.sleep(0.05)
+            if job["status"] != "completed":
+                sys.exit(f"the job through the remote ended {job['status']}: {job.get('error')}")
+            started, chunk = time.perf_counter(), 100_000
+            for at in range(0, len(rows), chunk):
+                part = rows[at : at + chunk]
+                tensor = {"name": "input", "shape": list(part.shape), "datatype": "FP32"}
+                document = {"inputs": [{**tensor, "data": part.ravel().tolist()}]}
+                requests.post(upstream.url + infer, json=document, timeout=600).raise_for_status()
+            alone = len(rows) / (time.perf_counter() - started)
+            print(
+                f"  batch job of {len(rows):,} rows through the remote: "
+                f"{len(rows) / job['processing_seconds']:,.0f} rows/s (processing); "
+                f"the rows sent to MLServer directly as {chunk:,}-row JSON tensors: "
+                f"{alone:,.0f} rows/s",
+                flush=True,
+            )
+    finally:
+        upstream.stop()
+
+
 def worker_peaks_mb(pgid: int) -> list[float]:
     """VmHWM of each background-worker (qcluster) process of the server's group."""
     peaks = []
@@ -286,7 +383,18 @@ def worker_peaks_mb(pgid: int) -> list[float]:
 
 SCENARIOS = {
     f.__name__: f
-    for f in (predict, faces, batching, sqlite, ws, streams, traffic, instrumentation, batch)
+    for f in (
+        predict,
+        faces,
+        batching,
+        sqlite,
+        ws,
+        streams,
+        traffic,
+        instrumentation,
+        batch,
+        remote,
+    )
 }
 
 

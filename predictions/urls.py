@@ -35,4 +35,9 @@ urlpatterns = [
     *route(
         "models/<str:name>/versions", views.ModelVersionCreateView.as_view(), "model-version-create"
     ),
+    *route(
+        "models/<str:name>/remote-versions",
+        views.RemoteVersionCreateView.as_view(),
+        "model-remote-version-create",
+    ),
 ]

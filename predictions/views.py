@@ -275,32 +275,25 @@ class ModelDetailView(APIView):
 
 
 class ModelVersionCreateView(APIView):
-    """Register a new version of a model: an artifact file (multipart), whose signature is read
-    from it, or a model served by a V2 server (JSON with ``remote_url``), whose signature is
-    read from that server."""
+    """Register a new version of a model from an artifact file (multipart), whose signature is
+    read from it."""
 
-    parser_classes = [MultiPartParser, ORJSONParser]
+    parser_classes = [MultiPartParser]
 
     def get_permissions(self):
         # Only POST is offered: other methods answer 405 to any signed-in caller.
         return [MODELS_SCOPE() if self.request.method == "POST" else IsAuthenticated()]
 
     @extend_schema(
-        request={
-            "multipart/form-data": VersionUploadSerializer,
-            "application/json": RemoteVersionSerializer,
-        },
+        request={"multipart/form-data": VersionUploadSerializer},
         responses={
             201: MLModelSerializer,
             404: OpenApiResponse(ErrorSerializer, "Unknown model."),
             413: OpenApiResponse(ErrorSerializer, "The file is larger than MAX_ARTIFACT_BYTES."),
-            502: OpenApiResponse(ErrorSerializer, "The V2 server failed to answer (remote)."),
             **_REGISTRATION_ERRORS,
         },
     )
     def post(self, request, name: str):
-        if "artifact" not in request.data and "remote_url" in request.data:
-            return self._remote(request, name)
         serializer = VersionUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -322,7 +315,25 @@ class ModelVersionCreateView(APIView):
         )
         return Response(_model_body(registered.model.name), status=201)
 
-    def _remote(self, request, name: str) -> Response:
+
+class RemoteVersionCreateView(APIView):
+    """Register a new version of a model served by an Open Inference Protocol (V2) server:
+    Triton, KServe, MLServer. Its signature is read from that server."""
+
+    def get_permissions(self):
+        return [MODELS_SCOPE() if self.request.method == "POST" else IsAuthenticated()]
+
+    @extend_schema(
+        request=RemoteVersionSerializer,
+        responses={
+            201: MLModelSerializer,
+            404: OpenApiResponse(ErrorSerializer, "Unknown model."),
+            502: OpenApiResponse(ErrorSerializer, "The V2 server failed to answer."),
+            504: OpenApiResponse(ErrorSerializer, "The V2 server did not answer in time."),
+            **_REGISTRATION_ERRORS,
+        },
+    )
+    def post(self, request, name: str):
         serializer = RemoteVersionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

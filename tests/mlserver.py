@@ -84,7 +84,7 @@ class IrisModels:
 
 
 def iris_models() -> IrisModels:
-    from predictions.runtime.datasets import load_dataset
+    from predictions.demo.datasets import load_dataset
 
     iris = load_dataset("iris")
     X = iris.X.astype(np.float32)

@@ -40,7 +40,7 @@ class Registration:
     signature: ArtifactSignature | None
 
 
-def _checked_name(name: str, what: str, *, max_length: int) -> str:
+def checked_name(name: str, what: str, *, max_length: int) -> str:
     if not name or not _SLUG.match(name) or len(name) > max_length:
         raise InvalidInput(
             f"{what}: {name!r} is not a valid name; use letters, digits, '-' and '_' "
@@ -49,7 +49,7 @@ def _checked_name(name: str, what: str, *, max_length: int) -> str:
     return name
 
 
-def _checked_list(values: Sequence[str] | None, what: str) -> list[str] | None:
+def checked_list(values: Sequence[str] | None, what: str) -> list[str] | None:
     if values is None:
         return None
     values = list(values)
@@ -64,7 +64,7 @@ def _checked_list(values: Sequence[str] | None, what: str) -> list[str] | None:
     return values
 
 
-def _checked_task(task: str | None) -> str | None:
+def checked_task(task: str | None) -> str | None:
     if task is not None and task not in TASKS:
         raise InvalidInput(f"task: {task!r} is not one of {', '.join(TASKS)}.")
     return task
@@ -80,10 +80,10 @@ def model_create(
     labels: Sequence[str] | None = None,
 ) -> MLModel:
     """Create a model with no versions; its first version's file fills in what is not given."""
-    name = _checked_name(name, "name", max_length=100)
-    task = _checked_task(task) or MLModel.Task.CLASSIFICATION
-    feature_names = _checked_list(feature_names, "feature_names")
-    labels = _checked_list(labels, "labels")
+    name = checked_name(name, "name", max_length=100)
+    task = checked_task(task) or MLModel.Task.CLASSIFICATION
+    feature_names = checked_list(feature_names, "feature_names")
+    labels = checked_list(labels, "labels")
     if labels and task == MLModel.Task.REGRESSION:
         raise InvalidInput("labels: a regression model has no class labels.")
     existing = MLModel.objects.filter(name=name).first()
@@ -105,7 +105,7 @@ def model_create(
     return model
 
 
-def _next_label(model: MLModel) -> str:
+def next_label(model: MLModel) -> str:
     taken = set(model.versions.values_list("label", flat=True)) if model.pk else set()
     n = 1
     while f"v{n}" in taken:
@@ -120,7 +120,7 @@ def _signature(runtime: str, source: Source) -> ArtifactSignature:
         raise InvalidInput(f"artifact: the file is not a valid {runtime} model: {exc}") from None
 
 
-def _fill_in(
+def fill_in(
     model: MLModel,
     signature: ArtifactSignature,
     *,
@@ -204,10 +204,10 @@ def model_register(
     them); for an existing model they must agree with it. Everything is checked before anything
     is stored; a refusal (4xx ``PlatformError``) names the problem.
     """
-    name = _checked_name(name, "name", max_length=100)
-    task = _checked_task(task)
-    feature_names = _checked_list(feature_names, "feature_names")
-    labels = _checked_list(labels, "labels")
+    name = checked_name(name, "name", max_length=100)
+    task = checked_task(task)
+    feature_names = checked_list(feature_names, "feature_names")
+    labels = checked_list(labels, "labels")
     if status not in ModelVersion.Status.values:
         raise InvalidInput(
             f"status: {status!r} is not one of {', '.join(ModelVersion.Status.values)}."
@@ -233,9 +233,9 @@ def model_register(
         if created:
             model = MLModel(name=name, description=description)
         if label is not None:
-            label = _checked_name(label, "label", max_length=50)
+            label = checked_name(label, "label", max_length=50)
         else:
-            label = _next_label(model)
+            label = next_label(model)
 
         signature = None
         if runtime == ModelVersion.Runtime.ENSEMBLE:
@@ -254,10 +254,10 @@ def model_register(
                     status_code=409,
                 )
             if created or not model.versions.exists():
-                _fill_in(model, signature, task=task, feature_names=feature_names, labels=labels)
+                fill_in(model, signature, task=task, feature_names=feature_names, labels=labels)
                 model.save()
             else:
-                _agree(model, feature_names=feature_names, labels=labels)
+                names_agree(model, feature_names=feature_names, labels=labels)
                 signature_check(
                     model=model, n_features=signature.n_features, n_outputs=signature.n_outputs
                 )
@@ -280,7 +280,9 @@ def model_register(
         )
 
 
-def _agree(model: MLModel, *, feature_names: list[str] | None, labels: list[str] | None) -> None:
+def names_agree(
+    model: MLModel, *, feature_names: list[str] | None, labels: list[str] | None
+) -> None:
     """What the caller says about a model with versions must be what it is."""
     if feature_names is not None and feature_names != model.feature_names:
         raise InvalidInput(

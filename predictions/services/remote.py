@@ -37,12 +37,12 @@ from predictions.runtime.remote import (
 from predictions.runtime.signature import ArtifactSignature
 from predictions.services.registration import (
     Registration,
-    _agree,
-    _checked_list,
-    _checked_name,
-    _checked_task,
-    _fill_in,
-    _next_label,
+    checked_list,
+    checked_name,
+    checked_task,
+    fill_in,
+    names_agree,
+    next_label,
 )
 from predictions.services.versions import model_save, registry_touch, signature_check
 
@@ -165,12 +165,12 @@ def remote_version_register(
     only if its inputs and outputs fit the model. An unreachable or failing upstream is a 502
     that names it; a mismatch a 400 that names both sides.
     """
-    name = _checked_name(name, "name", max_length=100)
-    task = _checked_task(task)
-    feature_names = _checked_list(feature_names, "feature_names")
-    labels = _checked_list(labels, "labels")
+    name = checked_name(name, "name", max_length=100)
+    task = checked_task(task)
+    feature_names = checked_list(feature_names, "feature_names")
+    labels = checked_list(labels, "labels")
     if label is not None:
-        label = _checked_name(label, "label", max_length=50)
+        label = checked_name(label, "label", max_length=50)
     if status not in ModelVersion.Status.values:
         raise InvalidInput(
             f"status: {status!r} is not one of {', '.join(ModelVersion.Status.values)}."
@@ -206,13 +206,13 @@ def remote_version_register(
                 code="task_mismatch",
                 status_code=409,
             )
-        label = label or _next_label(model)
+        label = label or next_label(model)
         described = _described(found, signature, n_features or found.n_features)
         if created or not model.versions.exists():
-            _fill_in(model, described, task=task, feature_names=feature_names, labels=labels)
+            fill_in(model, described, task=task, feature_names=feature_names, labels=labels)
             model.save()
         else:
-            _agree(model, feature_names=feature_names, labels=labels)
+            names_agree(model, feature_names=feature_names, labels=labels)
             signature_check(
                 model=model, n_features=described.n_features, n_outputs=described.n_outputs
             )

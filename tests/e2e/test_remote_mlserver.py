@@ -83,7 +83,7 @@ def register_remote(server, key: str, mlserver, label: str, **fields) -> request
     return post(
         server,
         key,
-        f"/api/v1/models/{MODEL}/versions",
+        f"/api/v1/models/{MODEL}/remote-versions",
         json={
             "remote_url": mlserver.url,
             "remote_model": MODEL_NAME,
@@ -173,7 +173,7 @@ def test_an_unreachable_upstream_is_refused_at_registration_naming_it(server, ad
     refused = post(
         server,
         admin_key,
-        f"/api/v1/models/{MODEL}/versions",
+        f"/api/v1/models/{MODEL}/remote-versions",
         json={
             "remote_url": f"http://127.0.0.1:{port}",
             "remote_model": MODEL_NAME,
@@ -317,7 +317,7 @@ def test_a_server_that_takes_binary_tensors_answers_batch_chunks_sent_so(
     created = post(
         server,
         admin_key,
-        f"/api/v1/models/{MODEL}/versions",
+        f"/api/v1/models/{MODEL}/remote-versions",
         json={
             "remote_url": server.base_url,
             "remote_model": MODEL,

@@ -111,15 +111,19 @@ def test_a_new_version_is_documented_as_a_file_upload_or_a_remote_server_in_json
     operation = schema["paths"]["/api/v1/models/{name}/versions"]["post"]
     content = operation["requestBody"]["content"]
     upload = _resolved(schema, content["multipart/form-data"]["schema"])
-    remote = _resolved(schema, content["application/json"]["schema"])
+    remote_operation = schema["paths"]["/api/v1/models/{name}/remote-versions"]["post"]
+    remote_content = remote_operation["requestBody"]["content"]
+    remote = _resolved(schema, remote_content["application/json"]["schema"])
 
-    assert list(content) == ["multipart/form-data", "application/json"]
+    assert list(content) == ["multipart/form-data"]
     assert upload["required"] == ["artifact"]
     assert upload["properties"]["artifact"]["format"] == "binary"
     assert {"label", "status", "traffic_weight", "labels"} <= set(upload["properties"])
+    assert {"201", "400", "403", "404", "409", "413"} <= set(operation["responses"])
+    assert list(remote_content) == ["application/json"]
     assert sorted(remote["required"]) == ["remote_model", "remote_url"]
     assert remote["properties"]["remote_credential"]["writeOnly"] is True
-    assert {"201", "400", "403", "404", "409", "413", "502"} <= set(operation["responses"])
+    assert {"201", "400", "403", "404", "409", "502"} <= set(remote_operation["responses"])
 
 
 def test_a_new_model_is_documented_as_json(schema):

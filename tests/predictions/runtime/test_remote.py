@@ -4,7 +4,6 @@ tests/e2e/test_remote_mlserver.py."""
 
 import numpy as np
 import pytest
-from bench.servers import free_port
 
 from predictions.runtime.errors import UpstreamError
 from predictions.runtime.remote import (
@@ -19,6 +18,7 @@ from predictions.runtime.remote import (
     url_problem,
 )
 from predictions.v2.codec import OutputTensor, decode_request, encode_response
+from tests.servers import free_port
 
 TARGET = RemoteTarget(url="http://127.0.0.1:9", model="iris", version="2", credential="tok-123")
 
