@@ -95,7 +95,7 @@ def set_iris_weights(instance, v1: float, v2: float) -> None:
         "from predictions.models import ModelVersion; "
         "from predictions.services import model_version_save; "
         f"weights = {{'v1': {v1}, 'v2': {v2}}}\n"
-        "for v in ModelVersion.objects.filter(model__name='iris'):\n"
+        "for v in ModelVersion.objects.filter(model__name='iris', label__in=weights):\n"
         "    v.traffic_weight = weights[v.label]; model_version_save(version=v)",
     )
 
