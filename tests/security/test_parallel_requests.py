@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from mlplatform.conf import DEFAULTS
 from tests.servers import Server, start_server
 
 IRIS = [5.1, 3.5, 1.4, 0.2]
@@ -21,9 +22,9 @@ PARALLEL = 24
 @pytest.fixture(scope="module")
 def web(instance, _servers_stopped) -> Iterator[Server]:
     """A server without a background worker: submitted jobs stay unfinished."""
-    server = start_server(
-        instance, "parallel", args=["--no-worker"], env={"WEB_THREADS": str(PARALLEL)}
-    )
+    limit = str(DEFAULTS["MAX_ACTIVE_API_KEYS"])  # the shared instance raises it
+    env = {"WEB_THREADS": str(PARALLEL), "MLPLATFORM_MAX_ACTIVE_API_KEYS": limit}
+    server = start_server(instance, "parallel", args=["--no-worker"], env=env)
     _servers_stopped.append(server)
     yield server
     server.stop()
@@ -120,6 +121,7 @@ def test_simultaneous_requests_with_one_idempotency_key_predict_once(web, racer)
 def test_simultaneous_key_creations_stop_at_the_active_keys_limit(web, racer):
     access = tokens(web, *racer)["access"]
     headers = {"Authorization": f"Bearer {access}"}
+    limit = DEFAULTS["MAX_ACTIVE_API_KEYS"]
 
     answers = all_at_once(
         lambda: requests.post(
@@ -128,13 +130,13 @@ def test_simultaneous_key_creations_stop_at_the_active_keys_limit(web, racer):
             headers=headers,
             timeout=30,
         ),
-        n=30,
+        n=limit + 5,
     )
 
     statuses = sorted(a.status_code for a in answers)
-    assert statuses == [201] * 25 + [409] * 5, [a.text[:200] for a in answers]
+    assert statuses == [201] * limit + [409] * 5, [a.text[:200] for a in answers]
     listed = requests.get(web.url("/api/v1/keys"), headers=headers, timeout=10).json()
-    assert listed["count"] == 25
+    assert listed["count"] == limit
 
 
 def test_simultaneous_requests_over_many_keys_stop_at_the_users_ceiling(serve, racer):
