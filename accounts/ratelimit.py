@@ -5,7 +5,7 @@ none). A request is counted against its principal: the API key, else the user, e
 client's IP address (anonymous endpoints such as token and login); a user's requests also
 count against the user's ceiling (``USER_RATE_LIMITS``), whichever key or token they carry.
 The rate of a group comes from, in order: the key's own override, its owner's override, the
-platform default (``settings.PLATFORM["RATE_LIMITS"]``). The password forms outside the API
+platform default (the ``RATE_LIMITS`` knob). The password forms outside the API
 count their POSTs in the ``auth`` group too (``accounts/login.py``).
 
 Counters live in the Django cache: Redis on the production profile, so every process and host

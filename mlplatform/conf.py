@@ -6,7 +6,8 @@ Two kinds. ``ENVIRONMENT`` holds the variables ``settings.py`` turns into Django
 from ``settings.PLATFORM``, whose defaults they give; each is also set from the environment as
 ``MLPLATFORM_<NAME>``. docs/settings.md is rendered from these declarations (``python -m
 mlplatform.conf``), and a test keeps the two in step. Nothing else reads the environment but
-the web server's own start-up (``manage.py serve``, ``mlplatform/asgi.py``).
+the web server's own start-up (``manage.py serve``, ``mlplatform/asgi.py``) and
+``register_model``, for the variable its operator names to hold a remote server's credential.
 """
 
 import os

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from django.conf import settings
 
+from mlplatform.conf import platform_setting
 from tests.e2e.test_batch_worker import iris_rows, npy_bytes
 
 pytestmark = [
@@ -159,7 +159,7 @@ def test_twenty_concurrent_batch_jobs_each_finish_once_with_exact_rows(cluster, 
         assert job["chunks"] == job["distinct_indexes"] == -(-rows // CHUNK_ROWS), job
         assert job["chunk_rows"] == rows, job
         # One run of each of its parts' tasks finished it: none picked up twice or run again.
-        parts = min(settings.PLATFORM["BATCH_PARALLEL_TASKS"], job["chunks"])
+        parts = min(platform_setting("BATCH_PARALLEL_TASKS"), job["chunks"])
         assert job["attempts"] == job["task_runs"] == job["successes"] == parts, job
         lines = (
             requests.get(
