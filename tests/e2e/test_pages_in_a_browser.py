@@ -26,6 +26,9 @@ def browser(server, instance) -> Iterator:
         chrome.find_element(By.ID, "id_username").send_keys("demo")
         chrome.find_element(By.ID, "id_password").send_keys(instance.passwords["demo"])
         chrome.find_element(By.CSS_SELECTOR, "form [type=submit]").click()
+        # Signed in once the form's post has landed on the API root (a page asked for before
+        # then would go out without the session, or cancel the post).
+        wait_for_text(chrome, ".page-header, h1", "Api Root")
         yield chrome
 
 
