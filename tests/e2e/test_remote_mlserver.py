@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 import requests
 
+from mlplatform.conf import platform_setting
+from predictions.registry import STALE_LIMIT
 from tests.mlserver import MODEL_NAME, MODEL_VERSION, iris_models, start_mlserver
 from tests.servers import MANAGE, free_port
 
@@ -75,6 +77,13 @@ def admin_key(server, admin_bearer) -> str:
     return new_key(server, admin_bearer, "remote-e2e", ["predict", "read", "batch", "models"])
 
 
+def every_process_reads_the_registry() -> None:
+    """Wait out the registry's propagation: a change reaches every web process of the server
+    within 1.5 refresh intervals (``predictions.registry``; docs/models.md), and the production
+    profile runs two."""
+    time.sleep(platform_setting("REGISTRY_REFRESH_SECONDS") * STALE_LIMIT)
+
+
 def post(server, key: str, path: str, **kwargs) -> requests.Response:
     return requests.post(server.url(path), headers={"X-API-Key": key}, timeout=30, **kwargs)
 
@@ -124,6 +133,7 @@ def registered(server, instance, admin_key, mlserver, iris) -> Iterator[dict]:
         server, admin_key, mlserver, "remote", status="active", traffic_weight=1
     )
     assert remote.status_code == 201, remote.text
+    every_process_reads_the_registry()
     yield remote.json()
     # The instance is shared with the other end-to-end modules, which list its models.
     instance.manage(
@@ -328,6 +338,7 @@ def test_a_server_that_takes_binary_tensors_answers_batch_chunks_sent_so(
         },
     )
     assert created.status_code == 201, created.text
+    every_process_reads_the_registry()
     rows = np.tile(iris.X, (20, 1))
 
     outputs = batch_outputs(server, admin_key, rows, "loopback")
