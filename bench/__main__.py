@@ -57,7 +57,7 @@ DENSE = """
 import numpy as np
 from predictions.models import MLModel
 from predictions.runtime.artifacts import dump_dense
-from predictions.services import model_save, model_version_create
+from predictions.catalogue.versions import model_save, model_version_create
 sizes = (1024, 4096, 4096, 10)
 rng = np.random.default_rng(0)
 w = [(rng.standard_normal(p) / np.sqrt(p[0])).astype(np.float32) for p in zip(sizes, sizes[1:])]
@@ -69,9 +69,9 @@ for label, size in (("unbatched", 1), ("batched", 64)):
     model_version_create(model=m, label=label, artifact=art, status="active", max_batch_size=size)
 """
 TRAFFIC = """
-from predictions.artifact_files import artifact_bytes
+from predictions.catalogue.artifacts import artifact_bytes
 from predictions.models import MLModel
-from predictions.services import model_save, model_version_create, model_version_save
+from predictions.catalogue.versions import model_save, model_version_create, model_version_save
 iris = MLModel.objects.get(name="iris")
 art = {v.label: artifact_bytes(v) for v in iris.versions.all()}
 for name, ttl in (("iris-cached", 600), ("iris-shadowed", 0)):

@@ -54,6 +54,20 @@ class DatabaseUnavailable(PlatformError):
         super().__init__(detail)
 
 
+class UpstreamFailed(PlatformError):
+    """A remote model server failed to answer (502); the detail names it, never its credential."""
+
+    status_code = 502
+    code = "upstream_error"
+
+
+class UpstreamTimedOut(UpstreamFailed):
+    """A remote model server did not answer within the version's timeout (504)."""
+
+    status_code = 504
+    code = "upstream_timeout"
+
+
 def error_body(detail: str, code: str, **extra) -> dict:
     """The error shape, with the request id so a caller can quote it to an operator."""
     request_id = current_request_id()

@@ -120,9 +120,9 @@ ASGI_APPLICATION = "mlplatform.asgi.application"
 # endpoint with the same contract (PLATFORM["LEAN_HANDLERS"]); and the paths whose views
 # answer with event streams, served by Django's ASGI handler (every other view by its WSGI
 # handler, on a pool of threads); and modules of WebSocket handlers (their ROUTES).
-LEAN_HANDLERS = ["predictions.lean", "predictions.v2.lean"]
+LEAN_HANDLERS = ["predictions.rest.lean", "predictions.v2.lean"]
 STREAMING_PATHS = [r"^/api/v1/predict/stream/?$", r"^/api/v1/predict/batch/[^/]+/events/?$"]
-WEBSOCKET_HANDLERS = ["predictions.websocket"]
+WEBSOCKET_HANDLERS = ["predictions.streams.websocket"]
 AUTH_USER_MODEL = "accounts.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Every API route answers with or without a trailing slash; no redirects.

@@ -19,7 +19,8 @@ api_v1 = [
     path("health/", health.health),
     path("", include("accounts.urls")),
     path("", include("accounts.webhook_urls")),
-    path("", include("predictions.urls")),
+    path("", include("predictions.rest.urls")),
+    path("", include("predictions.streams.urls")),
 ]
 
 # The browsable API's session login and logout, as ``include("rest_framework.urls")`` routes

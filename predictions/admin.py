@@ -13,18 +13,26 @@ from django.utils.html import format_html
 
 from mlplatform.conf import platform_setting
 from mlplatform.errors import PlatformError
-from predictions import services
 from predictions.admin_views import model_add_from_file_view, model_comparison_view
-from predictions.artifact_files import artifact_staged
-from predictions.models import BatchJob, MLModel, ModelVersion, Prediction
-from predictions.services.batch import batch_job_cancel, batch_job_retry, job_progress
-from predictions.services.remote import (
+from predictions.batch.jobs import batch_job_cancel, batch_job_retry, job_progress
+from predictions.catalogue.artifacts import artifact_staged
+from predictions.catalogue.remote import (
     Upstream,
     remote_health,
     remote_upstream_check,
     remote_version_configure,
     remote_version_register,
 )
+from predictions.catalogue.versions import (
+    artifact_validate,
+    model_save,
+    model_version_create,
+    model_version_replace_artifact,
+    model_version_save,
+    model_version_set_status,
+    registry_touch,
+)
+from predictions.models import BatchJob, MLModel, ModelVersion, Prediction
 from predictions.webhooks import admin as webhook_admin  # noqa: F401  (registers its admin)
 
 _REMOTE_SETTINGS = (
@@ -155,12 +163,12 @@ class MLModelAdmin(admin.ModelAdmin):
         return model_comparison_view(self, request, object_id)
 
     def save_model(self, request, obj, form, change):
-        services.model_save(model=obj)
+        model_save(model=obj)
 
     def save_related(self, request, form, formsets, change):
         with transaction.atomic():
             super().save_related(request, form, formsets, change)
-            services.registry_touch()
+            registry_touch()
 
 
 class ModelVersionForm(forms.ModelForm):
@@ -265,9 +273,7 @@ class ModelVersionForm(forms.ModelForm):
             return cleaned
         try:
             with artifact_staged(upload) as staged:
-                services.artifact_validate(
-                    model=model, runtime=cleaned.get("runtime"), data=staged.source
-                )
+                artifact_validate(model=model, runtime=cleaned.get("runtime"), data=staged.source)
         except PlatformError as exc:
             self.add_error("artifact_file", exc.detail)
         return cleaned
@@ -345,7 +351,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         upload = form.cleaned_data.get("artifact_file")
         name = getattr(upload, "name", "")
         if not change:
-            created = services.model_version_create(
+            created = model_version_create(
                 model=obj.model,
                 label=obj.label,
                 artifact=upload,
@@ -359,11 +365,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
             )
             obj.pk = created.pk
             return
-        services.model_version_save(version=obj)
+        model_version_save(version=obj)
         if upload is not None:
-            services.model_version_replace_artifact(
-                version=obj, artifact=upload, artifact_name=name
-            )
+            model_version_replace_artifact(version=obj, artifact=upload, artifact_name=name)
 
     def _save_remote(self, obj, form, change):
         upstream = form.upstream()
@@ -380,10 +384,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
             )
             if obj.is_shadow:
                 created.version.is_shadow, created.version.shadow_share = True, obj.shadow_share
-                services.model_version_save(version=created.version)
+                model_version_save(version=created.version)
             obj.pk = created.version.pk
             return
-        services.model_version_save(version=obj)
+        model_version_save(version=obj)
         if form.upstream_changed():
             remote_version_configure(
                 version=obj,
@@ -394,13 +398,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.action(description="Activate selected versions")
     def activate(self, request, queryset):
         for version in queryset:
-            services.model_version_set_status(version=version, status=ModelVersion.Status.ACTIVE)
+            model_version_set_status(version=version, status=ModelVersion.Status.ACTIVE)
         self.message_user(request, f"Activated {queryset.count()} version(s).", messages.SUCCESS)
 
     @admin.action(description="Retire selected versions")
     def retire(self, request, queryset):
         for version in queryset:
-            services.model_version_set_status(version=version, status=ModelVersion.Status.RETIRED)
+            model_version_set_status(version=version, status=ModelVersion.Status.RETIRED)
         self.message_user(request, f"Retired {queryset.count()} version(s).", messages.SUCCESS)
 
     @admin.action(description="Make the selected version its model's default")
@@ -408,7 +412,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         for version in queryset:
             model = version.model
             model.default_version = version
-            services.model_save(model=model)
+            model_save(model=model)
         self.message_user(request, "Default version updated.", messages.SUCCESS)
 
 

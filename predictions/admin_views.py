@@ -12,14 +12,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mlplatform.errors import PlatformError
-from predictions import services
-from predictions.comparison import (
+from predictions.catalogue.comparison import (
     LATENCY_SAMPLE,
     Comparison,
     Significance,
     VersionRow,
     model_comparison,
 )
+from predictions.catalogue.registration import model_register
 from predictions.models import MLModel, ModelVersion
 from predictions.runtime.stats import TTest
 
@@ -74,7 +74,7 @@ def model_add_from_file_view(model_admin, request):
         data = form.cleaned_data
         upload = data["artifact"]
         try:
-            registered = services.model_register(
+            registered = model_register(
                 name=data["name"],
                 artifact=upload,
                 artifact_name=upload.name or "",

@@ -11,9 +11,10 @@ class PredictionsConfig(AppConfig):
         from mlplatform import health, logging, metrics
 
         # Connect the receivers that delete files with their rows.
-        from predictions import artifact_files, batch_files  # noqa: F401
-        from predictions.registry import check_models_ready
-        from predictions.services.remote import remote_versions_health
+        from predictions.batch import files  # noqa: F401
+        from predictions.catalogue import artifacts  # noqa: F401
+        from predictions.catalogue.registry import check_models_ready
+        from predictions.catalogue.remote import remote_versions_health
         from predictions.stats import BatchBacklogCollector, usage_record
 
         health.readiness_check("models", check_models_ready, needs_database=True)

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from mlplatform.charts import Series, bar_chart, line_chart
 from predictions.admin_views import verdict
-from predictions.comparison import model_comparison
+from predictions.catalogue.comparison import model_comparison
 from predictions.models import BatchJob, MLModel, Prediction, RequestTally
 from predictions.runtime.stats import percentile
 from predictions.stats import usage_flush, usage_stats

@@ -73,7 +73,7 @@ class ModelVersion(models.Model):
         max_length=255,
         editable=False,
         blank=True,
-        help_text="The artifact's file in the storage, named by its SHA-256 (artifact_files.py).",
+        help_text="The artifact's file in the storage, named by its SHA-256.",
     )
     artifact_name = models.CharField(max_length=255, blank=True)
     checksum = models.CharField(max_length=64, editable=False)

@@ -2,7 +2,7 @@
 
 from django.shortcuts import render
 
-from predictions.registry import registry
+from predictions.catalogue.registry import registry
 
 
 def landing(request):

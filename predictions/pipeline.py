@@ -41,9 +41,11 @@ from mlplatform.errors import (
     InvalidInput,
     NotFound,
     PlatformError,
+    UpstreamFailed,
+    UpstreamTimedOut,
 )
+from predictions.catalogue.registry import Loaded, ModelEntry, VersionEntry, registry
 from predictions.models import ModelVersion
-from predictions.registry import Loaded, ModelEntry, VersionEntry, registry
 from predictions.runtime.ensemble import Ensemble, weighted_sum
 from predictions.runtime.errors import ArtifactError, UpstreamError, UpstreamTimeout
 from predictions.runtime.outputs import Outcome, describe
@@ -179,20 +181,6 @@ class NonFiniteOutputs(InvalidInput):
         super().__init__(
             f"{where}: these values overflow the model (its outputs are not finite numbers)."
         )
-
-
-class UpstreamFailed(PlatformError):
-    """A remote version's server failed to answer (502); the detail names it."""
-
-    status_code = 502
-    code = "upstream_error"
-
-
-class UpstreamTimedOut(UpstreamFailed):
-    """A remote version's server did not answer within the version's timeout (504)."""
-
-    status_code = 504
-    code = "upstream_timeout"
 
 
 def upstream_failed(version: VersionEntry, exc: UpstreamError) -> UpstreamFailed:

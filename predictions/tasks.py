@@ -2,7 +2,7 @@
 
 from mlplatform import tracing
 from mlplatform.logging import task_context
-from predictions.services.batch import batch_job_process
+from predictions.batch.jobs import batch_job_process
 
 
 @task_context

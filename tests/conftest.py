@@ -13,7 +13,7 @@ from accounts.keycache import verified_keys
 from accounts.models import User
 from accounts.scopes import CLIENT_SCOPES
 from accounts.services import api_key_create
-from predictions.registry import registry
+from predictions.catalogue.registry import registry
 from predictions.stats import tallies
 
 # A throw-away instance and real servers on it, for the end-to-end and security suites.

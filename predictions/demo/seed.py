@@ -10,8 +10,8 @@ from django.db import transaction
 from accounts.models import ApiKey, User
 from accounts.scopes import CLIENT_SCOPES, permission_codename
 from accounts.services import api_key_create, api_key_revoke
-from predictions import services
-from predictions.artifact_files import artifact_bytes
+from predictions.catalogue.artifacts import artifact_bytes
+from predictions.catalogue.versions import model_save, model_version_create
 from predictions.demo.training import train_demo_models
 from predictions.models import MLModel, ModelVersion
 from predictions.runtime.artifacts import checksum, load_dense
@@ -73,7 +73,7 @@ def _seed_onnx_demo(report: SeedReport) -> None:
     model = MLModel.objects.get(name=name)
     if not model.versions.filter(label=label).exists():
         source = model.versions.get(label=source_label)
-        services.model_version_create(
+        model_version_create(
             model=model,
             label=label,
             runtime=ModelVersion.Runtime.ONNX,
@@ -110,7 +110,7 @@ def demo_seed(*, issue_key: bool = True, new_key: bool = False) -> SeedReport:
         for trained in demo.versions:
             version = model.versions.filter(label=trained.label).first()
             if version is None:
-                version = services.model_version_create(
+                version = model_version_create(
                     model=model,
                     label=trained.label,
                     artifact=trained.artifact,
@@ -127,7 +127,7 @@ def demo_seed(*, issue_key: bool = True, new_key: bool = False) -> SeedReport:
         if model.default_version_id is None:
             label = DEFAULTS.get(demo.name, demo.versions[0].label)
             model.default_version = model.versions.get(label=label)
-            services.model_save(model=model)
+            model_save(model=model)
         report.models[demo.name] = [v.label for v in demo.versions]
     _seed_onnx_demo(report)
 

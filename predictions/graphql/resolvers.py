@@ -11,13 +11,20 @@ from strawberry.utils.str_converters import to_camel_case
 
 from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput, NotFound
-from predictions.batch_io import submitted_rows
+from predictions.batch.jobs import batch_job_cancel, batch_job_submit
+from predictions.batch.results import submitted_rows
 from predictions.graphql.auth import caller
 from predictions.graphql.types import BatchInput, BatchJob, MLModel, PredictInput, Prediction
 from predictions.models import BatchJob as BatchJobModel
 from predictions.models import MLModel as MLModelModel
 from predictions.models import ModelVersion as ModelVersionModel
 from predictions.pipeline import model_resolve
+from predictions.rest.serializers import (
+    BatchSubmitSerializer,
+    MLModelSerializer,
+    PredictRequestSerializer,
+    prediction_payload,
+)
 from predictions.selectors import (
     batch_job_get,
     batch_jobs_for,
@@ -26,14 +33,7 @@ from predictions.selectors import (
     predictions_filter,
     predictions_for,
 )
-from predictions.serializers import (
-    BatchSubmitSerializer,
-    MLModelSerializer,
-    PredictRequestSerializer,
-    prediction_payload,
-)
 from predictions.services import prediction_create
-from predictions.services.batch import batch_job_cancel, batch_job_submit
 
 READ_JOBS = ("read", "batch")
 

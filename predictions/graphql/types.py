@@ -6,7 +6,7 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
-from predictions.batch_io import job_payload, job_results
+from predictions.batch.results import job_payload, job_results
 from predictions.models import BatchJob as BatchJobModel
 
 

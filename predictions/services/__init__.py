@@ -1,4 +1,5 @@
-"""Services of the ML domain: the functions that write (views and admin call these)."""
+"""Services of predictions: the functions that answer, store and annotate them (the faces call
+these; the catalogue's own services are in ``predictions.catalogue``)."""
 
 from predictions.services.feedback import feedback_submit
 from predictions.services.idempotency import fingerprint, idempotent
@@ -10,35 +11,15 @@ from predictions.services.predict import (
     prediction_create_in_parallel,
     prediction_request,
 )
-from predictions.services.registration import Registration, model_create, model_register
-from predictions.services.versions import (
-    artifact_validate,
-    model_save,
-    model_version_create,
-    model_version_replace_artifact,
-    model_version_save,
-    model_version_set_status,
-    registry_touch,
-)
 
 __all__ = [
     "PredictionRequest",
-    "Registration",
     "aprediction_create",
     "aprediction_request",
-    "artifact_validate",
     "feedback_submit",
     "fingerprint",
     "idempotent",
-    "model_create",
-    "model_register",
-    "model_save",
-    "model_version_create",
-    "model_version_replace_artifact",
-    "model_version_save",
-    "model_version_set_status",
     "prediction_create",
     "prediction_create_in_parallel",
     "prediction_request",
-    "registry_touch",
 ]

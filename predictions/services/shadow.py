@@ -20,9 +20,9 @@ from django.utils import timezone
 
 from mlplatform import metrics
 from mlplatform.background import group_commit
+from predictions.catalogue.registry import VersionEntry
 from predictions.models import ShadowPrediction
 from predictions.pipeline import Served, pipeline
-from predictions.registry import VersionEntry
 from predictions.runtime.outputs import describe
 from predictions.runtime.routing import stable_unit
 

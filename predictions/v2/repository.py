@@ -7,9 +7,9 @@ Versions are loaded (once per process) to be judged, as the server's readiness d
 """
 
 from mlplatform.errors import NotFound
+from predictions.catalogue.registry import ModelEntry, VersionEntry, registry
 from predictions.models import ModelVersion
 from predictions.pipeline import model_resolve, version_resolve
-from predictions.registry import ModelEntry, VersionEntry, registry
 from predictions.v2.services import version_problem
 
 READY = "READY"

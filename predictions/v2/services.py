@@ -20,6 +20,7 @@ from mlplatform import metrics
 from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput, PlatformError
 from mlplatform.logging import log_context_set
+from predictions.catalogue.registry import VersionEntry
 from predictions.models import MLModel, Prediction
 from predictions.pipeline import (
     Inference,
@@ -32,7 +33,6 @@ from predictions.pipeline import (
     route,
     store,
 )
-from predictions.registry import VersionEntry
 from predictions.services.shadow import shadows_send
 from predictions.v2.codec import (
     InferenceRequest,

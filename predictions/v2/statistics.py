@@ -11,9 +11,9 @@ queueing and compute, model executions and the batch sizes the micro-batcher for
 from datetime import datetime
 
 from accounts.models import User
+from predictions.catalogue.registry import VersionEntry, registry
 from predictions.models import ModelVersion
 from predictions.pipeline import model_resolve, version_resolve
-from predictions.registry import VersionEntry, registry
 from predictions.selectors import predictions_for
 from predictions.stats import VersionUsage, usage_by_version
 

@@ -73,8 +73,8 @@ def starve(waiting_for: str) -> None:
     holding none asks the registry (the ``revision`` after the snapshot was marked stale, or
     the ``artifact`` of a version not loaded yet) while the view threads ask it too. Print what
     each got as JSON and exit 1 if any failed."""
+    from predictions.catalogue.registry import registry
     from predictions.models import ModelVersion
-    from predictions.registry import registry
 
     version = registry.model("iris").versions["v1"]
     connection.close()  # back to the pool, which the holders and the reader share below

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from mlplatform.conf import platform_setting
-from predictions.registry import STALE_LIMIT
+from predictions.catalogue.registry import STALE_LIMIT
 from tests.mlserver import MODEL_NAME, MODEL_VERSION, iris_models, start_mlserver
 from tests.servers import MANAGE, free_port
 
@@ -79,8 +79,8 @@ def admin_key(server, admin_bearer) -> str:
 
 def every_process_reads_the_registry() -> None:
     """Wait out the registry's propagation: a change reaches every web process of the server
-    within 1.5 refresh intervals (``predictions.registry``; docs/models.md), and the production
-    profile runs two."""
+    within 1.5 refresh intervals (``predictions.catalogue.registry``; docs/models.md), and the
+    production profile runs two."""
     time.sleep(platform_setting("REGISTRY_REFRESH_SECONDS") * STALE_LIMIT)
 
 
@@ -140,7 +140,7 @@ def registered(server, instance, admin_key, mlserver, iris) -> Iterator[dict]:
         "shell",
         "-c",
         "from predictions.models import ModelVersion\n"
-        "from predictions.services import model_version_set_status\n"
+        "from predictions.catalogue.versions import model_version_set_status\n"
         f"for v in ModelVersion.objects.filter(model__name={MODEL!r}):\n"
         "    model_version_set_status(version=v, status='retired')",
     )
@@ -252,7 +252,7 @@ def test_a_remote_shadow_answers_copies_of_the_local_versions_requests(
         "shell",
         "-c",
         "from predictions.models import ModelVersion\n"
-        "from predictions.services import model_version_save\n"
+        "from predictions.catalogue.versions import model_version_save\n"
         f"v = ModelVersion.objects.get(model__name={MODEL!r}, label='remote-shadow')\n"
         "v.is_shadow = True; v.shadow_share = 1.0; model_version_save(version=v)",
     )
@@ -275,7 +275,7 @@ def test_a_remote_shadow_answers_copies_of_the_local_versions_requests(
             "shell",
             "-c",
             "from predictions.models import ModelVersion\n"
-            "from predictions.services import model_version_set_status\n"
+            "from predictions.catalogue.versions import model_version_set_status\n"
             f"v = ModelVersion.objects.get(model__name={MODEL!r}, label='remote-shadow')\n"
             "model_version_set_status(version=v, status='retired')",
         )
@@ -456,7 +456,7 @@ def set_cache_ttl(instance, seconds: int) -> None:
         "shell",
         "-c",
         "from predictions.models import MLModel\n"
-        "from predictions.services import model_save\n"
+        "from predictions.catalogue.versions import model_save\n"
         f"m = MLModel.objects.get(name={MODEL!r}); m.cache_ttl = {seconds}; model_save(model=m)",
     )
 

@@ -93,7 +93,7 @@ def set_iris_weights(instance, v1: float, v2: float) -> None:
         "shell",
         "-c",
         "from predictions.models import ModelVersion; "
-        "from predictions.services import model_version_save; "
+        "from predictions.catalogue.versions import model_version_save; "
         f"weights = {{'v1': {v1}, 'v2': {v2}}}\n"
         "for v in ModelVersion.objects.filter(model__name='iris', label__in=weights):\n"
         "    v.traffic_weight = weights[v.label]; model_version_save(version=v)",
@@ -157,9 +157,9 @@ def test_a_shadow_version_answers_copies_that_are_stored_and_never_returned(serv
     instance.manage(
         "shell",
         "-c",
-        "from predictions.artifact_files import artifact_bytes\n"
+        "from predictions.catalogue.artifacts import artifact_bytes\n"
         "from predictions.models import MLModel\n"
-        "from predictions.services import model_version_create, model_version_save\n"
+        "from predictions.catalogue.versions import model_version_create, model_version_save\n"
         "model = MLModel.objects.get(name='breast-cancer')\n"
         "artifact = artifact_bytes(model.versions.get(label='v1'))\n"
         f"v = model_version_create(model=model, label={SHADOW!r}, artifact=artifact,"
@@ -194,7 +194,7 @@ def test_a_shadow_version_answers_copies_that_are_stored_and_never_returned(serv
             "shell",
             "-c",
             "from predictions.models import ModelVersion\n"
-            "from predictions.services import registry_touch\n"
+            "from predictions.catalogue.versions import registry_touch\n"
             f"ModelVersion.objects.filter(label={SHADOW!r}).delete(); registry_touch()",
         )
 

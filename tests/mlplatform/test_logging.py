@@ -147,7 +147,7 @@ def test_the_batch_task_logs_with_the_submitting_request_id(key_client, log_line
 
     batch_job_run(job["job_id"])
 
-    task_lines = log_lines("predictions.services.batch")
+    task_lines = log_lines("predictions.batch.jobs")
     assert submit_line["job_id"] == job["job_id"] and submit_line["request_id"] == "b-7"
     assert task_lines and all(line["request_id"] == "b-7" for line in task_lines)
     assert all(line["job_id"] == job["job_id"] for line in task_lines)

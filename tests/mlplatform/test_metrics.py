@@ -11,10 +11,10 @@ from prometheus_client import REGISTRY
 
 from mlplatform import metrics
 from mlplatform.conf import DEFAULTS
+from predictions.batch.jobs import batch_job_process
+from predictions.catalogue.registry import registry
+from predictions.catalogue.versions import model_save
 from predictions.models import MLModel, WebhookDelivery
-from predictions.registry import registry
-from predictions.services import model_save
-from predictions.services.batch import batch_job_process
 from predictions.webhooks import Outcome, webhook_deliver
 
 pytestmark = pytest.mark.usefixtures("demo_models")

@@ -34,7 +34,7 @@ def test_ready_checks_database_cache_broker_and_models(anonymous):
 
 @pytest.mark.usefixtures("demo_models")
 def test_ready_is_503_when_no_model_can_serve(anonymous):
-    from predictions.services import registry_touch
+    from predictions.catalogue.versions import registry_touch
 
     ModelVersion.objects.update(status="retired")
     registry_touch()

@@ -2,8 +2,8 @@
 
 import pytest
 
+from predictions.batch.jobs import batch_job_process
 from predictions.models import RequestTally
-from predictions.services.batch import batch_job_process
 from predictions.stats import Tallies
 
 pytestmark = pytest.mark.usefixtures("demo_models")

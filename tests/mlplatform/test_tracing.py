@@ -64,7 +64,7 @@ def queued(monkeypatch):
     """The tasks queued with django-q2 (run by hand below, as a worker would, later)."""
     calls = []
     monkeypatch.setattr(
-        "predictions.services.batch.async_task",
+        "predictions.batch.jobs.async_task",
         lambda *args, **kwargs: calls.append((args, kwargs)),
     )
     return calls

@@ -5,9 +5,9 @@ from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
 from accounts.models import User
-from predictions.artifact_files import artifact_bytes
+from predictions.catalogue.artifacts import artifact_bytes
+from predictions.catalogue.versions import model_version_create, model_version_save
 from predictions.models import MLModel
-from predictions.services import model_version_create, model_version_save
 
 
 @pytest.fixture

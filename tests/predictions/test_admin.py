@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from predictions.artifact_files import artifact_bytes
+from predictions.catalogue.artifacts import artifact_bytes
 from predictions.models import MLModel, ModelVersion, Prediction
 from predictions.runtime.artifacts import dump_dense
 

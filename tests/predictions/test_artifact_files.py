@@ -14,10 +14,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
 from accounts.models import User
-from predictions.artifact_files import artifact_bytes
+from predictions.catalogue.artifacts import artifact_bytes
+from predictions.catalogue.versions import model_version_create, model_version_replace_artifact
 from predictions.models import ModelVersion
 from predictions.runtime.artifacts import dump_dense
-from predictions.services import model_version_create, model_version_replace_artifact
 
 pytestmark = pytest.mark.usefixtures("demo_models")
 ROW = [5.1, 3.5, 1.4, 0.2]

@@ -12,12 +12,12 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django_q.models import OrmQ
 
-from predictions.batch_files import chunk_name, file_save, npy_bytes
+from predictions.batch.files import chunk_name, file_save, npy_bytes
+from predictions.batch.jobs import batch_job_process
+from predictions.catalogue.registry import registry
+from predictions.catalogue.versions import model_version_create, registry_touch
 from predictions.models import BatchChunk, BatchJob, MLModel, ModelVersion
-from predictions.registry import registry
 from predictions.runtime.artifacts import dump_dense
-from predictions.services import model_version_create, registry_touch
-from predictions.services.batch import batch_job_process
 from tests.streams import streamed
 
 pytestmark = pytest.mark.usefixtures("demo_models")

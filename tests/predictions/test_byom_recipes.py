@@ -18,9 +18,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 
+from predictions.catalogue.versions import registry_touch
 from predictions.models import MLModel
 from predictions.runtime.signature import read_signature
-from predictions.services import registry_touch
 
 pytestmark = pytest.mark.usefixtures("demo_models")
 

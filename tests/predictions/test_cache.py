@@ -3,9 +3,9 @@
 import pytest
 from django.core.cache import cache
 
-from predictions.artifact_files import artifact_bytes
+from predictions.catalogue.artifacts import artifact_bytes
+from predictions.catalogue.versions import model_save, model_version_replace_artifact
 from predictions.models import MLModel, ModelVersion, Prediction
-from predictions.services import model_save, model_version_replace_artifact
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 pytestmark = pytest.mark.usefixtures("demo_models")

@@ -7,11 +7,11 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import User
-from predictions import comparison as comparison_module
-from predictions.artifact_files import artifact_bytes
-from predictions.comparison import model_comparison
+from predictions.catalogue import comparison as comparison_module
+from predictions.catalogue.artifacts import artifact_bytes
+from predictions.catalogue.comparison import model_comparison
+from predictions.catalogue.versions import model_version_create
 from predictions.models import Feedback, MLModel, ModelVersion, Prediction, ShadowPrediction
-from predictions.services import model_version_create
 
 pytestmark = pytest.mark.usefixtures("demo_models")
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from predictions.catalogue.versions import model_version_create
 from predictions.models import MLModel, ModelVersion, Prediction
-from predictions.services import model_version_create
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 pytestmark = pytest.mark.usefixtures("demo_models")

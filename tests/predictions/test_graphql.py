@@ -9,11 +9,11 @@ from django.test import Client
 from graphql import GraphQLError
 from rest_framework.test import APIClient
 
+from predictions.batch.jobs import batch_job_process
 from predictions.graphql.errors import platform_error
 from predictions.graphql.views import same_origin
 from predictions.management.commands.graphql_schema import SCHEMA_FILE, schema_text
 from predictions.models import BatchJob, Prediction
-from predictions.services.batch import batch_job_process
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 PREDICT = """

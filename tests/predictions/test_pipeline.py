@@ -9,10 +9,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from mlplatform.errors import InferenceTimeout
+from predictions.catalogue.registry import registry
+from predictions.catalogue.versions import model_version_save
 from predictions.models import ModelVersion
 from predictions.pipeline import NonFiniteOutputs, Pipeline, route
-from predictions.registry import registry
-from predictions.services import model_version_save
 
 pytestmark = pytest.mark.usefixtures("demo_models")
 

@@ -79,7 +79,7 @@ def test_optional_fields_sent_as_null_mean_absent(key_client):
 
 def test_latest_is_the_newest_active_version(key_client):
     ModelVersion.objects.filter(model__name="iris", label="v2").update(status="retired")
-    from predictions.services import registry_touch
+    from predictions.catalogue.versions import registry_touch
 
     registry_touch()
 

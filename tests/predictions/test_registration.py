@@ -19,10 +19,10 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from predictions.catalogue.versions import registry_touch
 from predictions.demo.datasets import load_dataset
 from predictions.models import MLModel, ModelVersion
 from predictions.runtime.signature import read_signature
-from predictions.services import registry_touch
 
 pytestmark = pytest.mark.usefixtures("demo_models")
 IRIS = load_dataset("iris")

@@ -8,12 +8,12 @@ from asgiref.sync import async_to_sync
 from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 
-from predictions import registry as registry_module
-from predictions.artifact_files import artifact_save
+from predictions.catalogue import registry as registry_module
+from predictions.catalogue.artifacts import artifact_save
+from predictions.catalogue.registry import Registry
+from predictions.catalogue.versions import registry_touch
 from predictions.models import MLModel, ModelVersion, RegistryRevision
-from predictions.registry import Registry
 from predictions.runtime.errors import ArtifactError
-from predictions.services import registry_touch
 from tests.concurrency import Clock, HeldRead
 
 pytestmark = pytest.mark.usefixtures("demo_models")

@@ -4,11 +4,11 @@ from collections import Counter
 
 import pytest
 
-from predictions.artifact_files import artifact_bytes
+from predictions.catalogue.artifacts import artifact_bytes
+from predictions.catalogue.registry import registry
+from predictions.catalogue.versions import model_version_create, registry_touch
 from predictions.models import ModelVersion
 from predictions.pipeline import version_resolve
-from predictions.registry import registry
-from predictions.services import model_version_create, registry_touch
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 pytestmark = pytest.mark.usefixtures("demo_models")

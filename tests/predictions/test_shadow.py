@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from predictions.artifact_files import artifact_save
+from predictions.catalogue.artifacts import artifact_save
+from predictions.catalogue.versions import model_version_save, registry_touch
 from predictions.models import ModelVersion, Prediction, ShadowPrediction
 from predictions.pipeline import route
-from predictions.services import model_version_save, registry_touch
 from predictions.services.shadow import in_flight, shadows_join, shadows_send
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]

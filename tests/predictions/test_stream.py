@@ -8,10 +8,10 @@ from asgiref.sync import async_to_sync, sync_to_async
 
 from mlplatform.errors import DatabaseUnavailable
 from mlplatform.logging import log_context_get
-from predictions import streaming
+from predictions.batch.jobs import batch_job_process
 from predictions.models import Prediction
-from predictions.services.batch import batch_job_process
-from predictions.streaming import HEARTBEAT, job_watcher, prediction_events, stream_slots
+from predictions.streams import events as streaming
+from predictions.streams.events import HEARTBEAT, job_watcher, prediction_events, stream_slots
 from tests.streams import streamed as body_of
 
 pytestmark = pytest.mark.usefixtures("demo_models")

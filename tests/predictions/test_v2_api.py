@@ -16,10 +16,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from mlplatform.conf import DEFAULTS
-from predictions.artifact_files import artifact_save
+from predictions.catalogue.artifacts import artifact_save
+from predictions.catalogue.versions import model_save, registry_touch
 from predictions.demo.datasets import load_dataset
 from predictions.models import MLModel, ModelVersion, Prediction, ShadowPrediction
-from predictions.services import model_save, registry_touch
 from predictions.services.shadow import shadows_join
 from predictions.v2 import views
 

@@ -9,14 +9,14 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
-from predictions.artifact_files import artifact_bytes, artifact_save
+from predictions.catalogue.artifacts import artifact_bytes, artifact_save
+from predictions.catalogue.versions import registry_touch
 from predictions.demo.datasets import load_dataset
 from predictions.demo.seed import demo_seed
 from predictions.models import MLModel, ModelVersion
 from predictions.runtime.artifacts import checksum, dump_dense, load_dense
 from predictions.runtime.dense import DenseNetwork
 from predictions.runtime.onnx import dense_to_onnx
-from predictions.services import registry_touch
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 pytestmark = pytest.mark.usefixtures("demo_models")

@@ -4,8 +4,8 @@ import pytest
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
+from predictions.batch.jobs import batch_job_process
 from predictions.models import BatchJob
-from predictions.services.batch import batch_job_process
 
 IRIS = [5.1, 3.5, 1.4, 0.2]
 ERROR_KEYS = {"detail", "code", "request_id"}

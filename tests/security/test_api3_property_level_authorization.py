@@ -16,8 +16,8 @@ from rest_framework.test import APIClient
 
 from accounts import crypto
 from accounts.models import ApiKey
+from predictions.batch.jobs import batch_job_process
 from predictions.models import BatchJob, Feedback, Prediction
-from predictions.services.batch import batch_job_process
 from tests.security.conftest import IRIS, assert_error, jwt_client
 from tests.streams import streamed
 

@@ -179,7 +179,7 @@ def test_page_size_is_capped(alice, limits):
 
 
 def test_batch_result_pages_are_capped(alice, limits):
-    from predictions.services.batch import batch_job_process
+    from predictions.batch.jobs import batch_job_process
 
     limits(MAX_PAGE_SIZE=4)
     job = alice.post("/api/v1/predict/batch", {"inputs": [IRIS] * 9}, format="json").json()

@@ -104,7 +104,7 @@ def test_a_name_with_any_private_address_is_refused(alice, monkeypatch):
 def test_dns_rebinding_is_caught_at_delivery_without_connecting(
     alice, monkeypatch, django_capture_on_commit_callbacks
 ):
-    from predictions.services.batch import batch_job_process
+    from predictions.batch.jobs import batch_job_process
 
     getaddrinfo, calls = _resolver(
         {"rebind.example": [[PUBLIC], ["169.254.169.254"]]}  # public at submit, then metadata

@@ -43,7 +43,7 @@ def web_processes(requested: int | None) -> int:
 
 
 def websocket_options() -> list[str]:
-    """uvicorn's WebSocket options from the platform's knobs (predictions/websocket.py).
+    """uvicorn's WebSocket options from the platform's knobs (predictions/streams/websocket.py).
 
     uvicorn closes a message past the largest size with 1009 before it is whole, and a socket
     whose pong does not come within the ping interval with 1011. Messages are not compressed:

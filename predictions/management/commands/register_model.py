@@ -6,9 +6,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from mlplatform.errors import PlatformError
-from predictions import services
+from predictions.catalogue.registration import model_register
+from predictions.catalogue.remote import Upstream, remote_version_register
 from predictions.models import MLModel, ModelVersion
-from predictions.services.remote import Upstream, remote_version_register
 
 
 def _names(value: str) -> list[str]:
@@ -145,7 +145,7 @@ class Command(BaseCommand):
         if not path.is_file():
             raise CommandError(f"Cannot read {path}: no such file.")
         try:
-            registered = services.model_register(
+            registered = model_register(
                 name=name,
                 artifact=path,
                 artifact_name=path.name,

@@ -14,15 +14,11 @@ from accounts.permissions import scope_required
 from mlplatform.api.parsers import ORJSONParser
 from mlplatform.api.schema import ErrorSerializer
 from mlplatform.errors import NotFound
+from predictions.catalogue.registration import model_create, model_register
+from predictions.catalogue.remote import Upstream, remote_version_register
 from predictions.models import MLModel, ModelVersion
 from predictions.pipeline import principal_id
-from predictions.selectors import (
-    live_metrics,
-    prediction_get,
-    predictions_filter,
-    predictions_for,
-)
-from predictions.serializers import (
+from predictions.rest.serializers import (
     FeedbackRequestSerializer,
     FeedbackSerializer,
     MLModelSerializer,
@@ -34,16 +30,19 @@ from predictions.serializers import (
     VersionUploadSerializer,
     prediction_payload,
 )
+from predictions.selectors import (
+    live_metrics,
+    prediction_get,
+    predictions_filter,
+    predictions_for,
+)
 from predictions.services import (
     feedback_submit,
     fingerprint,
     idempotent,
-    model_create,
-    model_register,
     prediction_create,
     prediction_create_in_parallel,
 )
-from predictions.services.remote import Upstream, remote_version_register
 
 # Seconds ``/predict/cached`` keeps an answer of a model that has no cache time to live.
 CACHED_ROUTE_TTL = 300

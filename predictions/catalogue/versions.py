@@ -4,7 +4,7 @@ from django.db import transaction
 from django.db.models import F
 
 from mlplatform.errors import InvalidInput, PlatformError
-from predictions.artifact_files import (
+from predictions.catalogue.artifacts import (
     StagedArtifact,
     Upload,
     artifact_local,
@@ -13,8 +13,8 @@ from predictions.artifact_files import (
     artifact_store,
     release_on_commit,
 )
+from predictions.catalogue.registry import registry
 from predictions.models import MLModel, ModelVersion, RegistryRevision
-from predictions.registry import registry
 from predictions.runtime.ensemble import Ensemble, parse_spec
 from predictions.runtime.errors import ArtifactError
 from predictions.runtime.predictors import Predictor, load_predictor

@@ -27,7 +27,7 @@ from accounts.models import ApiKey, User
 from mlplatform.conf import platform_setting
 from mlplatform.errors import DatabaseUnavailable, InvalidInput, PlatformError
 from mlplatform.logging import log_context
-from predictions.batch_io import job_events
+from predictions.batch.results import job_events
 from predictions.models import BatchJob
 from predictions.pipeline import principal_id, route
 from predictions.runtime.errors import InputError

@@ -12,12 +12,12 @@ from django.utils import timezone
 
 from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput, PlatformError
+from predictions.batch.jobs import chunk_outputs, estimated_completion
 from predictions.models import BatchJob
 from predictions.runtime.errors import InputError
 from predictions.runtime.inputs import rows_from_input
 from predictions.runtime.outputs import describe
 from predictions.runtime.tables import FORMATS, Table, TooLarge, TooManyRows, read_table, table_of
-from predictions.services.batch import chunk_outputs, estimated_completion
 
 
 def submitted_rows(data: dict, n_features: int, feature_names) -> tuple[Table, str, str]:

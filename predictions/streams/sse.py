@@ -1,24 +1,30 @@
-"""POST /predict/stream: predictions as Server-Sent Events, each stored as ``/predict`` does."""
+"""Server-Sent Events over HTTP: ``POST /predict/stream`` (predictions, each stored as ``/predict``
+does) and ``GET /predict/batch/{id}/events`` (a batch job's progress)."""
 
 from django.db import connection
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer
 from rest_framework.views import APIView
 
 from accounts.models import ApiKey
-from accounts.permissions import scope_required
+from accounts.permissions import any_scope_required, scope_required
 from mlplatform.api.renderers import ORJSONRenderer
 from mlplatform.api.schema import event_stream_schema
-from predictions.serializers import PredictRequestSerializer
-from predictions.streaming import (
+from mlplatform.conf import platform_setting
+from predictions.batch.results import job_state
+from predictions.models import BatchJob
+from predictions.rest.serializers import PredictRequestSerializer
+from predictions.selectors import batch_job_get
+from predictions.streams.events import (
     CONTENT_TYPE,
     HEADERS,
     held_stream,
     prediction_events,
     sse_event,
     stream_inputs,
+    watched_job_events,
 )
 
 
@@ -130,5 +136,44 @@ class PredictStreamView(APIView):
             version_label=data.get("model_version"),
             timeout=data.get("timeout"),
             request_id=request.request_id,
+        )
+        return event_stream_response(events, request.user)
+
+
+class BatchEventsView(APIView):
+    """Server-Sent Events of a job's progress until it ends; resumable with Last-Event-ID."""
+
+    permission_classes = [any_scope_required("read", "batch")]
+    # EventSource sends ``Accept: text/event-stream``; errors then arrive as one error event.
+    renderer_classes = [ORJSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "Last-Event-ID",
+                str,
+                OpenApiParameter.HEADER,
+                description="Resume after this event (ids are completed-row counts).",
+            ),
+            OpenApiParameter(
+                "last_event_id", str, description="The same, for clients that cannot set headers."
+            ),
+        ],
+        responses={
+            (200, "text/event-stream"): event_stream_schema(
+                "progress", *map(str, BatchJob.TERMINAL), "error"
+            )
+        },
+    )
+    def get(self, request, pk):
+        job = batch_job_get(user=request.user, job_id=pk)
+        last_event_id = request.headers.get("Last-Event-ID") or request.query_params.get(
+            "last_event_id"
+        )
+        events = watched_job_events(
+            job,
+            state=job_state(job.pk),
+            last_event_id=last_event_id,
+            heartbeat_seconds=platform_setting("STREAM_HEARTBEAT_SECONDS"),
         )
         return event_stream_response(events, request.user)

@@ -18,10 +18,19 @@ from dataclasses import dataclass, replace
 import orjson
 from django.db import transaction
 
-from mlplatform.errors import InvalidInput, NotFound, PlatformError
+from mlplatform.errors import InvalidInput, NotFound, PlatformError, UpstreamFailed
+from predictions.catalogue.registration import (
+    Registration,
+    checked_list,
+    checked_name,
+    checked_task,
+    fill_in,
+    names_agree,
+    next_label,
+)
+from predictions.catalogue.registry import REMOTE_FIELDS, registry, remote_target
+from predictions.catalogue.versions import model_save, registry_touch, signature_check
 from predictions.models import MLModel, ModelVersion
-from predictions.pipeline import UpstreamFailed
-from predictions.registry import REMOTE_FIELDS, registry, remote_target
 from predictions.runtime.errors import ArtifactError, UpstreamError
 from predictions.runtime.remote import (
     PROBABILITY_NAMES,
@@ -35,16 +44,6 @@ from predictions.runtime.remote import (
     url_problem,
 )
 from predictions.runtime.signature import ArtifactSignature
-from predictions.services.registration import (
-    Registration,
-    checked_list,
-    checked_name,
-    checked_task,
-    fill_in,
-    names_agree,
-    next_label,
-)
-from predictions.services.versions import model_save, registry_touch, signature_check
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,100}$")
 READY_TIMEOUT = 1.0

@@ -21,9 +21,9 @@ from django_q.tasks import async_task
 from accounts.models import ApiKey, User
 from mlplatform import metrics, tracing
 from mlplatform.conf import platform_setting
-from mlplatform.errors import InvalidInput, PlatformError
+from mlplatform.errors import InvalidInput, PlatformError, UpstreamFailed
 from mlplatform.logging import log_context_set
-from predictions.batch_files import (
+from predictions.batch.files import (
     CorruptFile,
     array_load,
     chunk_name,
@@ -31,17 +31,16 @@ from predictions.batch_files import (
     file_save,
     npy_bytes,
 )
-from predictions.batch_files import input_name as input_name_of
+from predictions.batch.files import input_name as input_name_of
+from predictions.catalogue.registry import registry
 from predictions.models import BatchChunk, BatchJob
 from predictions.pipeline import (
     NonFiniteOutputs,
     Served,
-    UpstreamFailed,
     pipeline,
     principal_id,
     route,
 )
-from predictions.registry import registry
 from predictions.runtime.tables import Table
 
 logger = logging.getLogger(__name__)

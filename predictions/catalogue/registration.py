@@ -15,18 +15,18 @@ from django.db import transaction
 
 from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput, NotFound, PlatformError
-from predictions.artifact_files import Upload, artifact_staged
-from predictions.models import MLModel, ModelVersion
-from predictions.runtime.errors import ArtifactError
-from predictions.runtime.signature import ArtifactSignature, read_signature, runtime_for
-from predictions.runtime.sources import Source
-from predictions.services.versions import (
+from predictions.catalogue.artifacts import Upload, artifact_staged
+from predictions.catalogue.versions import (
     artifact_validate,
     model_save,
     model_version_insert,
     registry_touch,
     signature_check,
 )
+from predictions.models import MLModel, ModelVersion
+from predictions.runtime.errors import ArtifactError
+from predictions.runtime.signature import ArtifactSignature, read_signature, runtime_for
+from predictions.runtime.sources import Source
 
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 TASKS = tuple(MLModel.Task.values)

@@ -24,7 +24,7 @@ from django.db import close_old_connections
 
 from mlplatform import metrics
 from mlplatform.conf import platform_setting
-from predictions.artifact_files import artifact_local
+from predictions.catalogue.artifacts import artifact_local
 from predictions.models import MLModel, ModelVersion, RegistryRevision
 from predictions.runtime.ensemble import Ensemble, parse_spec
 from predictions.runtime.errors import ArtifactError

@@ -1,19 +1,15 @@
 """Routes of the prediction API (under /api/v1)."""
 
 from mlplatform.api.routes import route
-from predictions import batch_views, stats_views, stream_views, views
+from predictions.rest import batch, stats, views
 
 urlpatterns = [
     *route("predict", views.PredictView.as_view(), "predict"),
-    *route("predict/stream", stream_views.PredictStreamView.as_view(), "predict-stream"),
-    *route("predict/batch", batch_views.BatchSubmitView.as_view(), "batch-submit"),
-    *route("predict/batch/<uuid:pk>", batch_views.BatchJobDetailView.as_view(), "batch-detail"),
-    *route(
-        "predict/batch/<uuid:pk>/results", batch_views.BatchResultsView.as_view(), "batch-results"
-    ),
-    *route("predict/batch/<uuid:pk>/events", batch_views.BatchEventsView.as_view(), "batch-events"),
-    *route("predict/batch/<uuid:pk>/cancel", batch_views.BatchCancelView.as_view(), "batch-cancel"),
-    *route("jobs", batch_views.JobListView.as_view(), "job-list"),
+    *route("predict/batch", batch.BatchSubmitView.as_view(), "batch-submit"),
+    *route("predict/batch/<uuid:pk>", batch.BatchJobDetailView.as_view(), "batch-detail"),
+    *route("predict/batch/<uuid:pk>/results", batch.BatchResultsView.as_view(), "batch-results"),
+    *route("predict/batch/<uuid:pk>/cancel", batch.BatchCancelView.as_view(), "batch-cancel"),
+    *route("jobs", batch.JobListView.as_view(), "job-list"),
     *route("predict/ab-test", views.AbTestPredictView.as_view(), "predict-ab-test"),
     *(
         pattern
@@ -22,14 +18,14 @@ urlpatterns = [
     ),
     *route(
         "predict/batch/api-key",
-        batch_views.BatchSubmitApiKeyView.as_view(),
+        batch.BatchSubmitApiKeyView.as_view(),
         "batch-submit-api-key",
     ),
     *route("predict/<uuid:pk>", views.PredictionDetailView.as_view(), "prediction-detail"),
     *route("predictions", views.PredictionListView.as_view(), "prediction-list"),
     *route("predictions/<uuid:pk>/feedback", views.FeedbackView.as_view(), "prediction-feedback"),
-    *route("stats", stats_views.StatsView.as_view(), "stats"),
-    *route("metrics", stats_views.MetricsSummaryView.as_view(), "metrics-summary"),
+    *route("stats", stats.StatsView.as_view(), "stats"),
+    *route("metrics", stats.MetricsSummaryView.as_view(), "metrics-summary"),
     *route("models", views.ModelListView.as_view(), "model-list"),
     *route("models/<str:name>", views.ModelDetailView.as_view(), "model-detail"),
     *route(

@@ -20,25 +20,22 @@ from accounts.models import ApiKey
 from accounts.permissions import any_scope_required, scope_required
 from mlplatform.api.parsers import ORJSONParser
 from mlplatform.api.renderers import ORJSONRenderer
-from mlplatform.api.schema import ErrorSerializer, event_stream_schema
+from mlplatform.api.schema import ErrorSerializer
 from mlplatform.conf import platform_setting
 from mlplatform.errors import InvalidInput
-from predictions.batch_io import (
+from predictions.batch.jobs import batch_job_cancel, batch_job_submit
+from predictions.batch.results import (
     DOWNLOADS,
     job_detail,
     job_payload,
-    job_state,
     result_rows,
     submitted_rows,
 )
 from predictions.models import BatchJob
 from predictions.pipeline import model_resolve, principal_id
+from predictions.rest.serializers import BatchSubmitSerializer, RowsField
 from predictions.selectors import batch_job_get, batch_jobs_for
-from predictions.serializers import BatchSubmitSerializer, RowsField
 from predictions.services import fingerprint, idempotent
-from predictions.services.batch import batch_job_cancel, batch_job_submit
-from predictions.stream_views import EventStreamRenderer, event_stream_response
-from predictions.streaming import watched_job_events
 
 READ = any_scope_required("read", "batch")
 
@@ -288,45 +285,6 @@ def _page(request) -> tuple[int, int]:
     if page < 1 or size < 1:
         raise InvalidInput("page and page_size must be at least 1.")
     return page, min(size, platform_setting("MAX_PAGE_SIZE"))
-
-
-class BatchEventsView(APIView):
-    """Server-Sent Events of a job's progress until it ends; resumable with Last-Event-ID."""
-
-    permission_classes = [READ]
-    # EventSource sends ``Accept: text/event-stream``; errors then arrive as one error event.
-    renderer_classes = [ORJSONRenderer, EventStreamRenderer]
-
-    @extend_schema(
-        parameters=[
-            OpenApiParameter(
-                "Last-Event-ID",
-                str,
-                OpenApiParameter.HEADER,
-                description="Resume after this event (ids are completed-row counts).",
-            ),
-            OpenApiParameter(
-                "last_event_id", str, description="The same, for clients that cannot set headers."
-            ),
-        ],
-        responses={
-            (200, "text/event-stream"): event_stream_schema(
-                "progress", *map(str, BatchJob.TERMINAL), "error"
-            )
-        },
-    )
-    def get(self, request, pk):
-        job = batch_job_get(user=request.user, job_id=pk)
-        last_event_id = request.headers.get("Last-Event-ID") or request.query_params.get(
-            "last_event_id"
-        )
-        events = watched_job_events(
-            job,
-            state=job_state(job.pk),
-            last_event_id=last_event_id,
-            heartbeat_seconds=platform_setting("STREAM_HEARTBEAT_SECONDS"),
-        )
-        return event_stream_response(events, request.user)
 
 
 class BatchCancelView(APIView):

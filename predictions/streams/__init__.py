@@ -1,0 +1,1 @@
+"""The streaming faces: Server-Sent Events (``/predict/stream``, job events) and WebSockets."""
