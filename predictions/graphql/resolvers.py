@@ -19,12 +19,6 @@ from predictions.models import BatchJob as BatchJobModel
 from predictions.models import MLModel as MLModelModel
 from predictions.models import ModelVersion as ModelVersionModel
 from predictions.pipeline import model_resolve
-from predictions.rest.serializers import (
-    BatchSubmitSerializer,
-    MLModelSerializer,
-    PredictRequestSerializer,
-    prediction_payload,
-)
 from predictions.selectors import (
     batch_job_get,
     batch_jobs_for,
@@ -32,6 +26,12 @@ from predictions.selectors import (
     prediction_get,
     predictions_filter,
     predictions_for,
+)
+from predictions.serializers import (
+    BatchSubmitSerializer,
+    MLModelSerializer,
+    PredictRequestSerializer,
+    prediction_payload,
 )
 from predictions.services import prediction_create
 

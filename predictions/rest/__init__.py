@@ -1,1 +1,1 @@
-"""The REST face (``/api/v1``): DRF views and serializers, and the lean handlers of its hot path."""
+"""The REST face (``/api/v1``): DRF views and routes, and the lean handlers of its hot path."""

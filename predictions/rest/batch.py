@@ -33,8 +33,8 @@ from predictions.batch.results import (
 )
 from predictions.models import BatchJob
 from predictions.pipeline import model_resolve, principal_id
-from predictions.rest.serializers import BatchSubmitSerializer, RowsField
 from predictions.selectors import batch_job_get, batch_jobs_for
+from predictions.serializers import BatchSubmitSerializer, RowsField
 from predictions.services import fingerprint, idempotent
 
 READ = any_scope_required("read", "batch")

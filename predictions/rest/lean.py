@@ -25,7 +25,7 @@ from mlplatform.errors import PlatformError
 from mlplatform.jsondepth import too_deep
 from mlplatform.lean import LeanRequest, error_content, rendered
 from mlplatform.logging import log_context
-from predictions.rest.serializers import prediction_payload
+from predictions.serializers import prediction_payload
 from predictions.services import aprediction_create, aprediction_request
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,13 @@ from predictions.catalogue.registration import model_create, model_register
 from predictions.catalogue.remote import Upstream, remote_version_register
 from predictions.models import MLModel, ModelVersion
 from predictions.pipeline import principal_id
-from predictions.rest.serializers import (
+from predictions.selectors import (
+    live_metrics,
+    prediction_get,
+    predictions_filter,
+    predictions_for,
+)
+from predictions.serializers import (
     FeedbackRequestSerializer,
     FeedbackSerializer,
     MLModelSerializer,
@@ -29,12 +35,6 @@ from predictions.rest.serializers import (
     RemoteVersionSerializer,
     VersionUploadSerializer,
     prediction_payload,
-)
-from predictions.selectors import (
-    live_metrics,
-    prediction_get,
-    predictions_filter,
-    predictions_for,
 )
 from predictions.services import (
     feedback_submit,

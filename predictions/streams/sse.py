@@ -15,8 +15,8 @@ from mlplatform.api.schema import event_stream_schema
 from mlplatform.conf import platform_setting
 from predictions.batch.results import job_state
 from predictions.models import BatchJob
-from predictions.rest.serializers import PredictRequestSerializer
 from predictions.selectors import batch_job_get
+from predictions.serializers import PredictRequestSerializer
 from predictions.streams.events import (
     CONTENT_TYPE,
     HEADERS,

@@ -40,7 +40,7 @@ from mlplatform.errors import PlatformError
 from mlplatform.lean import rendered
 from mlplatform.logging import log_context
 from mlplatform.middleware import request_id_from
-from predictions.rest.serializers import prediction_payload
+from predictions.serializers import prediction_payload
 from predictions.services import aprediction_create, aprediction_request
 from predictions.streams.events import StreamsBusy, stream_slots
 

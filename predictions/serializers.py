@@ -1,4 +1,5 @@
-"""Request and response shapes of the prediction API."""
+"""Request and response shapes of the prediction API, shared by its faces (REST, streams,
+GraphQL)."""
 
 from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
