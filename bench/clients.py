@@ -1,7 +1,5 @@
 """The clients wrk cannot be: rows over a WebSocket, and prediction streams left unread."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import json
@@ -32,8 +30,7 @@ def ws_load(url: str, key: str, body: dict, conns: int, seconds: float) -> Resul
     async def one(deadline: float) -> None:
         nonlocal errors
         sent: dict[int, float] = {}
-        headers = {"X-API-Key": key}
-        async with connect(url, additional_headers=headers, compression=None) as ws:
+        async with connect(url, additional_headers={"X-API-Key": key}, compression=None) as ws:
             for i in range(window):
                 sent[i] = time.perf_counter()
                 await ws.send(f'{{"id": {i}, {rest}')
@@ -48,11 +45,10 @@ def ws_load(url: str, key: str, body: dict, conns: int, seconds: float) -> Resul
                     next_id += 1
 
     async def run() -> float:
-        start = time.perf_counter()
-        done = await asyncio.gather(
-            *(one(start + seconds) for _ in range(conns)), return_exceptions=True
-        )
         nonlocal errors
+        start = time.perf_counter()
+        clients = (one(start + seconds) for _ in range(conns))
+        done = await asyncio.gather(*clients, return_exceptions=True)
         errors += sum(isinstance(d, Exception) for d in done)
         return time.perf_counter() - start
 

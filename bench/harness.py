@@ -1,8 +1,6 @@
 """What every scenario shares: a throw-away instance, servers as process groups, wrk, and
 alternated rounds compared against a baseline."""
 
-from __future__ import annotations
-
 import contextlib
 import os
 import secrets
@@ -24,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).with_name("wrk_post.lua")
 TICK = os.sysconf("SC_CLK_TCK")
 FAILED: list[str] = []  # the sides that saw errors
-# The platform as it runs (rate limits counted on both counters) with limits no run reaches.
 FIGURES = ("rps", "cpu_ms", "p50", "p99")
+# The platform as it runs (rate limits counted on both counters) with limits no run reaches.
 UNLIMITED = ",".join(f"{tier}=1000000000/m" for tier in ("predict", "stream", "batch", "api"))
 
 
@@ -36,9 +34,6 @@ class Instance:
     profile: str
     env: dict[str, str]
     key: str
-
-    def headers(self) -> dict[str, str]:
-        return {"Content-Type": "application/json", "X-API-Key": self.key}
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -67,11 +62,9 @@ def instance(profile: str, redis_db: int) -> Iterator[Instance]:
         if profile == "production":
             subprocess.run([*psql, f"CREATE DATABASE {db}"], check=True)
             subprocess.run(flush, check=True, capture_output=True)
-            env.update(DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db}", DEBUG="0")
+            keys = {k: secrets.token_urlsafe(40) for k in ("SECRET_KEY", "JWT_SIGNING_KEY")}
+            env.update(DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db}", DEBUG="0", **keys)
             env.update(REDIS_URL=f"redis://127.0.0.1:6379/{redis_db}", ALLOWED_HOSTS="127.0.0.1")
-            env.update(
-                SECRET_KEY=secrets.token_urlsafe(40), JWT_SIGNING_KEY=secrets.token_urlsafe(40)
-            )
         manage(env, "migrate", "--noinput")
         manage(env, "seed_demo")
         out = manage(env, "createapikey", "demo", "--name", "bench", "--rate", UNLIMITED)
@@ -93,25 +86,30 @@ def free_port() -> int:
 class Server:
     """A server process in a process group of its own, stopped with its children."""
 
-    proc: subprocess.Popen
+    proc: subprocess.Popen  # the group's leader
     base: str
-    log: Path
 
-    @property
-    def pgid(self) -> int:
-        return self.proc.pid
-
-    def cpu_s(self) -> float:
-        """CPU seconds (user + system) of the group's live processes, from /proc."""
-        ticks = 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
+    def processes(self) -> Iterator[tuple[Path, list[str]]]:
+        """The group's live processes: /proc/PID and the fields of its stat after the name."""
+        for entry in Path("/proc").glob("[0-9]*"):
             with contextlib.suppress(OSError, ValueError, IndexError):
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) == self.pgid:
-                    ticks += int(fields[11]) + int(fields[12])
-        return ticks / TICK
+                if int(fields[2]) == self.proc.pid:
+                    yield entry, fields
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) of the group's live processes."""
+        return sum(int(f[11]) + int(f[12]) for _, f in self.processes()) / TICK
+
+    def worker_peaks_mb(self) -> list[float]:
+        """Peak resident memory (VmHWM) of each background-worker (qcluster) process."""
+        peaks = []
+        for entry, _ in self.processes():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if b"qcluster" in (entry / "cmdline").read_bytes():
+                    status = (entry / "status").read_text()
+                    peaks.append(int(status.split("VmHWM:")[1].split()[0]) / 1024)
+        return peaks
 
 
 @contextlib.contextmanager
@@ -121,7 +119,7 @@ def serve(cmd: list[str], env: dict[str, str], port: int, name: str) -> Iterator
     with log.open("wb") as out:
         options = {"cwd": ROOT, "env": env, "stdin": subprocess.DEVNULL, "stderr": out}
         proc = subprocess.Popen(cmd, stdout=out, start_new_session=True, **options)
-    server = Server(proc, f"http://127.0.0.1:{port}", log)
+    server = Server(proc, f"http://127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -198,13 +196,16 @@ class Side:
     rounds: list[Result] = field(default_factory=list)
 
 
-def post(server: Server, path: str, body: str, inst: Instance, name: str, marker: str = ""):
-    """A side that wrk loads with POST `path`, once it has answered 200 (a model loaded)."""
-    url = server.base + path
-    answer = requests.post(url, data=body, headers=inst.headers(), timeout=300)
+def post(server: Server, path: str, body: str, name: str, key: str = "", marker: str = ""):
+    """A side that wrk loads with POST `path` (with API key `key` if given), once it has
+    answered 200 (a model loaded)."""
+    url, headers = server.base + path, {"Content-Type": "application/json"}
+    if key:
+        headers["X-API-Key"] = key
+    answer = requests.post(url, data=body, headers=headers, timeout=300)
     if answer.status_code != 200:
         raise RuntimeError(f"{name}: POST {path} answered {answer.status_code}: {answer.text}")
-    return Side(name, server, lambda c, s: wrk(url, body, inst.headers(), c, s, marker))
+    return Side(name, server, lambda c, s: wrk(url, body, headers, c, s, marker))
 
 
 def compare(title: str, sides: list[Side], conns: int, args) -> None:
@@ -230,8 +231,5 @@ def compare(title: str, sides: list[Side], conns: int, args) -> None:
         errors = sum(r.errors for r in side.rounds)
         if errors:
             FAILED.append(f"{title}: {side.name}")
-        print(
-            f"  {side.name:26}{m['rps']:9.1f}{m['cpu_ms']:11.3f}{m['p50']:8.2f}{m['p99']:8.2f}"
-            f"{errors:7d}{vs}",
-            flush=True,
-        )
+        figures = f"{m['rps']:9.1f}{m['cpu_ms']:11.3f}{m['p50']:8.2f}{m['p99']:8.2f}{errors:7d}"
+        print(f"  {side.name:26}{figures}{vs}", flush=True)

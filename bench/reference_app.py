@@ -1,8 +1,6 @@
 """The tutorial's design: FastAPI, the iris demo model from an in-memory dict, no auth, no
 storage (run on one uvicorn worker with h11 and asyncio by `python -m bench predict`)."""
 
-from __future__ import annotations
-
 import time
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
