@@ -93,6 +93,10 @@ def test_a_one_dimensional_output_is_one_value_per_row():
             "has shape [3, 1] for 2 rows",
         ),
         (
+            b'{"outputs": [{"name": "p", "datatype": "FP32", "shape": [2], "data": [1, 2, 3]}]}',
+            "is not a V2 response: output 'p': shape [2] holds 2 values but data has 3",
+        ),
+        (
             b'{"outputs": [{"name": "a", "datatype": "FP32", "shape": [2], "data": [1, 2]},'
             b' {"name": "b", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}',
             "sent no output 'p'",
