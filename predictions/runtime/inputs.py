@@ -37,7 +37,7 @@ def rows_from_input(
         return _checked_row(value, field, n_features, feature_names, count_prefix="")[None]
     raise InputError(
         f"{field} must be an array of numbers, an array of rows or an object of named features, "
-        f"got {_kind(value)}"
+        f"got {json_kind(value)}"
     )
 
 
@@ -88,7 +88,8 @@ def _checked_row(
         values = [_number(v, f"{place}[{i}]") for i, v in enumerate(row)]
     else:
         raise InputError(
-            f"{place} must be an array of numbers or an object of named features, got {_kind(row)}"
+            f"{place} must be an array of numbers or an object of named features, "
+            f"got {json_kind(row)}"
         )
     if len(values) != n_features:
         raise InputError(f"{count_prefix}expected {n_features} features, got {len(values)}")
@@ -119,7 +120,7 @@ def _values_by_name(
 def _number(value: object, place: str) -> float:
     """Return `value` as a float that fits float32, or raise InputError naming `place`."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
-        raise InputError(f"{place} must be a number, got {_kind(value)}")
+        raise InputError(f"{place} must be a number, got {json_kind(value)}")
     if isinstance(value, np.complexfloating):
         raise InputError(f"{place} must be a real number, got a complex number")
     try:
@@ -131,7 +132,7 @@ def _number(value: object, place: str) -> float:
     return number
 
 
-def _kind(value: object) -> str:
+def json_kind(value: object) -> str:
     """Name a value's type as a JSON client would know it."""
     for kind, name in _JSON_NAMES.items():
         if isinstance(value, kind):

@@ -36,27 +36,16 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+from predictions.runtime import v2codec
 from predictions.runtime.errors import UpstreamError, UpstreamTimeout
+from predictions.runtime.v2codec import DTYPES, HEADER_LENGTH, OutgoingTensor
 
 CONNECT_RETRIES = 2
 JSON_MAX_VALUES = 4096
 POOL_SIZE = 8
-HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_EXTENSION = "binary_tensor_data"
-INPUT_DATATYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
-OUTPUT_DATATYPES = {
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-    "INT8": np.dtype("i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "UINT8": np.dtype("u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-}
+INPUT_DATATYPES = {"FP32": DTYPES["FP32"], "FP64": DTYPES["FP64"]}
+OUTPUT_DATATYPES = frozenset(DTYPES) - {"BOOL"}
 # Output names that hold class probabilities, as Triton (skl2onnx graphs), MLServer (scikit-learn)
 # and KServe name them; a classifier's registration prefers them over a label output.
 PROBABILITY_NAMES = ("probabilities", "predict_proba", "output_probability", "probability")
@@ -299,23 +288,17 @@ def model_ready(client: V2Client, *, timeout: float | None = None) -> str | None
 def encode_request(X: np.ndarray, signature: RemoteSignature) -> tuple[bytes, dict[str, str]]:
     """The body and headers of an ``infer`` request for the rows of ``X`` (JSON, or binary
     tensors beyond ``JSON_MAX_VALUES`` numbers when the server takes them)."""
-    tensor: dict[str, Any] = {
-        "name": signature.input_name,
-        "shape": list(X.shape),
-        "datatype": signature.datatype,
-    }
-    output: dict[str, Any] = {"name": signature.output_name}
-    if signature.binary and X.size > JSON_MAX_VALUES:
-        tensor["parameters"] = {"binary_data_size": X.nbytes}
-        output["parameters"] = {"binary_data": True}
-        header = orjson.dumps({"inputs": [tensor], "outputs": [output]})
-        headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
-        return header + X.tobytes(), headers
-    tensor["data"] = X.reshape(-1)
-    body = orjson.dumps(
-        {"inputs": [tensor], "outputs": [output]}, option=orjson.OPT_SERIALIZE_NUMPY
+    binary = signature.binary and X.size > JSON_MAX_VALUES
+    inputs, raw = v2codec.encode_tensors(
+        [OutgoingTensor(signature.input_name, signature.datatype, X, binary)]
     )
-    return body, {"Content-Type": "application/json"}
+    output: dict[str, Any] = {"name": signature.output_name}
+    if binary:
+        output["parameters"] = {"binary_data": True}
+    body, header_length = v2codec.join_body({"inputs": inputs, "outputs": [output]}, raw)
+    if header_length is None:
+        return body, {"Content-Type": "application/json"}
+    return body, {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(header_length)}
 
 
 def infer(
@@ -350,47 +333,24 @@ def _said(answer: Answer) -> str:
 def decode_outputs(answer: Answer, target: RemoteTarget, name: str, *, n_rows: int) -> np.ndarray:
     """The output ``name`` of an ``infer`` answer (JSON or binary) as float32 rows."""
     upstream = target.upstream
-    header_length = answer.headers.get(HEADER_LENGTH)
-    data = memoryview(answer.data)
-    binary = data[len(data) :]
-    if header_length is not None:
-        try:
-            size = int(header_length)
-        except ValueError:
-            raise UpstreamError(f"{upstream} sent a malformed {HEADER_LENGTH}") from None
-        data, binary = data[:size], data[size:]
     try:
-        document = orjson.loads(data)
-        outputs = document["outputs"]
-        offset = 0
-        for spec in outputs:
-            size = int((spec.get("parameters") or {}).get("binary_data_size") or 0)
-            if spec.get("name") == name or len(outputs) == 1:
-                return _tensor(spec, binary[offset : offset + size], upstream, n_rows)
-            offset += size
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
-        raise UpstreamError(f"{upstream} sent an answer that is not a V2 response") from None
-    raise UpstreamError(f"{upstream} sent no output {name!r}")
-
-
-def _tensor(spec: dict, binary: memoryview, upstream: str, n_rows: int) -> np.ndarray:
-    datatype = spec.get("datatype")
-    dtype = OUTPUT_DATATYPES.get(datatype)
-    if dtype is None:
+        outputs = v2codec.decode_response(answer.data, answer.headers.get(HEADER_LENGTH))
+    except v2codec.ProtocolError as exc:
+        raise UpstreamError(f"{upstream} sent an answer that is not a V2 response: {exc}") from None
+    tensor = next((t for t in outputs if t.name == name or len(outputs) == 1), None)
+    if tensor is None:
+        raise UpstreamError(f"{upstream} sent no output {name!r}")
+    if tensor.datatype not in OUTPUT_DATATYPES:
         raise UpstreamError(
-            f"{upstream}: output {spec.get('name')!r} is {datatype}, not numbers; name a numeric "
-            "output (class probabilities or values)"
+            f"{upstream}: output {tensor.name!r} is {tensor.datatype}, not numbers; name a "
+            "numeric output (class probabilities or values)"
         )
-    shape = [int(d) for d in spec["shape"]]
-    if "data" in spec:
-        values = np.asarray(spec["data"], dtype=dtype)
-    else:
-        values = np.frombuffer(binary, dtype=dtype)
-    if values.size != math.prod(shape) or not shape or shape[0] != n_rows:
+    if not tensor.shape or tensor.shape[0] != n_rows:
         raise UpstreamError(
-            f"{upstream}: output {spec.get('name')!r} has shape {shape} for {n_rows} rows"
+            f"{upstream}: output {tensor.name!r} has shape {list(tensor.shape)} for {n_rows} rows"
         )
-    return np.ascontiguousarray(values.reshape(n_rows, -1), dtype=np.float32)
+    rows = tensor.data.reshape(n_rows, math.prod(tensor.shape[1:]))
+    return np.ascontiguousarray(rows, dtype=np.float32)
 
 
 def model_metadata(client: V2Client) -> dict[str, Any]:

@@ -19,12 +19,13 @@ from mlplatform.conf import platform_setting
 from mlplatform.errors import PlatformError
 from mlplatform.lean import LeanRequest
 from mlplatform.logging import log_context
-from predictions.v2.codec import ProtocolError, decode_request
+from predictions.runtime.v2codec import HEADER_LENGTH, ProtocolError
+from predictions.v2.codec import decode_request
 from predictions.v2.services import answer_encoded, atensor_predictions_create, atensor_request
 
 logger = logging.getLogger(__name__)
 
-HEADER_LENGTH = b"inference-header-content-length"
+_HEADER_LENGTH = HEADER_LENGTH.lower().encode()  # ASGI names headers in lowercase
 
 
 async def infer(scope, receive, send, django, match: re.Match) -> None:
@@ -51,7 +52,7 @@ async def infer(scope, receive, send, django, match: re.Match) -> None:
             status, body = 429, _error(usage.describe())
         else:
             try:
-                inference = decode_request(request.body, request.header(HEADER_LENGTH))
+                inference = decode_request(request.body, request.header(_HEADER_LENGTH))
                 checked = await atensor_request(
                     user=key.owner,
                     api_key=key,
@@ -65,7 +66,7 @@ async def infer(scope, receive, send, django, match: re.Match) -> None:
                 status = 200
                 if header_length is not None:
                     content_type = b"application/octet-stream"
-                    extra = [(HEADER_LENGTH, b"%d" % header_length)]
+                    extra = [(_HEADER_LENGTH, b"%d" % header_length)]
             except ProtocolError as exc:
                 status, body = exc.status_code, _error(str(exc))
             except PlatformError as exc:

@@ -15,7 +15,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from predictions.v2.codec import DATATYPES
+from predictions.runtime.v2codec import DATATYPES
 
 _ERROR = inline_serializer(
     "V2Error", {"error": serializers.CharField(help_text="What went wrong, in words.")}

@@ -33,13 +33,9 @@ from predictions.pipeline import (
     route,
     store,
 )
+from predictions.runtime.v2codec import ProtocolError, encode_response
 from predictions.services.shadow import shadows_send
-from predictions.v2.codec import (
-    InferenceRequest,
-    ProtocolError,
-    RequestedOutput,
-    encode_response,
-)
+from predictions.v2.codec import InferenceRequest, RequestedOutput
 from predictions.v2.signature import (
     Signature,
     feature_rows,

@@ -14,13 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from predictions.v2.codec import (
-    BYTES,
-    InferenceRequest,
-    OutputTensor,
-    ProtocolError,
-    RequestedOutput,
-)
+from predictions.runtime.v2codec import BYTES, OutgoingTensor, ProtocolError
+from predictions.v2.codec import InferenceRequest, RequestedOutput
 
 INPUT = "input"
 PREDICTION, LABEL, CONFIDENCE, PREDICTION_ID = "prediction", "label", "confidence", "prediction_id"
@@ -146,19 +141,19 @@ def output_tensors(
     outputs: np.ndarray,
     labels: Sequence[str | None],
     prediction_ids: Sequence[str],
-) -> list[OutputTensor]:
+) -> list[OutgoingTensor]:
     """The selected outputs of a prediction: model outputs, top labels and stored ids."""
     tensors = []
     for wanted in selected:
         if wanted.name == PREDICTION:
-            tensor = OutputTensor(PREDICTION, "FP32", outputs, wanted.binary)
+            tensor = OutgoingTensor(PREDICTION, "FP32", outputs, wanted.binary)
         elif wanted.name == LABEL:
-            tensor = OutputTensor(LABEL, BYTES, labels, wanted.binary)
+            tensor = OutgoingTensor(LABEL, BYTES, labels, wanted.binary)
         elif wanted.name == CONFIDENCE:
             confidence = outputs.max(axis=1) if outputs.shape[0] else outputs[:, 0]
-            tensor = OutputTensor(CONFIDENCE, "FP32", confidence, wanted.binary)
+            tensor = OutgoingTensor(CONFIDENCE, "FP32", confidence, wanted.binary)
         else:
-            tensor = OutputTensor(PREDICTION_ID, BYTES, prediction_ids, wanted.binary)
+            tensor = OutgoingTensor(PREDICTION_ID, BYTES, prediction_ids, wanted.binary)
         tensors.append(tensor)
     return tensors
 

@@ -28,8 +28,9 @@ from mlplatform.health import CHECKS
 from mlplatform.middleware import body_limit
 from predictions.models import ModelVersion
 from predictions.pipeline import Served, principal_id, route
+from predictions.runtime.v2codec import HEADER_LENGTH, ProtocolError
 from predictions.v2 import repository, schema, services
-from predictions.v2.codec import ProtocolError, decode_request
+from predictions.v2.codec import decode_request
 from predictions.v2.signature import PLATFORMS
 from predictions.v2.statistics import model_statistics
 
@@ -43,7 +44,6 @@ EXTENSIONS = [
     "model_repository",
     "statistics",
 ]
-HEADER_LENGTH = "Inference-Header-Content-Length"
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 

@@ -10,17 +10,15 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from predictions.v2.codec import (
-    InferenceRequest,
-    OutputTensor,
+from predictions.runtime.v2codec import (
+    OutgoingTensor,
     ProtocolError,
-    RequestedOutput,
     Tensor,
     decode_bytes,
-    decode_request,
     encode_bytes,
     encode_response,
 )
+from predictions.v2.codec import InferenceRequest, RequestedOutput, decode_request
 from predictions.v2.signature import (
     Signature,
     feature_rows,
@@ -268,7 +266,7 @@ def texts(array: np.ndarray) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else v for v in array.tolist()]
 
 
-def response_outputs(binary: bool) -> list[OutputTensor]:
+def response_outputs(binary: bool) -> list[OutgoingTensor]:
     outputs = np.array([[0.9, 0.05, 0.05], [0.1, 0.2, 0.7]], dtype="f4")
     return output_tensors(
         [RequestedOutput(n, binary) for n in ("prediction", "label", "confidence")]

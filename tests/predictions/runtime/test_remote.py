@@ -17,7 +17,8 @@ from predictions.runtime.remote import (
     encode_request,
     url_problem,
 )
-from predictions.v2.codec import OutputTensor, decode_request, encode_response
+from predictions.runtime.v2codec import OutgoingTensor, encode_response
+from predictions.v2.codec import decode_request
 from tests.servers import free_port
 
 TARGET = RemoteTarget(url="http://127.0.0.1:9", model="iris", version="2", credential="tok-123")
@@ -55,8 +56,8 @@ def test_an_answer_is_read_as_float32_rows_in_json_or_binary(binary):
         model_name="iris",
         model_version="2",
         outputs=[
-            OutputTensor("label", "BYTES", ["a"] * 5, binary=binary),
-            OutputTensor("probabilities", "FP64", outputs, binary=binary),
+            OutgoingTensor("label", "BYTES", ["a"] * 5, binary=binary),
+            OutgoingTensor("probabilities", "FP64", outputs, binary=binary),
         ],
     )
     headers = {HEADER_LENGTH: str(header_length)} if header_length else {}
@@ -71,7 +72,7 @@ def test_a_one_dimensional_output_is_one_value_per_row():
     body, _ = encode_response(
         model_name="m",
         model_version="1",
-        outputs=[OutputTensor("predict", "FP32", np.arange(4, dtype=np.float32), binary=False)],
+        outputs=[OutgoingTensor("predict", "FP32", np.arange(4, dtype=np.float32), binary=False)],
     )
 
     read = decode_outputs(Answer(200, {}, body), TARGET, "predict", n_rows=4)
@@ -90,6 +91,10 @@ def test_a_one_dimensional_output_is_one_value_per_row():
         (
             b'{"outputs": [{"name": "p", "datatype": "FP32", "shape": [3, 1], "data": [1, 2, 3]}]}',
             "has shape [3, 1] for 2 rows",
+        ),
+        (
+            b'{"outputs": [{"name": "p", "datatype": "FP32", "shape": [2], "data": [1, 2, 3]}]}',
+            "is not a V2 response: output 'p': shape [2] holds 2 values but data has 3",
         ),
         (
             b'{"outputs": [{"name": "a", "datatype": "FP32", "shape": [2], "data": [1, 2]},'
