@@ -178,6 +178,16 @@ def wait_until_healthy(server: Server) -> None:
         time.sleep(0.2)
 
 
+def every_process_reads_the_registry() -> None:
+    """Wait out the registry's propagation: a change reaches every web process of a server
+    within 1.5 refresh intervals (``predictions.registry``; docs/models.md), and the production
+    profile runs several. Nothing a client sees tells that every process has it."""
+    from mlplatform.conf import platform_setting
+    from predictions.registry import STALE_LIMIT
+
+    time.sleep(platform_setting("REGISTRY_REFRESH_SECONDS") * STALE_LIMIT)
+
+
 @contextlib.contextmanager
 def fresh_database(tag: str) -> Iterator[str | None]:
     """A fresh PostgreSQL database on the production profile (dropped afterwards), else None."""
