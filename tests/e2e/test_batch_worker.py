@@ -244,7 +244,7 @@ def test_a_job_whose_worker_is_killed_finishes_from_its_last_chunk_after_a_resta
     assert not session_processes(worker.pgid), session_processes(worker.pgid)
 
     stopped = job_status(web, key, job_id)
-    time.sleep(1.0)
+    time.sleep(1.0)  # a while with no worker: nothing else moves the job on
     still = job_status(web, key, job_id)
     assert stopped["status"] == still["status"] == "processing"
     assert stopped["completed"] == still["completed"]
