@@ -71,6 +71,12 @@ class Server:
         """Ctrl-C, as an operator would; kill whatever is left of the group after a grace time."""
         return stop_group(self.process, self._log_file)
 
+    def stop_soon(self) -> None:
+        """Ctrl-C without waiting for the exit, for a server of ``_servers_stopped`` (which waits
+        at the end of the session): the next module's tests need not wait for it."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+
     def web_pid(self) -> int:
         """The pid of the (one) web process: the uvicorn child of ``manage.py serve``."""
         for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -273,7 +279,7 @@ def server(instance, _servers_stopped) -> Iterator[Server]:
     server = start_server(instance, "shared")
     _servers_stopped.append(server)
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 @dataclass

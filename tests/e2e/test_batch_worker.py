@@ -47,7 +47,7 @@ def web(instance, _servers_stopped):
     server = start_server(instance, "batch-web", args=["--no-worker"], env=WORKER_ENV)
     _servers_stopped.append(server)
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 @pytest.fixture

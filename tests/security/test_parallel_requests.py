@@ -27,7 +27,7 @@ def web(instance, _servers_stopped) -> Iterator[Server]:
     server = start_server(instance, "parallel", args=["--no-worker"], env=env)
     _servers_stopped.append(server)
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 @pytest.fixture(scope="module")
