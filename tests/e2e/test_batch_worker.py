@@ -334,8 +334,10 @@ def test_the_admin_page_of_a_job_follows_it_to_the_end_by_itself(web, start_work
         seen = set()
 
         def ended(_) -> bool:
+            # The label first: an update landing between the two reads is then seen in full.
+            done = "ended" in label.text
             seen.add(bar.get_attribute("value"))
-            return "ended" in label.text
+            return done
 
         WebDriverWait(browser, 60, poll_frequency=0.2).until(ended)
 
