@@ -162,6 +162,11 @@ class Batcher(_Thread, Generic[T, R]):
         self._queue.put(_Item(payload, size, future, loop))
         return future
 
+    def queued(self) -> int:
+        """How many requests wait to be taken into a batch (read-only: for diagnostics, and for
+        tests to wait on rather than sleep)."""
+        return self._queue.qsize()
+
     def close(self) -> None:
         """End the thread once what is queued now has been run."""
         if self._started_in == os.getpid():

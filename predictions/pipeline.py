@@ -270,6 +270,11 @@ class Pipeline:
             raise _timed_out(timeout) from None
         return _answered(served, outputs, started, key, field, timeout)
 
+    def queued(self, version: VersionEntry) -> int:
+        """How many requests wait for ``version``'s micro-batcher (``Batcher.queued``)."""
+        found = self._batchers.get(version.id)
+        return found[1].queued() if found is not None else 0
+
     async def _outputs(self, version: VersionEntry, rows: np.ndarray) -> np.ndarray:
         """``submit`` for the event loop: the outputs, awaited."""
         loaded = load(version)

@@ -2,8 +2,8 @@
 
 The web server runs with ``serve --no-worker``, so the only workers are the clusters a test
 starts; they pick tasks up from the database broker and, once killed, hand them back after
-``Q_RETRY`` seconds (the default: a job's tasks are short). No other worker may serve the
-instance while these tests run.
+``Q_RETRY`` seconds (shorter here than by default, with a task's time and timeout below it, as
+the settings require). No other worker may serve the instance while these tests run.
 """
 
 import io
@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from django.conf import settings
 
-from tests.servers import chromium
+from tests.servers import chromium, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -27,21 +26,28 @@ CHUNK_ROWS = 2000
 # Rows of the job that is killed: at CHUNK_ROWS a run takes a few seconds (printed), long enough
 # to be killed mid-job.
 KILLED_JOB_ROWS = 400_000
-Q_RETRY = settings.Q_CLUSTER["retry"]
+Q_RETRY = 18
 # A killed job's task is handed out again at most Q_RETRY seconds after it was taken; the new
 # worker starts and polls within seconds, and the rest of the job takes a few more.
 PROGRESS_WITHIN = Q_RETRY + 15.0
 RESUME_WITHIN = Q_RETRY + 45.0
-WORKER_ENV = {"Q_WORKERS": "1", "MLPLATFORM_BATCH_CHUNK_ROWS": str(CHUNK_ROWS)}
+WORKER_ENV = {
+    "Q_WORKERS": "1",
+    "MLPLATFORM_BATCH_CHUNK_ROWS": str(CHUNK_ROWS),
+    "Q_RETRY": str(Q_RETRY),
+    "Q_TIMEOUT": "15",
+    "MLPLATFORM_BATCH_TASK_SECONDS": "8",
+}
 IRIS_LABELS = ["setosa", "versicolor", "virginica"]
 
 
-@pytest.fixture
-def web(serve):
+@pytest.fixture(scope="module")
+def web(instance, _servers_stopped):
     """A web server without a background worker, chunking batch jobs by CHUNK_ROWS."""
-    server = serve("batch-web", args=["--no-worker"], env=WORKER_ENV)
+    server = start_server(instance, "batch-web", args=["--no-worker"], env=WORKER_ENV)
+    _servers_stopped.append(server)
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 @pytest.fixture
@@ -238,7 +244,7 @@ def test_a_job_whose_worker_is_killed_finishes_from_its_last_chunk_after_a_resta
     assert not session_processes(worker.pgid), session_processes(worker.pgid)
 
     stopped = job_status(web, key, job_id)
-    time.sleep(1.0)
+    time.sleep(1.0)  # a while with no worker: nothing else moves the job on
     still = job_status(web, key, job_id)
     assert stopped["status"] == still["status"] == "processing"
     assert stopped["completed"] == still["completed"]
@@ -328,8 +334,10 @@ def test_the_admin_page_of_a_job_follows_it_to_the_end_by_itself(web, start_work
         seen = set()
 
         def ended(_) -> bool:
+            # The label first: an update landing between the two reads is then seen in full.
+            done = "ended" in label.text
             seen.add(bar.get_attribute("value"))
-            return "ended" in label.text
+            return done
 
         WebDriverWait(browser, 60, poll_frequency=0.2).until(ended)
 

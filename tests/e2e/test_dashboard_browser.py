@@ -23,11 +23,12 @@ def browser() -> Iterator:
 
 
 @pytest.fixture(scope="module")
-def server(instance) -> Iterator[Server]:
+def server(instance, _servers_stopped) -> Iterator[Server]:
     """A server whose web workers (several on production) write their request tallies at once."""
     server = start_server(instance, "dashboard", env={"MLPLATFORM_USAGE_FLUSH_SECONDS": "0"})
+    _servers_stopped.append(server)
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 @pytest.fixture(scope="module")

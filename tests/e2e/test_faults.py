@@ -73,6 +73,14 @@ def wait_for_workers(session: int, count: int, gone: int | None = None) -> list[
         time.sleep(0.1)
 
 
+def answered(results: list, count: int, within: float) -> None:
+    """Return once the load's clients have had ``count`` answers (or errors)."""
+    deadline = time.monotonic() + within
+    while len(results) < count:
+        assert time.monotonic() < deadline, f"{len(results)} of {count} requests answered"
+        time.sleep(0.05)
+
+
 def stored_predictions(instance, request_prefix: str) -> dict[str, int]:
     """Predictions whose request id starts with the prefix, and how many are incomplete."""
     code = (
@@ -113,13 +121,16 @@ def test_killing_a_web_worker_under_load_fails_only_the_requests_it_held(serve, 
                 results.append((request_id, outcome))
 
     with ThreadPoolExecutor(6) as pool:
-        for n in range(6):
-            pool.submit(client, n)
-        time.sleep(2.0)
-        os.kill(workers[0], signal.SIGKILL)
-        killed_at = len(results)
-        time.sleep(4.0)
-        stop.set()
+        try:
+            for n in range(6):
+                pool.submit(client, n)
+            answered(results, 30, within=30)  # both workers under load
+            os.kill(workers[0], signal.SIGKILL)
+            killed_at = len(results)
+            replaced = wait_for_workers(server.process.pid, 2, gone=workers[0])
+            answered(results, len(results) + 40, within=30)  # the load goes on meanwhile
+        finally:
+            stop.set()
 
     outcomes = [outcome for _, outcome in results]
     failed = [o for o in outcomes if o != 200]
@@ -140,7 +151,6 @@ def test_killing_a_web_worker_under_load_fails_only_the_requests_it_held(serve, 
         assert len(lost) <= held, (n, mine)
         assert lost == list(range(min(lost, default=0), min(lost, default=0) + len(lost))), mine
     assert outcomes[-20:].count(200) == 20  # the other worker serves; all is served
-    replaced = wait_for_workers(server.process.pid, 2, gone=workers[0])
     assert len(replaced) == 2 and workers[0] not in replaced, (workers, replaced)
     # Every answered prediction was stored whole; a killed request stored all of it or nothing.
     stored = stored_predictions(instance, prefix)

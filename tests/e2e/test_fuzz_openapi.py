@@ -157,7 +157,7 @@ def fuzz_target(instance, _servers_stopped) -> dict:
             "/api/v1/keys/{id}": spare_key["id"],
         },
     }
-    server.stop()
+    server.stop_soon()
 
 
 def test_the_live_server_serves_the_contract_that_is_fuzzed(fuzz_target):

@@ -216,7 +216,7 @@ def servers(instance, _servers_stopped) -> Iterator[tuple[Server, Server]]:
     pair = start("lean"), start("views", MLPLATFORM_LEAN_HANDLERS="0")
     yield pair
     for server in pair:
-        server.stop()
+        server.stop_soon()
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,8 @@ import numpy as np
 import pytest
 import requests
 
-from mlplatform.conf import platform_setting
-from predictions.catalogue.registry import STALE_LIMIT
 from tests.mlserver import MODEL_NAME, MODEL_VERSION, iris_models, start_mlserver
-from tests.servers import MANAGE, free_port
+from tests.servers import MANAGE, every_process_reads_the_registry, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -75,13 +73,6 @@ def new_key(server, bearer: dict[str, str], name: str, scopes: list[str]) -> str
 @pytest.fixture(scope="module")
 def admin_key(server, admin_bearer) -> str:
     return new_key(server, admin_bearer, "remote-e2e", ["predict", "read", "batch", "models"])
-
-
-def every_process_reads_the_registry() -> None:
-    """Wait out the registry's propagation: a change reaches every web process of the server
-    within 1.5 refresh intervals (``predictions.catalogue.registry``; docs/models.md), and the
-    production profile runs two."""
-    time.sleep(platform_setting("REGISTRY_REFRESH_SECONDS") * STALE_LIMIT)
 
 
 def post(server, key: str, path: str, **kwargs) -> requests.Response:
@@ -257,7 +248,7 @@ def test_a_remote_shadow_answers_copies_of_the_local_versions_requests(
         "v.is_shadow = True; v.shadow_share = 1.0; model_version_save(version=v)",
     )
     try:
-        time.sleep(2.0)  # every web process re-reads the registry within a second
+        every_process_reads_the_registry()
         answers = [predict(server, admin_key, row, "local") for row in iris.X[::30]]
         assert [a.status_code for a in answers] == [200] * len(answers)
         assert not any("remote-shadow" in a.text for a in answers)
@@ -466,7 +457,7 @@ def test_the_response_cache_and_idempotency_keys_serve_a_remote_version(
 ):
     set_cache_ttl(instance, 60)
     try:
-        time.sleep(2.0)  # every web process re-reads the registry within a second
+        every_process_reads_the_registry()
         first = predict(server, admin_key, iris.X[99], "remote")
         mlserver.pause()  # a cached answer needs no upstream
         try:

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.servers import every_process_reads_the_registry
+
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 pytestmark = pytest.mark.e2e
 
@@ -167,7 +169,7 @@ def test_a_shadow_version_answers_copies_that_are_stored_and_never_returned(serv
         "v.is_shadow = True; v.shadow_share = 1.0; model_version_save(version=v)",
     )
     try:
-        time.sleep(2.0)  # every web process re-reads the registry within a second
+        every_process_reads_the_registry()
         answers = [
             requests.post(
                 server.url("/api/v1/predict"),

@@ -35,7 +35,7 @@ def server(instance, _servers_stopped):
     server = start_server(instance, "stream-web", args=["--no-worker"], env=FAST)
     _servers_stopped.append(server)
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 def events_of(lines):

@@ -133,6 +133,13 @@ class Load:
     def failed(self) -> list[tuple[str, float, float, int | str]]:
         return [result for result in self.results if result[3] != 200]
 
+    def wait_for(self, count: int, *, started_after: float = 0.0, within: float = 30) -> None:
+        """Return once ``count`` requests sent after ``started_after`` (monotonic) have ended."""
+        deadline = time.monotonic() + within
+        while (done := sum(r[1] > started_after for r in self.results)) < count:
+            assert time.monotonic() < deadline, f"{done} of {count} requests ended"
+            time.sleep(0.05)
+
 
 @pytest.fixture(scope="module")
 def topology(instance, _servers_stopped, tmp_path_factory):
@@ -198,12 +205,12 @@ def restart(instance, webs, ports, name: str, balancer: Balancer) -> None:
 def test_a_web_server_killed_under_load_fails_only_the_requests_it_held(topology, instance):
     balancer, webs, ports, _ = topology
     with Load(balancer.base_url, instance.demo_key) as load:
-        time.sleep(2.0)
+        load.wait_for(20)  # both servers under load
         os.killpg(webs["web1"].process.pid, signal.SIGKILL)
         killed = _refused(ports["web1"])
         taken_out = balancer.wait_for("web1", "DOWN", within=10)
         sent_to_dead = int(balancer.servers()["web1"]["stot"])
-        time.sleep(2.0)
+        load.wait_for(30, started_after=killed + 0.5)  # the load goes on, on web2
     webs["web1"].process.wait(timeout=10)
 
     failed = load.failed()
@@ -234,14 +241,14 @@ def test_a_rolling_restart_fails_no_request(topology, instance):
     balancer, webs, ports, _ = topology
     before = {name: int(s["stot"]) for name, s in balancer.servers().items()}
     with Load(balancer.base_url, instance.demo_key) as load:
-        time.sleep(1.0)
+        load.wait_for(20)
         for name in ("web1", "web2"):
             old = webs[name]
             old.process.send_signal(signal.SIGTERM)
             balancer.wait_for(name, "DOWN", within=DRAIN_SECONDS)
             assert old.process.wait(timeout=DRAIN_SECONDS + 20) == 0, old.log_tail()
             restart(instance, webs, ports, name, balancer)
-            time.sleep(1.0)
+            load.wait_for(20, started_after=time.monotonic())  # sent to both again
     after = {name: int(s["stot"]) for name, s in balancer.servers().items()}
 
     failed = load.failed()

@@ -53,7 +53,7 @@ def server(instance, _servers_stopped):
     server = start_server(instance, "ws", args=["--no-worker"], env=FAST)
     _servers_stopped.append(server)
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 def ws_url(server) -> str:

@@ -25,7 +25,7 @@ def web(instance, _servers_stopped) -> Iterator[Server]:
     server = start_server(instance, "artifacts", args=["--no-worker", "--workers", "1"])
     _servers_stopped.append(server)
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 def wide_iris_onnx(path: Path) -> None:

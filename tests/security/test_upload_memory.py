@@ -23,7 +23,7 @@ def web(instance, _servers_stopped) -> Iterator[Server]:
     server = start_server(instance, "uploads", args=["--no-worker", "--workers", "1"])
     _servers_stopped.append(server)
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 def rows_file(path, fmt: str) -> int:
