@@ -12,7 +12,7 @@ the threads defined here, each started on first use (and again in a forked child
   once; nothing waits for a batch to fill unless the version asks for ``batch_wait_ms``.
 * **The database writer**, one per process (``GroupCommit``). Stored rows of concurrent requests
   are written in one transaction and each request answers once its own row is committed: one
-  commit (and with ``synchronous=FULL``, one disk sync) for many requests, and no database
+  commit (and one disk sync where the database syncs) for many requests, and no database
   work on the event loop, where it would stop every other request while it waits.
 
 The log lines are written by the standard library's ``QueueListener`` thread

@@ -93,7 +93,7 @@ ENVIRONMENT: tuple[Setting, ...] = (
     _variable("DB_POOL_MAX", "int", None, "Connections of a web process's pool (at least `WEB_THREADS` + 2); 0: a connection per thread.", shown="`WEB_THREADS` + 2"),
     _variable("DB_POOL_TIMEOUT", "int", 5, "Seconds a request waits for a pooled connection before its 503.", bound=">0"),
     _variable("DB_CONN_MAX_AGE", "int", Profiled(600, 60), "Seconds a thread keeps its own database connection (without the pool).", bound=">=0"),
-    _variable("SQLITE_SYNCHRONOUS", "choice", "FULL", "SQLite's `synchronous` pragma: FULL survives a power loss, not only a crash.", choices=("OFF", "NORMAL", "FULL", "EXTRA")),
+    _variable("SQLITE_SYNCHRONOUS", "choice", "NORMAL", "SQLite's `synchronous` pragma: NORMAL survives a crash of the process, FULL a power loss too.", choices=("OFF", "NORMAL", "FULL", "EXTRA")),
     _variable("CACHE_KEY_PREFIX", "str", "mlplatform", "Prefix of the platform's keys in Redis."),
     _variable("Q_WORKERS", "int", Profiled(1, 2), "django-q2 worker processes of one `qcluster`.", bound=">0"),
     _variable("Q_TIMEOUT", "int", 45, "Seconds a background task may run before it is stopped.", bound=">0"),

@@ -212,10 +212,10 @@ else:
                 # BEGIN, so two writers queue on the busy timeout instead of failing mid-way.
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
-                # FULL: a commit reaches the disk before the request is answered, so a stored
-                # prediction survives a power loss, not only a crash of the process. With
-                # group commit, one sync serves every request of a round (docs/decisions/0002;
-                # python -m bench sqlite measures it against NORMAL).
+                # NORMAL: a committed prediction survives a crash of the process; FULL, which
+                # syncs the disk at each commit, a power loss too, for more than the 5 % of
+                # throughput that would make it the default (docs/decisions/0002; python -m
+                # bench sqlite measures it).
                 "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous={_SYNCHRONOUS};",
             },
             # Tests use a file too, not Django's shared in-memory database: there a second
