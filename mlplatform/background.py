@@ -15,14 +15,18 @@ the threads defined here, each started on first use (and again in a forked child
   commit (and one disk sync where the database syncs) for many requests, and no database
   work on the event loop, where it would stop every other request while it waits.
 
-The log lines are written by the standard library's ``QueueListener`` thread
-(``mlplatform.logging.QueuedStreamHandler``), so that no request waits on a write.
+* **The log writer**, one per process (``LineWriter``, behind
+  ``mlplatform.logging.QueuedStreamHandler``). A request only queues its log record; the
+  thread formats what queued in the last ``INTERVAL`` and writes it with one write, so that no
+  request waits on standard error and a busy process makes one write for many lines, not a
+  write and a thread hand-off per line.
 
 All are daemon threads: a process that exits loses what they hold, which its callers have not
 been answered for.
 """
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -213,6 +217,53 @@ class Batcher(_Thread, Generic[T, R]):
         except Exception as exc:  # noqa: BLE001 - each caller gets the failure
             results = [exc] * len(batch)
         _settle(list(zip(batch, results, strict=True)))
+
+
+class LineWriter(_Thread, Generic[T]):
+    """Hands ``write`` what was put meanwhile, at most every ``INTERVAL`` seconds.
+
+    ``put`` only appends (and wakes the thread if it sleeps); the thread waits out the
+    interval so that a busy process's items go to ``write`` together. ``flush`` writes what is
+    pending now, on the caller's thread (at exit). Nothing is carried over a fork: a child
+    writes only its own items.
+    """
+
+    thread_name = "log-writer"
+    INTERVAL = 0.02
+
+    def __init__(self, write: Callable[[list[T]], None]) -> None:
+        super().__init__()
+        self._write = write
+        self._reset()
+
+    def put(self, item: T) -> None:
+        self._ensure_started()
+        self._pending.append(item)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def flush(self) -> None:
+        if self._started_in != os.getpid():
+            return
+        with self._lock:
+            items = []
+            with contextlib.suppress(IndexError):
+                while True:
+                    items.append(self._pending.popleft())
+            if items:
+                self._write(items)
+
+    def _reset(self) -> None:
+        self._pending: collections.deque[T] = collections.deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.INTERVAL)
+            self._wake.clear()  # before taking the items: one put after this wakes it again
+            self.flush()
 
 
 @dataclass(slots=True)

@@ -8,12 +8,7 @@ version, prediction or job id. Background tasks open their own context (``task_c
 so a batch job's lines carry the request id of the request that submitted it.
 """
 
-import atexit
 import logging
-import logging.handlers
-import os
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +21,7 @@ import orjson
 from django.utils.functional import SimpleLazyObject, empty
 
 from mlplatform import tracing
+from mlplatform.background import LineWriter
 
 _context: ContextVar[dict[str, Any] | None] = ContextVar("mlplatform_log_context", default=None)
 
@@ -136,44 +132,45 @@ class TextFormatter(logging.Formatter):
 # --- The request log line ---------------------------------------------------------------
 
 
-class QueuedStreamHandler(logging.handlers.QueueHandler):
-    """The platform's log handler: a caller only queues its record, and a ``QueueListener``
-    thread formats and writes it to standard error, so no request waits on a write.
+class QueuedStreamHandler(logging.StreamHandler):
+    """The platform's log handler: a caller only queues its record, and a background thread
+    (``mlplatform.background.LineWriter``) formats what queued and writes it to standard error
+    in one write, so no request waits on a write.
 
-    The listener is started on the first record of each process (django-q2 forks its workers,
-    and a thread does not survive a fork) and stopped at exit, which writes what was queued.
+    Lines reach the stream within ``LineWriter.INTERVAL``; ``flush`` (which
+    ``logging.shutdown`` calls at exit) writes what is still queued.
     """
 
     def __init__(self) -> None:
-        super().__init__(queue.SimpleQueue())
-        self.target = logging.StreamHandler()
-        self._listening_in: int | None = None
-        self._start_lock = threading.Lock()
+        super().__init__()
+        self._writer: LineWriter[logging.LogRecord] = LineWriter(self._write)
 
-    def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802 - stdlib name
-        super().setFormatter(fmt)
-        self.target.setFormatter(fmt)  # the listener formats (prepare() does not)
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+    def emit(self, record: logging.LogRecord) -> None:
         # The message is merged now (its arguments may change later), the rest formatted by the
-        # listener; the record stays in this process, so its exc_info can travel as it is.
-        record.msg, record.args = record.getMessage(), None
-        return record
+        # writer; the record stays in this process, so its exc_info can travel as it is.
+        try:
+            record.msg, record.args = record.getMessage(), None
+        except Exception:  # noqa: BLE001 - as Handler.emit does: reported, never raised
+            self.handleError(record)
+            return
+        self._writer.put(record)
 
-    def enqueue(self, record: logging.LogRecord) -> None:
-        if self._listening_in != os.getpid():
-            self._listen()
-        super().enqueue(record)
+    def flush(self) -> None:
+        self._writer.flush()
 
-    def _listen(self) -> None:
-        with self._start_lock:
-            if self._listening_in == os.getpid():
-                return
-            self.queue = queue.SimpleQueue()  # a parent's records are its own to write
-            listener = logging.handlers.QueueListener(self.queue, self.target)
-            listener.start()
-            atexit.register(listener.stop)
-            self._listening_in = os.getpid()
+    def _write(self, records: list[logging.LogRecord]) -> None:
+        lines = []
+        for record in records:
+            try:
+                lines.append(self.format(record) + self.terminator)
+            except Exception:  # noqa: BLE001 - as StreamHandler.emit does
+                self.handleError(record)
+        with self.lock:
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except Exception:  # noqa: BLE001 - the stream failed (closed, full): said once
+                self.handleError(records[-1])
 
 
 def principal_of(request) -> str | None:

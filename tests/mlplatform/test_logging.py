@@ -207,3 +207,98 @@ def test_with_debug_on_the_console_logs_text(debug, expected, tmp_path):
     )
 
     assert done.stdout.strip() == {"text": "TextFormatter", "json": "JSONFormatter"}[expected]
+
+
+# The platform's handler: lines queued by callers, written by its thread and at exit.
+_WRITER_SCRIPT = """
+import django; django.setup()
+import logging, os, sys, time
+log = logging.getLogger("mlplatform.check")
+for i in range(300):
+    log.info("line %d", i)
+try:
+    1 / 0
+except ZeroDivisionError:
+    log.exception("failed")
+if sys.argv[1] == "fork":
+    child = os.fork()
+    if child == 0:
+        log.info("from the child")
+        sys.exit(0)
+    os.waitpid(child, 0)
+log.info("the last line, written at exit")
+"""
+
+
+def console_lines(tmp_path, mode: str) -> list[dict]:
+    env = {
+        **os.environ,
+        "DEBUG": "0",
+        "MLPLATFORM_VAR_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "mlplatform.settings",
+    }
+    for name in ("DATABASE_URL", "REDIS_URL", "LOG_FORMAT"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-c", _WRITER_SCRIPT, mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [
+        e for e in map(json.loads, done.stderr.splitlines()) if e["logger"] == "mlplatform.check"
+    ]
+
+
+def test_the_console_gets_every_line_in_order_up_to_the_process_exit(tmp_path):
+    lines = console_lines(tmp_path, "plain")
+
+    assert [e["message"] for e in lines[:300]] == [f"line {i}" for i in range(300)]
+    assert lines[300]["message"] == "failed"
+    assert "ZeroDivisionError" in lines[300]["exception"]
+    assert lines[301]["message"] == "the last line, written at exit"
+    assert len(lines) == 302
+
+
+def test_a_forked_process_writes_its_own_lines_and_not_its_parents(tmp_path):
+    lines = console_lines(tmp_path, "fork")
+
+    messages = [e["message"] for e in lines]
+    assert messages.count("line 0") == 1
+    assert messages.count("failed") == 1
+    assert messages.count("from the child") == 1
+    assert messages[-1] == "the last line, written at exit"
+    (child,) = (e["pid"] for e in lines if e["message"] == "from the child")
+    parents = {e["pid"] for e in lines if e["message"] != "from the child"}
+    assert len(parents) == 1
+    assert child not in parents
+
+
+def test_lines_queued_together_go_to_the_stream_in_one_write():
+    from mlplatform.logging import QueuedStreamHandler
+
+    class Stream(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            Stream.writes += 1
+            return super().write(text)
+
+    handler = QueuedStreamHandler()
+    handler.setStream(Stream())
+    handler.setFormatter(JSONFormatter())
+    logger = logging.getLogger("mlplatform.check.one-write")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for i in range(50):
+            logger.warning("line %d", i)
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+    lines = handler.stream.getvalue().splitlines()
+    assert [json.loads(line)["message"] for line in lines] == [f"line {i}" for i in range(50)]
+    assert Stream.writes == 1
